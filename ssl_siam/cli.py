@@ -1,0 +1,108 @@
+"""``ssl-siam <command>``: argument parsing and reporting only; the work happens in the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from ssl_siam.errors import UserError
+
+CONFIG_HELP = "YAML config; further KEY.SUB=VALUE arguments override it (an unknown key is an error)"
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ssl_siam.config import load_config
+    from ssl_siam.pretraining import run_pretrain
+    from ssl_siam.schema import PretrainConfig
+
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    run_dir = run_pretrain(cfg)
+    print(f"encoder: {run_dir / 'encoder.safetensors'}  (load with ssl_siam.load_encoder('{run_dir}'))")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from ssl_siam.data.stats import compute_stats
+    from ssl_siam.data.tiles import TileDataset
+
+    dataset = TileDataset(args.data, args.tile_size, bands=args.bands, band_names=args.band_names,
+                          nodata=args.nodata)
+    stats = compute_stats(dataset, num_samples=args.samples)
+    stats.save(args.out)
+    print(f"{'band':>4} {'low':>10} {'high':>10} {'mean':>8} {'std':>8}")
+    for i, row in enumerate(zip(stats.low, stats.high, stats.mean, stats.std), 1):
+        print(f"{i:>4} {row[0]:>10.4g} {row[1]:>10.4g} {row[2]:>8.4f} {row[3]:>8.4f}")
+    print(f"saved to {args.out}; use it with data.stats={args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ssl_siam.demo import run_demo
+
+    report = run_demo(Path(args.out), quick=args.quick, device=args.device)
+    print(f"demo finished: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssl-siam", description=__doc__.split(":")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (SimSiam, BYOL, DINO) on unlabeled tiles")
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("stats", help="per-band normalization statistics of a tile dataset, saved as JSON")
+    p.add_argument("data", help="folder, glob or file of GeoTIFF/PNG/JPEG tiles")
+    p.add_argument("--out", default="stats.json")
+    p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--bands", type=int, nargs="+", help="1-based band indices")
+    p.add_argument("--band-names", nargs="+", help="values for a {band} placeholder in DATA")
+    p.add_argument("--nodata", type=float)
+    p.add_argument("--samples", type=int, default=256, help="windows to sample")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("demo", help="the whole pipeline on generated sample data, on CPU, in minutes")
+    p.add_argument("--out", default="demo_output")
+    p.add_argument("--quick", action="store_true", help="fewer steps (for tests)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def one_line(exc: BaseException) -> str:
+    """Errors re-raised from DataLoader workers carry the worker's traceback: keep its last line only."""
+    text = str(exc).strip()
+    if "Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.debug:
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        return args.func(args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"ssl-siam {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

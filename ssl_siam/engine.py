@@ -1,0 +1,256 @@
+"""The one training loop, shared by pretraining and finetuning.
+
+A *task* is an ``nn.Module`` with ``training_step(batch, step, micro) -> {"loss", ...}``, ``param_groups()``,
+``configure(total_steps, steps_per_epoch)``, ``before_optimizer_step(step)`` and
+``after_optimizer_step(step)``. The loop owns everything else: device, autocast, accumulation, clipping, LR and
+weight-decay schedules, logging, collapse monitor, checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightly.utils.debug import std_of_l2_normalized
+from lightly.utils.lars import LARS
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from ssl_siam.checkpoint import FORMAT, atomic_save, load_checkpoint, rng_state, set_rng_state
+from ssl_siam.data.sampling import ResumableSampler
+from ssl_siam.errors import DataError, UserError
+from ssl_siam.schema import OptimConfig, TrainConfig
+
+
+class TrainingError(UserError):
+    """Training cannot go on (non-finite losses, collapse); the message points at the last good checkpoint."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device={name}: CUDA is not available on this machine (use cpu or auto)")
+    return device
+
+
+def lr_at(step: int, total: int, base: float, warmup: int, min_lr: float) -> float:
+    """Linear warm-up to ``base`` then half-cosine to ``min_lr``: a pure function of the step."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return min_lr + (base - min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_optimizer(groups: list[dict], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
+    for group in groups:
+        group.setdefault("weight_decay", cfg.weight_decay)
+        group["base_weight_decay"] = group["weight_decay"]
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas)
+    if cfg.name == "lars":
+        return LARS(groups, lr=lr, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    batches_seen: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Runs ``task`` on batches from ``loader`` (whose sampler is a :class:`ResumableSampler`)."""
+
+    def __init__(self, task: nn.Module, loader: DataLoader, optim_cfg: OptimConfig, train_cfg: TrainConfig,
+                 run_dir: Path, config: dict[str, Any], device: torch.device) -> None:
+        self.task, self.loader, self.cfg, self.run_dir, self.config = task, loader, train_cfg, run_dir, config
+        self.device = device
+        self.sampler: ResumableSampler = loader.sampler  # type: ignore[assignment]
+        self.batches_per_epoch = self.sampler.batches_per_epoch
+        if self.batches_per_epoch == 0:
+            raise UserError(f"train.batch_size={train_cfg.batch_size} is larger than the dataset "
+                            f"({self.sampler.n} samples per epoch)")
+        steps_per_epoch = max(self.batches_per_epoch // train_cfg.accumulate, 1)
+        self.total_steps = train_cfg.max_steps or train_cfg.epochs * steps_per_epoch
+        self.samples_per_step = train_cfg.batch_size * train_cfg.accumulate * self.sampler.num_replicas
+        self.base_lr = optim_cfg.lr * self.samples_per_step / optim_cfg.base_batch_size
+        self.optim_cfg = optim_cfg
+        warmup = optim_cfg.warmup_steps or round(optim_cfg.warmup_epochs * steps_per_epoch)
+        self.warmup = min(warmup, self.total_steps)
+        task.configure(self.total_steps, steps_per_epoch)
+        task.to(device, memory_format=self.memory_format)
+        self.optimizer = build_optimizer(task.param_groups(), optim_cfg, self.base_lr)
+        self.use_amp = device.type == "cuda" and train_cfg.precision != "fp32"
+        self.amp_dtype = torch.float16 if train_cfg.precision == "fp16" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.use_amp and train_cfg.precision == "fp16")
+        self.state = RunState()
+        self.ckpt_path = run_dir / "checkpoints" / "last.pt"
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        on_cuda = self.device.type == "cuda" and self.cfg.channels_last
+        return torch.channels_last if on_cuda else torch.contiguous_format
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> None:
+        atomic_save({
+            "format": FORMAT,
+            "step": self.state.step,
+            "batches_seen": self.state.batches_seen,
+            "history": self.state.history,
+            "model": self.task.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "config": self.config,
+        }, self.ckpt_path)
+
+    def resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        try:
+            self.task.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise DataError(f"checkpoint {path} does not match this model/optimizer: "
+                            f"{str(exc).splitlines()[0][:200]}") from None
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.state = RunState(ckpt["step"], ckpt["batches_seen"], list(ckpt.get("history", [])))
+
+    # ---------------------------------------------------------------- loop
+    def batches(self) -> Iterator[Any]:
+        """Endless batches starting at ``state.batches_seen`` (epoch and position recovered from it)."""
+        while True:
+            epoch, start = divmod(self.state.batches_seen, self.batches_per_epoch)
+            self.sampler.set_epoch(epoch, start)
+            for batch in self.loader:
+                yield batch
+
+    def to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self.to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self.to_device(v) for k, v in batch.items()}
+        return batch
+
+    def set_schedules(self, step: int) -> float:
+        lr = lr_at(step, self.total_steps, self.base_lr, self.warmup, self.optim_cfg.min_lr)
+        wd_end = self.optim_cfg.weight_decay_end
+        for group in self.optimizer.param_groups:
+            group["lr"] = (self.base_lr if group.get("fixed_lr") else lr) * group.get("lr_scale", 1.0)
+            if wd_end is not None and group["base_weight_decay"] > 0:
+                progress = min(step / max(self.total_steps, 1), 1.0)
+                base = group["base_weight_decay"]
+                group["weight_decay"] = wd_end + (base - wd_end) * 0.5 * (1 + math.cos(math.pi * progress))
+        return lr
+
+    def train_step(self, batches: Iterator[Any], step: int) -> dict[str, Any]:
+        """One optimizer step over ``accumulate`` micro-batches; returns the outputs with a float loss."""
+        self.task.train()
+        total, outputs = 0.0, {}
+        for micro in range(self.cfg.accumulate):
+            batch = self.to_device(next(batches))
+            self.state.batches_seen += 1
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                outputs = self.task.training_step(batch, step, micro)
+            loss = outputs["loss"].float() / self.cfg.accumulate
+            self.scaler.scale(loss).backward()
+            total += loss.item()
+        outputs["loss"] = total
+        if not math.isfinite(total):
+            self.optimizer.zero_grad(set_to_none=True)
+            return outputs
+        self.scaler.unscale_(self.optimizer)
+        if self.optim_cfg.clip_grad:
+            outputs["grad_norm"] = nn.utils.clip_grad_norm_(self.task.parameters(), self.optim_cfg.clip_grad)
+        self.task.before_optimizer_step(step)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.task.after_optimizer_step(step)
+        return outputs
+
+    def fit(self) -> dict[str, float]:
+        """Train to ``total_steps`` (resuming from ``last.pt`` first if asked), checkpoint, return last metrics."""
+        writer = SummaryWriter(str(self.run_dir / "tb"))
+        bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not self.cfg.progress or None,
+                   dynamic_ncols=True, unit="step")
+        batches = self.batches()
+        window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        bad_in_row, last: dict[str, float] = 0, {}
+        try:
+            while self.state.step < self.total_steps:
+                step = self.state.step
+                lr = self.set_schedules(step)
+                out = self.train_step(batches, step)
+                if not math.isfinite(out["loss"]):
+                    bad_in_row += 1
+                    warnings.warn(f"step {step}: non-finite loss, step skipped ({bad_in_row} in a row)", stacklevel=1)
+                    if bad_in_row > self.cfg.max_bad_steps:
+                        raise TrainingError(f"{bad_in_row} non-finite steps in a row at step {step}; "
+                                            f"last good checkpoint: {self.ckpt_path}")
+                    self.state.step += 1
+                    continue
+                bad_in_row = 0
+                self.state.step += 1
+                window_loss += out["loss"]
+                window_steps += 1
+                if step % self.cfg.collapse_every == 0 and out.get("embedding") is not None:
+                    last.update(self.collapse_check(out["embedding"], step))
+                if self.state.step % self.cfg.log_every == 0 or self.state.step == self.total_steps:
+                    elapsed = max(time.perf_counter() - window_start, 1e-9)
+                    last.update(step=self.state.step, loss=window_loss / window_steps, lr=lr,
+                                samples_per_s=window_steps * self.samples_per_step / elapsed)
+                    last.update({k: float(v) for k, v in out.items()
+                                 if k not in ("loss", "embedding") and torch.as_tensor(v).numel() == 1})
+                    self.log(writer, last)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}",
+                                    samples_s=f"{last['samples_per_s']:.1f}")
+                    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                bar.update(1)
+                if self.state.step % self.cfg.checkpoint_every == 0 or self.state.step == self.total_steps:
+                    self.save_checkpoint()
+                    self.write_metrics(last)
+        finally:
+            bar.close()
+            writer.close()
+        return last
+
+    def collapse_check(self, embedding: torch.Tensor, step: int) -> dict[str, float]:
+        """Std of the L2-normalised embedding: ≈ 1/sqrt(d) when healthy, → 0 when collapsed."""
+        std = float(std_of_l2_normalized(embedding.float()))
+        relative = std * math.sqrt(embedding.shape[1])
+        if relative < self.cfg.collapse_threshold:
+            message = (f"step {step}: representation collapse suspected (embedding std·sqrt(d) = {relative:.3f} "
+                       f"< {self.cfg.collapse_threshold})")
+            if self.cfg.stop_on_collapse:
+                raise TrainingError(f"{message}; last good checkpoint: {self.ckpt_path}")
+            warnings.warn(message, stacklevel=1)
+        return {"collapse_std": std, "collapse_std_relative": relative}
+
+    def log(self, writer: SummaryWriter, metrics: dict[str, float]) -> None:
+        step = int(metrics["step"])
+        for key, value in metrics.items():
+            if key != "step":
+                writer.add_scalar(f"train/{key}", value, step)
+        self.state.history.append(dict(metrics))
+
+    def write_metrics(self, last: dict[str, float]) -> None:
+        data = {**last, "step": self.state.step, "total_steps": self.total_steps, "history": self.state.history}
+        tmp = self.run_dir / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.run_dir / "metrics.json")

@@ -1,0 +1,123 @@
+"""timm backbones with any number of input bands, local-only weights, and the encoder export format.
+
+Exported encoders are ``encoder.safetensors`` (the timm state dict, no classifier) beside ``encoder.json``
+(timm name, in_chans, kwargs, band normalization): :func:`load_encoder` rebuilds the timm model from the pair.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from timm.models._manipulate import adapt_input_conv
+from torch import nn
+
+from ssl_siam.errors import ConfigError, DataError
+
+ENCODER_WEIGHTS = "encoder.safetensors"
+ENCODER_META = "encoder.json"
+
+
+def create_encoder(
+    backbone: str,
+    in_chans: int,
+    pretrained: str | Path | None = None,
+    features_only: bool = False,
+    **timm_kwargs: Any,
+) -> nn.Module:
+    """A timm model without classifier (``num_classes=0``; pooled features ``[B, num_features]``) or,
+    with ``features_only``, one returning the list of multi-scale maps. Weights only from a local file."""
+    kwargs = dict(timm_kwargs, in_chans=in_chans, pretrained=False)
+    kwargs.update(features_only=True) if features_only else kwargs.update(num_classes=0)
+    try:
+        model = timm.create_model(backbone, **kwargs)
+    except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
+        raise ConfigError(f"model.backbone: {exc}") from None
+    if pretrained:
+        load_weights(model, pretrained)
+    return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a torch checkpoint (``state_dict``/``model`` keys unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"weight file {path} does not exist (pretrained weights come only from local files)")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file for the user
+        raise DataError(f"{path} is not a readable weight file: {str(exc).splitlines()[0]}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a local state dict into ``model``: the classifier is dropped, a stem with another band count is
+    adapted (timm's ``adapt_input_conv``), and any other missing or mismatched key is an error."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
+    for key, value in list(state.items()):
+        if key not in own:
+            state.pop(key)  # classifier / heads the encoder does not have
+        elif first_conv and key == f"{first_conv}.weight" and value.shape[1] != own[key].shape[1]:
+            state[key] = adapt_input_conv(own[key].shape[1], value.float()).to(value.dtype)
+    bad = [k for k, v in state.items() if v.shape != own[k].shape]
+    missing = [k for k in own if k not in state]
+    if bad or missing:
+        raise DataError(
+            f"{path} does not fit {type(model).__name__}: "
+            f"{len(missing)} missing keys {missing[:3]}, {len(bad)} shape mismatches {bad[:3]}"
+        )
+    model.load_state_dict(state)
+
+
+def export_encoder(encoder: nn.Module, out_dir: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``encoder.safetensors`` + ``encoder.json`` (meta must hold backbone, in_chans)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    tmp = out_dir / (ENCODER_WEIGHTS + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(out_dir / ENCODER_WEIGHTS)
+    (out_dir / ENCODER_META).write_text(json.dumps(meta, indent=2))
+    return out_dir / ENCODER_WEIGHTS
+
+
+def read_encoder_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Resolve a run dir / ``encoder.safetensors`` / ``encoder.json`` to (weights path, metadata)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    weights = path if path.suffix == ".safetensors" else folder / ENCODER_WEIGHTS
+    meta_path = weights.with_suffix(".json")
+    if not weights.is_file() or not meta_path.is_file():
+        raise DataError(f"{path}: expected {weights.name} with {meta_path.name} beside it (ssl-siam export)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        meta["backbone"], meta["in_chans"]  # noqa: B018 - presence check
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DataError(f"{meta_path} is not an encoder description (needs backbone, in_chans)") from None
+    return weights, meta
+
+
+def load_encoder(path: str | Path, features_only: bool = False, **timm_kwargs: Any) -> nn.Module:
+    """Rebuild an exported encoder as a timm model in one call.
+
+    ``path``: the run directory, ``encoder.safetensors`` or ``encoder.json``. The model's ``ssl_siam_meta``
+    attribute holds the metadata (band normalization included) so callers can preprocess inputs alike.
+    """
+    weights, meta = read_encoder_meta(path)
+    kwargs = {**meta.get("timm_kwargs", {}), **timm_kwargs}
+    model = create_encoder(meta["backbone"], meta["in_chans"], weights, features_only=features_only, **kwargs)
+    model.ssl_siam_meta = meta
+    return model

@@ -1,0 +1,96 @@
+"""Self-supervised pretraining, assembled from config: tiles → views → objective → shared loop → export."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ssl_siam.config import to_dict
+from ssl_siam.data.sampling import IndexedDataset, ResumableSampler
+from ssl_siam.data.stats import BandStats, compute_stats
+from ssl_siam.data.tiles import TileDataset
+from ssl_siam.engine import Trainer, resolve_device
+from ssl_siam.errors import ConfigError, DataError
+from ssl_siam.models.encoders import create_encoder, export_encoder
+from ssl_siam.rundir import prepare_run_dir
+from ssl_siam.schema import PretrainConfig, TileDataConfig
+from ssl_siam.ssl import OBJECTIVES
+from ssl_siam.ssl.task import AugmentCollate, PretrainTask
+from ssl_siam.ssl.views import ViewPipeline
+
+log = logging.getLogger(__name__)
+
+
+def build_tiles(cfg: TileDataConfig, seed: int) -> TileDataset:
+    if not cfg.root:
+        raise ConfigError("data.root is required: a folder, glob or file of unlabeled tiles")
+    return TileDataset(cfg.root, cfg.tile_size, bands=cfg.bands, band_names=cfg.band_names,
+                       sampling=cfg.sampling, samples_per_epoch=cfg.samples_per_epoch,
+                       max_nodata_fraction=cfg.max_nodata_fraction, nodata=cfg.nodata, seed=seed)
+
+
+def resolve_stats(cfg: TileDataConfig, dataset: TileDataset, run_dir: Path, seed: int) -> BandStats:
+    """Stats from ``data.stats``, else the run's saved ``stats.json``, else computed once and saved there."""
+    saved = run_dir / "stats.json"
+    if cfg.stats:
+        stats = BandStats.load(cfg.stats)
+    elif saved.is_file():
+        stats = BandStats.load(saved)
+    else:
+        stats = compute_stats(dataset, num_samples=cfg.stats_samples, seed=seed)
+    if stats.num_bands != dataset.num_bands:
+        raise DataError(f"{cfg.stats or saved}: stats for {stats.num_bands} bands, data has {dataset.num_bands}")
+    stats.save(saved)
+    return stats
+
+
+def build_loader(dataset: TileDataset, cfg: PretrainConfig, pipeline: ViewPipeline,
+                 device: torch.device, rank: int = 0, world: int = 1) -> DataLoader:
+    sampler = ResumableSampler(len(dataset), cfg.train.batch_size, seed=cfg.train.seed, rank=rank,
+                               num_replicas=world)
+    workers = cfg.data.num_workers
+    extra = dict(persistent_workers=True, prefetch_factor=cfg.data.prefetch_factor) if workers > 0 else {}
+    collate = None if cfg.augment.on_device else AugmentCollate(pipeline, cfg.train.seed)
+    return DataLoader(IndexedDataset(dataset), batch_size=cfg.train.batch_size, sampler=sampler,
+                      num_workers=workers, collate_fn=collate, drop_last=True,
+                      pin_memory=cfg.data.pin_memory and device.type == "cuda", **extra)
+
+
+def run_pretrain(cfg: PretrainConfig) -> Path:
+    """Pretrain (or resume) as configured; returns the run directory holding ``encoder.safetensors``."""
+    OBJECTIVES.get(cfg.objective)  # fail on a typo before touching the disk
+    run_dir, resume_from = prepare_run_dir(cfg, cfg.objective)
+    torch.manual_seed(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    dataset = build_tiles(cfg.data, cfg.train.seed)
+    stats = resolve_stats(cfg.data, dataset, run_dir, cfg.train.seed)
+    make_encoder = functools.partial(create_encoder, cfg.model.backbone, dataset.num_bands, cfg.model.pretrained,
+                                     **cfg.model.timm_kwargs)
+    objective = OBJECTIVES.get(cfg.objective)(make_encoder, cfg)
+    pipeline = ViewPipeline(stats, cfg.augment)
+    on_cuda = device.type == "cuda" and cfg.train.channels_last
+    task = PretrainTask(objective, pipeline, cfg.train.seed,
+                        torch.channels_last if on_cuda else torch.contiguous_format)
+    loader = build_loader(dataset, cfg, pipeline, device)
+    trainer = Trainer(task, loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), device)
+    if resume_from is not None:
+        trainer.resume(resume_from)
+        log.info("resumed from %s at step %d", resume_from, trainer.state.step)
+    trainer.fit()
+    export_encoder(objective.export_encoder(), run_dir, {
+        "format": "ssl-siam-encoder",
+        "backbone": cfg.model.backbone,
+        "in_chans": dataset.num_bands,
+        "timm_kwargs": cfg.model.timm_kwargs,
+        "num_features": objective.export_encoder().num_features,
+        "objective": cfg.objective,
+        "step": trainer.state.step,
+        "bands": cfg.data.bands,
+        "normalization": dataclasses.asdict(stats),
+    })
+    return run_dir

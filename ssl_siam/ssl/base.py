@@ -1,0 +1,65 @@
+"""What every self-supervised objective provides to the shared training loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ssl_siam.registry import Registry
+
+#: name → builder ``(make_encoder, cfg: PretrainConfig) -> Objective``; ``make_encoder()`` returns a fresh
+#: timm backbone (pooled features), so EMA teachers are built, not deep-copied (DINO's weight-normed head
+#: cannot be deep-copied).
+OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
+
+
+def split_weight_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(decayed, not decayed): biases and norm parameters (ndim ≤ 1) get no weight decay, as in DINO/BYOL."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return decay, no_decay
+
+
+def param_groups(module: nn.Module, **extra: object) -> list[dict]:
+    """Two optimizer groups for ``module`` (see :func:`split_weight_decay`), each tagged with ``extra``."""
+    decay, no_decay = split_weight_decay(module)
+    groups = [{"params": decay, **extra}, {"params": no_decay, "weight_decay": 0.0, **extra}]
+    return [g for g in groups if g["params"]]
+
+
+@torch.no_grad()
+def copy_buffers(source: nn.Module, target: nn.Module) -> None:
+    """Copy BN running statistics; lightly's ``update_momentum`` only averages parameters."""
+    for src, dst in zip(source.buffers(), target.buffers()):
+        dst.copy_(src)
+
+
+class Objective(nn.Module):
+    """An SSL method: ``forward(views, step)`` returns ``{"loss", "embedding", ...scalars to log}``.
+
+    ``views`` is a list of ``[B, C, H, W]`` tensors; ``embedding`` ``[B, D]`` feeds the collapse monitor.
+    Schedules are pure functions of the optimizer ``step`` given ``configure(total_steps, steps_per_epoch)``.
+    """
+
+    total_steps: int = 1
+    steps_per_epoch: int = 1
+
+    def configure(self, total_steps: int, steps_per_epoch: int) -> None:
+        self.total_steps, self.steps_per_epoch = max(total_steps, 1), max(steps_per_epoch, 1)
+
+    def param_groups(self) -> list[dict]:
+        return param_groups(self)
+
+    def before_optimizer_step(self, step: int) -> None:
+        """Called after backward, before the optimizer step (e.g. cancel gradients)."""
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Called after the optimizer step (e.g. EMA teacher update)."""
+
+    def export_encoder(self) -> nn.Module:
+        """The backbone to export for downstream use."""
+        raise NotImplementedError

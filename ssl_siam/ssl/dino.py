@@ -1,0 +1,96 @@
+"""DINO (Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import torch
+from lightly.loss import DINOLoss
+from lightly.models.modules import DINOProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+from ssl_siam.schema import DINOConfig, PretrainConfig
+from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers, param_groups
+
+
+def multicrop_forward(backbone: nn.Module, head: nn.Module, views: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Run same-resolution views through the backbone together (as DINO's MultiCropWrapper), the head once.
+
+    Returns one ``[B, out_dim]`` tensor per view, in order.
+    """
+    feats = [backbone(torch.cat(list(group))) for _, group in itertools.groupby(views, key=lambda v: v.shape[-1])]
+    return list(head(torch.cat(feats)).chunk(len(views)))
+
+
+class DINO(Objective):
+    """Self-distillation: the student matches the centred, sharpened EMA teacher on all crops.
+
+    The teacher sees only the ``n_global`` global crops. Teacher temperature warms up linearly over
+    ``warmup_teacher_temp_epochs``; the last head layer is frozen for ``freeze_last_layer_epochs``.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: DINOConfig, n_global: int = 2) -> None:
+        super().__init__()
+        dim = student.num_features
+
+        def head() -> DINOProjectionHead:
+            return DINOProjectionHead(dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.out_dim, cfg.batch_norm,
+                                      norm_last_layer=cfg.norm_last_layer)
+
+        self.student_backbone, self.student_head = student, head()
+        # Built separately and loaded: the weight-normed last layer cannot be deep-copied.
+        self.teacher_backbone, self.teacher_head = teacher, head()
+        self.teacher_backbone.load_state_dict(student.state_dict())
+        self.teacher_head.load_state_dict(self.student_head.state_dict())
+        deactivate_requires_grad(self.teacher_backbone)
+        deactivate_requires_grad(self.teacher_head)
+        self.criterion = DINOLoss(output_dim=cfg.out_dim, warmup_teacher_temp=cfg.warmup_teacher_temp,
+                                  teacher_temp=cfg.teacher_temp, student_temp=cfg.student_temp,
+                                  center_momentum=cfg.center_momentum)
+        self.cfg, self.n_global = cfg, n_global
+
+    def teacher_temp(self, step: int) -> float:
+        warmup = self.cfg.warmup_teacher_temp_epochs * self.steps_per_epoch
+        if step >= warmup:
+            return self.cfg.teacher_temp
+        return self.cfg.warmup_teacher_temp + (self.cfg.teacher_temp - self.cfg.warmup_teacher_temp) * step / warmup
+
+    def momentum(self, step: int) -> float:
+        return cosine_schedule(min(step, self.total_steps), self.total_steps, self.cfg.momentum_start,
+                               self.cfg.momentum_end)
+
+    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            teacher_out = multicrop_forward(self.teacher_backbone, self.teacher_head, views[: self.n_global])
+        student_out = multicrop_forward(self.student_backbone, self.student_head, views)
+        temp = self.teacher_temp(step)
+        loss = self.criterion(teacher_out, student_out, teacher_temp=temp)
+        return {"loss": loss, "embedding": student_out[0].detach(), "teacher_temp": torch.tensor(temp),
+                "momentum": torch.tensor(self.momentum(step))}
+
+    def param_groups(self) -> list[dict]:
+        return [*param_groups(self.student_backbone), *param_groups(self.student_head)]
+
+    def before_optimizer_step(self, step: int) -> None:
+        if step < self.cfg.freeze_last_layer_epochs * self.steps_per_epoch:
+            for param in self.student_head.last_layer.parameters():
+                param.grad = None
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int) -> None:
+        m = self.momentum(step)
+        for student, teacher in ((self.student_backbone, self.teacher_backbone),
+                                 (self.student_head, self.teacher_head)):
+            update_momentum(student, teacher, m)
+            copy_buffers(student, teacher)
+
+    def export_encoder(self) -> nn.Module:
+        return self.teacher_backbone  # DINO evaluates the teacher, which is the better model
+
+
+@OBJECTIVES.register("dino")
+def build_dino(make_encoder: Callable[[], nn.Module], cfg: PretrainConfig) -> DINO:
+    return DINO(make_encoder(), make_encoder(), cfg.dino, n_global=cfg.augment.n_global)

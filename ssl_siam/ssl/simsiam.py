@@ -1,0 +1,45 @@
+"""SimSiam (Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
+from torch import nn
+
+from ssl_siam.schema import PretrainConfig, SimSiamConfig
+from ssl_siam.ssl.base import OBJECTIVES, Objective, param_groups
+
+
+class SimSiam(Objective):
+    """Symmetric negative cosine between predictor output and the stop-gradient projection of the other view."""
+
+    def __init__(self, encoder: nn.Module, cfg: SimSiamConfig) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projector = SimSiamProjectionHead(encoder.num_features, cfg.proj_hidden_dim, cfg.out_dim)
+        self.predictor = SimSiamPredictionHead(cfg.out_dim, cfg.pred_hidden_dim, cfg.out_dim)
+        self.criterion = NegativeCosineSimilarity()
+        self.fix_pred_lr = cfg.fix_pred_lr
+
+    def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        x1, x2 = views[:2]
+        z1, z2 = self.projector(self.encoder(x1)), self.projector(self.encoder(x2))  # [B, D]
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        loss = 0.5 * (self.criterion(p1, z2.detach()) + self.criterion(p2, z1.detach()))
+        return {"loss": loss, "embedding": z1.detach()}
+
+    def param_groups(self) -> list[dict]:
+        # The paper keeps the predictor's LR fixed (no cosine decay): better and more stable.
+        backbone = [*param_groups(self.encoder), *param_groups(self.projector)]
+        return backbone + param_groups(self.predictor, fixed_lr=self.fix_pred_lr)
+
+    def export_encoder(self) -> nn.Module:
+        return self.encoder
+
+
+@OBJECTIVES.register("simsiam")
+def build_simsiam(make_encoder: Callable[[], nn.Module], cfg: PretrainConfig) -> SimSiam:
+    return SimSiam(make_encoder(), cfg.simsiam)

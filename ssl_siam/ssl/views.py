@@ -1,0 +1,53 @@
+"""From a batch of raw tiles to normalised views: unit-scale per band → augment → standardise."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ssl_siam.data.augment import MultiViewAugment, ViewSpec
+from ssl_siam.data.stats import BandStats
+from ssl_siam.schema import AugmentConfig
+
+
+def view_specs(cfg: AugmentConfig) -> list[ViewSpec]:
+    """``n_global`` global views (per-view blur/solarize probabilities, as BYOL/DINO) + ``n_local`` local."""
+    common = dict(flip_p=cfg.flip_p, rot90=cfg.rot90, jitter_p=cfg.jitter_p, brightness=cfg.brightness,
+                  contrast=cfg.contrast, saturation=cfg.saturation, hue=cfg.hue, grayscale_p=cfg.grayscale_p,
+                  blur_sigma=cfg.blur_sigma)
+
+    def per_view(values: list[float], i: int) -> float:
+        return values[min(i, len(values) - 1)] if values else 0.0
+
+    specs = [ViewSpec(size=cfg.global_size, scale=cfg.global_scale, blur_p=per_view(cfg.blur_p, i),
+                      solarize_p=per_view(cfg.solarize_p, i), **common) for i in range(cfg.n_global)]
+    specs += [ViewSpec(size=cfg.local_size, scale=cfg.local_scale, blur_p=cfg.local_blur_p, **common)
+              for _ in range(cfg.n_local)]
+    return specs
+
+
+class ViewPipeline(nn.Module):
+    """``[B, C, H, W]`` raw integer/float tiles → list of standardised float views ``[B, C, s, s]``.
+
+    Runs on whatever device the batch is on, in fp32 even under autocast; all randomness comes from
+    ``generator`` so a batch's views are a pure function of (batch, seed).
+    """
+
+    def __init__(self, stats: BandStats, cfg: AugmentConfig) -> None:
+        super().__init__()
+        self.stats = stats
+        rgb = cfg.rgb_bands if cfg.rgb_bands is not None else ([0, 1, 2] if stats.num_bands == 3 else None)
+        self.augment = MultiViewAugment(view_specs(cfg), rgb_bands=rgb)
+
+    def forward(self, raw: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        with torch.autocast(raw.device.type, enabled=False):
+            views = self.augment(self.stats.to_unit(raw), generator=generator)
+            return [self.stats.standardize(v) for v in views]
+
+
+def seeded_generator(device: torch.device, *seed_parts: int) -> torch.Generator:
+    """A generator on ``device`` seeded from integers (e.g. run seed, step, micro-batch)."""
+    seed = 0
+    for part in seed_parts:
+        seed = (seed * 1_000_003 + int(part)) % (2**63 - 1)
+    return torch.Generator(device=device).manual_seed(seed)
