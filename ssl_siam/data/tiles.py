@@ -1,0 +1,380 @@
+"""Unlabeled square tiles from GeoTIFF / PNG / JPEG scenes, read window by window through rasterio."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from ssl_siam.errors import DataError
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt")
+SAMPLING_MODES = ("random", "grid")
+_DTYPES = ("uint8", "uint16", "int16", "float32")  # torch.from_numpy keeps them
+_BAND = "{band}"
+_GLOB_TOKEN = re.compile(r"\{band\}|\*\*/?|\*|\?|\[!?\]?[^\]]*\]")
+_NO_MASK_DRIVERS = (
+    "PNG",
+    "JPEG",
+)  # their alpha / transparency mask is not nodata unless the alpha band is selected
+_MAX_OPEN = 64  # open file handles kept per process
+
+
+@dataclass(frozen=True)
+class BandRef:
+    """One output band: band ``index`` (1-based) of ``path`` and how its nodata pixels are recognised."""
+
+    path: Path
+    index: int
+    nodata: float | None  # pixels equal to this value are nodata (NaN matches NaN)
+    masked: bool  # nodata from the file's mask (alpha band / internal mask) where the mask is 0
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One scene: a raster file, or a stack of same-size files whose bands are concatenated in order."""
+
+    paths: tuple[Path, ...]
+    height: int
+    width: int
+    bands: tuple[BandRef, ...]  # selected bands, in output order
+
+
+@dataclass(frozen=True)
+class _FileInfo:
+    height: int
+    width: int
+    dtypes: tuple[str, ...]
+    nodatavals: tuple[float | None, ...]
+    colorinterp: tuple[ColorInterp, ...]
+    mask_flags: tuple[list[MaskFlags], ...]
+    driver: str
+
+
+class TileDataset(torch.utils.data.Dataset):
+    """Square tiles [C, tile_size, tile_size] in the files' native dtype; the window is a pure function of
+    (seed, index), so any non-negative index is valid and workers / resumed runs see the same tiles.
+
+    ``sampling="random"``: scene chosen with probability proportional to its area, window uniform inside it;
+    windows with more than ``max_nodata_fraction`` nodata pixels are re-drawn up to ``max_redraws`` times.
+    ``sampling="grid"``: ``index % len(self)`` enumerates non-overlapping windows scene by scene (the last
+    row / column is shifted back inside the scene). Scenes smaller than a tile are padded with nodata (or 0).
+    """
+
+    def __init__(
+        self,
+        sources: str | Path | Sequence[str | Path],
+        tile_size: int,
+        *,
+        bands: Sequence[int] | None = None,
+        band_names: Sequence[str] | None = None,
+        sampling: str = "random",
+        samples_per_epoch: int | None = None,
+        max_nodata_fraction: float = 0.5,
+        nodata: float | None = None,
+        max_redraws: int = 20,
+        seed: int = 0,
+    ) -> None:
+        if tile_size < 1:
+            raise ValueError(f"tile_size must be positive, got {tile_size}")
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be positive, got {samples_per_epoch}")
+        if not 0.0 <= max_nodata_fraction <= 1.0:
+            raise ValueError(f"max_nodata_fraction must be in [0, 1], got {max_nodata_fraction}")
+        if max_redraws < 0 or seed < 0:
+            raise ValueError(f"max_redraws and seed must be non-negative, got {max_redraws} and {seed}")
+        self.tile_size = tile_size
+        self.sampling = sampling
+        self.samples_per_epoch = samples_per_epoch
+        self.max_nodata_fraction = max_nodata_fraction
+        self.max_redraws = max_redraws
+        self.seed = seed
+        self.files: list[Scene] = []
+        dtypes: list[str] = []
+        for paths in _resolve_sources(sources, band_names):
+            scene, dtype = _inspect_scene(paths, bands, nodata)
+            if self.files and len(scene.bands) != len(self.files[0].bands):
+                raise DataError(
+                    f"{paths[0]}: has {len(scene.bands)} bands, expected {len(self.files[0].bands)} "
+                    f"like {self.files[0].paths[0]}"
+                )
+            if dtypes and dtype != dtypes[0]:
+                raise DataError(
+                    f"{paths[0]}: has dtype {dtype}, expected {dtypes[0]} like {self.files[0].paths[0]}"
+                )
+            self.files.append(scene)
+            dtypes.append(dtype)
+        self.num_bands = len(self.files[0].bands)
+        self.dtype = np.dtype(dtypes[0])
+        areas = np.array([s.height * s.width for s in self.files], dtype=np.float64)
+        self._scene_probs = areas / areas.sum()
+        self._grid_shape = [
+            (math.ceil(s.height / tile_size), math.ceil(s.width / tile_size)) for s in self.files
+        ]
+        self._grid_ends = np.cumsum([rows * cols for rows, cols in self._grid_shape])
+        self._handles: OrderedDict[Path, DatasetReader] = OrderedDict()
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        if self.sampling == "random" and self.samples_per_epoch is not None:
+            return self.samples_per_epoch
+        return int(self._grid_ends[-1])
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """Tile [C, tile_size, tile_size] for any non-negative ``index``."""
+        return torch.from_numpy(self._sample(index, want_valid=False)[0])
+
+    def read_tile(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``self[index]`` and its valid-pixel mask [tile_size, tile_size] (bool, False = nodata)."""
+        data, valid = self._sample(index, want_valid=True)
+        return torch.from_numpy(data), torch.from_numpy(valid)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = OrderedDict()
+        return state
+
+    def _sample(self, index: int, want_valid: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(data [C, T, T], valid [T, T]); ``valid`` marks only padding unless wanted or needed to re-draw."""
+        index = int(index)
+        if index < 0:
+            raise IndexError(f"TileDataset index must be non-negative, got {index}")
+        if self.sampling == "grid":
+            return self._read(*self._grid_window(index % len(self)), need_valid=want_valid)
+        rng = np.random.default_rng([self.seed, index])
+        redraw = self.max_nodata_fraction < 1.0
+        for _ in range(self.max_redraws + 1):
+            data, valid = self._read(*self._random_window(rng), need_valid=want_valid or redraw)
+            if not redraw or 1.0 - valid.mean() <= self.max_nodata_fraction:
+                break
+        return data, valid
+
+    def _random_window(self, rng: np.random.Generator) -> tuple[Scene, int, int]:
+        scene = self.files[int(rng.choice(len(self.files), p=self._scene_probs))]
+        row = int(rng.integers(max(scene.height - self.tile_size, 0) + 1))
+        col = int(rng.integers(max(scene.width - self.tile_size, 0) + 1))
+        return scene, row, col
+
+    def _grid_window(self, k: int) -> tuple[Scene, int, int]:
+        i = int(np.searchsorted(self._grid_ends, k, side="right"))
+        k -= int(self._grid_ends[i - 1]) if i else 0
+        scene, cols = self.files[i], self._grid_shape[i][1]
+        row = min(k // cols * self.tile_size, max(scene.height - self.tile_size, 0))
+        col = min(k % cols * self.tile_size, max(scene.width - self.tile_size, 0))
+        return scene, row, col
+
+    def _read(self, scene: Scene, row: int, col: int, need_valid: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Read the window at (row, col); pixels outside the scene are padded and count as nodata."""
+        size = self.tile_size
+        height, width = min(size, scene.height - row), min(size, scene.width - col)
+        window = Window(col, row, width, height)
+        data = np.empty((len(scene.bands), size, size), dtype=self.dtype)
+        nodata = np.zeros((len(scene.bands), height, width), dtype=bool)
+        for path in dict.fromkeys(b.path for b in scene.bands):
+            slots = [k for k, b in enumerate(scene.bands) if b.path == path]
+            indexes = [scene.bands[k].index for k in slots]
+            masked = [k for k in slots if scene.bands[k].masked]
+            try:
+                src = self._handle(path)
+                data[slots, :height, :width] = src.read(indexes, window=window)
+                if need_valid and masked:
+                    masks = src.read_masks([scene.bands[k].index for k in masked], window=window)
+                    nodata[masked] = masks == 0
+            except RasterioError as exc:
+                raise DataError(f"{path}: cannot read window {window} ({exc})") from exc
+        valid = np.zeros((size, size), dtype=bool)
+        valid[:height, :width] = True
+        if height < size or width < size:
+            for k, band in enumerate(scene.bands):
+                data[k, height:, :] = data[k, :, width:] = _fill_value(band.nodata, self.dtype)
+        if need_valid and all(b.masked or b.nodata is not None for b in scene.bands):
+            for k, band in enumerate(scene.bands):
+                if band.nodata is not None:
+                    part = data[k, :height, :width]
+                    nodata[k] = np.isnan(part) if math.isnan(band.nodata) else part == band.nodata
+            valid[:height, :width] = ~nodata.all(axis=0)
+        return data, valid
+
+    def _handle(self, path: Path) -> DatasetReader:
+        """Open file handle of this process (a forked worker must not reuse its parent's handles)."""
+        if self._pid != os.getpid():
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        if path in self._handles:
+            self._handles.move_to_end(path)
+        else:
+            self._handles[path] = _open(path)
+            if len(self._handles) > _MAX_OPEN:
+                self._handles.popitem(last=False)[1].close()
+        return self._handles[path]
+
+
+def _fill_value(nodata: float | None, dtype: np.dtype) -> float:
+    """Padding value: the band's nodata value where ``dtype`` holds it exactly, else 0."""
+    if nodata is None:
+        return 0
+    with np.errstate(invalid="ignore"):
+        cast = np.array(nodata).astype(dtype)
+    return cast.item() if cast == nodata or (np.isnan(cast) and math.isnan(nodata)) else 0
+
+
+def _open(path: Path) -> DatasetReader:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioError as exc:
+        raise DataError(f"{path}: cannot open as a raster image ({exc})") from exc
+
+
+def _resolve_sources(
+    sources: str | Path | Sequence[str | Path], band_names: Sequence[str] | None
+) -> list[tuple[Path, ...]]:
+    """Scenes (one path, or one path per band name) from folders, files, glob patterns and {band} patterns."""
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    if not sources:
+        raise DataError("no tile sources given: expected a folder, file or glob pattern")
+    texts = [str(s) for s in sources]
+    if band_names and not any(_BAND in t for t in texts):
+        raise DataError(f"{texts[0]}: band_names given but no source contains {_BAND}")
+    scenes: list[tuple[Path, ...]] = []
+    for text in texts:
+        path = Path(text)
+        if _BAND in text:
+            if not band_names:
+                raise DataError(f"{text}: contains {_BAND}, expected band_names to be given")
+            scenes += _band_stacks(text, band_names)
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+            if not found:
+                raise DataError(f"{path}: folder contains no raster files ({' '.join(RASTER_SUFFIXES)})")
+            scenes += [(p,) for p in found]
+        elif path.is_file():
+            scenes.append((path,))
+        elif any(c in text for c in "*?["):
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise DataError(f"{text}: no files match this pattern")
+            scenes += [(p,) for p in found]
+        else:
+            raise DataError(f"{text}: no such file or folder")
+    return list(dict.fromkeys(scenes))
+
+
+def _band_stacks(pattern: str, band_names: Sequence[str]) -> list[tuple[Path, ...]]:
+    """Group files matching ``pattern`` (``{band}`` = one of ``band_names``) into one stack per scene."""
+    regex = _stack_regex(pattern, band_names)
+    stacks: dict[str, dict[str, Path]] = {}
+    for name in glob.glob(pattern.replace(_BAND, "*"), recursive=True):
+        match = regex.fullmatch(name)
+        if not match or not os.path.isfile(name) or len(set(match.groupdict().values())) != 1:
+            continue
+        key = name
+        for group in sorted(match.groupdict(), key=match.start, reverse=True):
+            key = key[: match.start(group)] + _BAND + key[match.end(group) :]
+        stacks.setdefault(key, {})[match.group("band0")] = Path(name)
+    if not stacks:
+        raise DataError(f"{pattern}: no files match with {_BAND} in {', '.join(band_names)}")
+    for key, found in sorted(stacks.items()):
+        for band in band_names:
+            if band not in found:
+                raise DataError(
+                    f"{key.replace(_BAND, band)}: missing, expected one file per band "
+                    f"({', '.join(band_names)}) for {key}"
+                )
+    return [tuple(stacks[key][band] for band in band_names) for key in sorted(stacks)]
+
+
+def _stack_regex(pattern: str, band_names: Sequence[str]) -> re.Pattern[str]:
+    """Regex for paths matching glob ``pattern``; the i-th ``{band}`` is captured as group ``band<i>``."""
+    names = "|".join(re.escape(b) for b in sorted(band_names, key=len, reverse=True))
+    parts, pos, count = [], 0, 0
+    for token in _GLOB_TOKEN.finditer(pattern):
+        parts.append(re.escape(pattern[pos : token.start()]))
+        text = token.group()
+        if text == _BAND:
+            parts.append(f"(?P<band{count}>{names})")
+            count += 1
+        elif text.startswith("**"):
+            parts.append("(?:.*/)?" if text.endswith("/") else ".*")
+        elif text in ("*", "?"):
+            parts.append("[^/]*" if text == "*" else "[^/]")
+        else:
+            parts.append("[^" + text[2:] if text.startswith("[!") else text)
+        pos = token.end()
+    parts.append(re.escape(pattern[pos:]))
+    return re.compile("".join(parts))
+
+
+def _inspect_scene(
+    paths: tuple[Path, ...], bands: Sequence[int] | None, nodata: float | None
+) -> tuple[Scene, str]:
+    """Scene with its selected bands and their common dtype; DataError on size / band / dtype problems."""
+    infos: dict[Path, _FileInfo] = {}
+    for path in paths:
+        with _open(path) as src:
+            infos[path] = _FileInfo(
+                src.height,
+                src.width,
+                tuple(src.dtypes),
+                tuple(src.nodatavals),
+                tuple(src.colorinterp),
+                tuple(src.mask_flag_enums),
+                src.driver,
+            )
+        first = infos[paths[0]]
+        if (infos[path].height, infos[path].width) != (first.height, first.width):
+            raise DataError(
+                f"{path}: size {infos[path].width}x{infos[path].height}, expected "
+                f"{first.width}x{first.height} like {paths[0]} of the same band stack"
+            )
+    available = [(path, i) for path in paths for i in range(1, len(infos[path].dtypes) + 1)]
+    if bands is None:
+        chosen = available
+    else:
+        for band in bands:
+            if not 1 <= band <= len(available):
+                raise DataError(
+                    f"{paths[0]}: band {band} out of range, expected 1..{len(available)} "
+                    f"(the scene has {len(available)} bands)"
+                )
+        chosen = [available[band - 1] for band in bands]
+    if not chosen:
+        raise DataError(f"{paths[0]}: no bands selected, expected at least one")
+    dtypes = {infos[path].dtypes[i - 1] for path, i in chosen}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in _DTYPES:
+        raise DataError(
+            f"{paths[0]}: band dtype {'/'.join(sorted(dtypes))}, expected one of {', '.join(_DTYPES)}"
+        )
+    alpha_files = {path for path, i in chosen if infos[path].colorinterp[i - 1] == ColorInterp.alpha}
+    refs = tuple(_band_ref(path, i, infos[path], nodata, path in alpha_files) for path, i in chosen)
+    return Scene(paths, infos[paths[0]].height, infos[paths[0]].width, refs), dtypes.pop()
+
+
+def _band_ref(path: Path, index: int, info: _FileInfo, nodata: float | None, alpha_selected: bool) -> BandRef:
+    """Nodata rule of one band: the ``nodata`` argument, else the file's nodata value, else its mask."""
+    if nodata is not None:
+        return BandRef(path, index, float(nodata), False)
+    if info.nodatavals[index - 1] is not None:
+        return BandRef(path, index, float(info.nodatavals[index - 1]), False)
+    if info.colorinterp[index - 1] == ColorInterp.alpha:
+        return BandRef(path, index, 0.0, False)  # a selected alpha band: transparent pixels are nodata
+    flags = info.mask_flags[index - 1]
+    has_mask = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
+    return BandRef(path, index, None, has_mask and (info.driver not in _NO_MASK_DRIVERS or alpha_selected))
