@@ -135,8 +135,7 @@ class Trainer:
         while True:
             epoch, start = divmod(self.state.batches_seen, self.batches_per_epoch)
             self.sampler.set_epoch(epoch, start)
-            for batch in self.loader:
-                yield batch
+            yield from self.loader
 
     def to_device(self, batch: Any) -> Any:
         if isinstance(batch, torch.Tensor):
@@ -191,7 +190,7 @@ class Trainer:
                    dynamic_ncols=True, unit="step")
         batches = self.batches()
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-        bad_in_row, last: dict[str, float] = 0, {}
+        bad_in_row, last = 0, {}
         try:
             while self.state.step < self.total_steps:
                 step = self.state.step

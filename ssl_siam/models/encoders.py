@@ -51,7 +51,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file for the user
+    except Exception as exc:
         raise DataError(f"{path} is not a readable weight file: {str(exc).splitlines()[0]}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -66,18 +66,22 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     adapted (timm's ``adapt_input_conv``), and any other missing or mismatched key is an error."""
     state = read_state_dict(path)
     own = model.state_dict()
-    first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
+    cfg = getattr(model, "pretrained_cfg", {})
+    heads = tuple(filter(None, (cfg.get("classifier"), "head", "fc")))
+    unexpected = []
     for key, value in list(state.items()):
         if key not in own:
-            state.pop(key)  # classifier / heads the encoder does not have
-        elif first_conv and key == f"{first_conv}.weight" and value.shape[1] != own[key].shape[1]:
+            state.pop(key)
+            if not key.startswith(heads):  # a classifier/head may be dropped, nothing else
+                unexpected.append(key)
+        elif key == f"{cfg.get('first_conv')}.weight" and value.shape[1] != own[key].shape[1]:
             state[key] = adapt_input_conv(own[key].shape[1], value.float()).to(value.dtype)
     bad = [k for k, v in state.items() if v.shape != own[k].shape]
     missing = [k for k in own if k not in state]
-    if bad or missing:
+    if bad or missing or unexpected:
         raise DataError(
-            f"{path} does not fit {type(model).__name__}: "
-            f"{len(missing)} missing keys {missing[:3]}, {len(bad)} shape mismatches {bad[:3]}"
+            f"{path} does not fit {cfg.get('architecture', type(model).__name__)}: {len(missing)} missing keys "
+            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(bad)} shape mismatches {bad[:3]}"
         )
     model.load_state_dict(state)
 
@@ -104,7 +108,7 @@ def read_encoder_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
         raise DataError(f"{path}: expected {weights.name} with {meta_path.name} beside it (ssl-siam export)")
     try:
         meta = json.loads(meta_path.read_text())
-        meta["backbone"], meta["in_chans"]  # noqa: B018 - presence check
+        meta["backbone"], meta["in_chans"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise DataError(f"{meta_path} is not an encoder description (needs backbone, in_chans)") from None
     return weights, meta

@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -16,13 +17,16 @@ from ssl_siam.schema import DINOConfig, PretrainConfig
 from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers, param_groups
 
 
-def multicrop_forward(backbone: nn.Module, head: nn.Module, views: list[torch.Tensor]) -> list[torch.Tensor]:
+def multicrop_forward(backbone: nn.Module, head: DINOProjectionHead,
+                      views: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Run same-resolution views through the backbone together (as DINO's MultiCropWrapper), the head once.
 
-    Returns one ``[B, out_dim]`` tensor per view, in order.
+    Returns one ``[B, out_dim]`` tensor per view, in order, and the first view's L2-normalised bottleneck
+    embedding ``[B, bottleneck_dim]`` (the input of the weight-normed last layer) for the collapse monitor.
     """
     feats = [backbone(torch.cat(list(group))) for _, group in itertools.groupby(views, key=lambda v: v.shape[-1])]
-    return list(head(torch.cat(feats)).chunk(len(views)))
+    bottleneck = F.normalize(head.layers(torch.cat(feats)), dim=-1)  # DINOProjectionHead.forward, unrolled
+    return list(head.last_layer(bottleneck).chunk(len(views))), bottleneck[: len(views[0])]
 
 
 class DINO(Objective):
@@ -64,11 +68,11 @@ class DINO(Objective):
 
     def forward(self, views: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            teacher_out = multicrop_forward(self.teacher_backbone, self.teacher_head, views[: self.n_global])
-        student_out = multicrop_forward(self.student_backbone, self.student_head, views)
+            teacher_out, _ = multicrop_forward(self.teacher_backbone, self.teacher_head, views[: self.n_global])
+        student_out, embedding = multicrop_forward(self.student_backbone, self.student_head, views)
         temp = self.teacher_temp(step)
         loss = self.criterion(teacher_out, student_out, teacher_temp=temp)
-        return {"loss": loss, "embedding": student_out[0].detach(), "teacher_temp": torch.tensor(temp),
+        return {"loss": loss, "embedding": embedding.detach(), "teacher_temp": torch.tensor(temp),
                 "momentum": torch.tensor(self.momentum(step))}
 
     def param_groups(self) -> list[dict]:

@@ -1,0 +1,107 @@
+"""The shared loop: schedules, checkpoint → resume equals an uninterrupted run, atomic checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_overrides
+
+from ssl_siam.checkpoint import atomic_save, load_checkpoint
+from ssl_siam.config import load_config
+from ssl_siam.data.sampling import ResumableSampler
+from ssl_siam.engine import Trainer, lr_at
+from ssl_siam.errors import DataError, UserError
+from ssl_siam.pretraining import run_pretrain
+from ssl_siam.schema import PretrainConfig
+
+
+def test_lr_schedule_is_warmup_then_cosine() -> None:
+    assert lr_at(0, 100, 1.0, 10, 0.0) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, 10, 0.0) == pytest.approx(1.0)
+    assert lr_at(55, 100, 1.0, 10, 0.0) == pytest.approx(0.5)
+    assert lr_at(100, 100, 1.0, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_sampler_resumes_mid_epoch_and_shards() -> None:
+    full = ResumableSampler(20, 4, seed=3)
+    full.set_epoch(1)
+    order = list(full)
+    assert len(order) == 20 and sorted(i - 20 for i in order) == list(range(20))
+    full.set_epoch(1, start_batch=2)
+    assert list(full) == order[8:]
+    ranks = [ResumableSampler(20, 2, seed=3, rank=r, num_replicas=2) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(1)
+    a, b = (set(s) for s in ranks)
+    assert not a & b and len(a) == len(b) == 10
+
+
+def run(tmp_path: Path, tile_dir: Path, name: str, objective: str, steps: int = 6, **extra: object) -> Path:
+    over = tiny_overrides(objective, tile_dir, tmp_path / name, steps=steps) + ["train.checkpoint_every=3"]
+    over += [f"{k}={v}" for k, v in extra.items()]
+    return run_pretrain(load_config(PretrainConfig, None, over))
+
+
+@pytest.mark.parametrize("objective", ["simsiam", "dino"])
+def test_resume_equals_uninterrupted(tmp_path: Path, tile_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                     objective: str) -> None:
+    extra = {"augment.n_local": 2} if objective == "dino" else {}
+    full = run(tmp_path, tile_dir, "full", objective, **extra)
+
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self: Trainer) -> None:
+        original(self)
+        raise KeyboardInterrupt  # killed right after the step-3 checkpoint
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, tile_dir, "cut", objective, **extra)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    resumed = run(tmp_path, tile_dir, "cut", objective, **extra)  # same run_dir → resumes
+
+    a = load_checkpoint(full / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    losses = lambda d: [h["loss"] for h in json.loads((d / "metrics.json").read_text())["history"]]  # noqa: E731
+    assert losses(full) == losses(resumed)
+
+
+def test_run_dir_contents_and_metrics(tmp_path: Path, tile_dir: Path) -> None:
+    run_dir = run(tmp_path, tile_dir, "r", "byol", steps=3)
+    for name in ("config.yaml", "checkpoints/last.pt", "encoder.safetensors", "encoder.json", "metrics.json",
+                 "stats.json"):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tb").iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["step"] == 3 and metrics["collapse_std"] > 0 and "loss" in metrics and "momentum" in metrics
+    # the saved config relaunches the same run: it resumes, finds it finished, and keeps the step
+    again = run_pretrain(load_config(PretrainConfig, run_dir / "config.yaml"))
+    assert load_checkpoint(again / "checkpoints" / "last.pt")["step"] == 3
+
+
+def test_resume_flags(tmp_path: Path, tile_dir: Path) -> None:
+    with pytest.raises(UserError, match="resume=true"):
+        run(tmp_path, tile_dir, "none", "simsiam", resume="true")
+    run(tmp_path, tile_dir, "done", "simsiam", steps=1)
+    with pytest.raises(UserError, match="already holds"):
+        run(tmp_path, tile_dir, "done", "simsiam", steps=1, resume="false")
+
+
+def test_checkpoint_files(tmp_path: Path) -> None:
+    path = tmp_path / "ck" / "last.pt"
+    atomic_save({"format": "ssl-siam-checkpoint", "step": 1}, path)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left behind
+    path.write_bytes(path.read_bytes()[:20])  # truncated
+    with pytest.raises(DataError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    torch.save({"weights": torch.zeros(1)}, path)
+    with pytest.raises(DataError, match="not an ssl-siam checkpoint"):
+        load_checkpoint(path)
