@@ -72,7 +72,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     make_encoder = functools.partial(create_encoder, cfg.model.backbone, dataset.num_bands, cfg.model.pretrained,
                                      **cfg.model.timm_kwargs)
     objective = OBJECTIVES.get(cfg.objective)(make_encoder, cfg)
-    pipeline = ViewPipeline(stats, cfg.augment)
+    pipeline = ViewPipeline(stats, cfg.augment, cfg.data.tile_size)
     on_cuda = device.type == "cuda" and cfg.train.channels_last
     task = PretrainTask(objective, pipeline, cfg.train.seed,
                         torch.channels_last if on_cuda else torch.contiguous_format)
