@@ -45,7 +45,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise DataError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated/corrupt/foreign file
+    except Exception as exc:
         raise DataError(f"{path} is not a readable checkpoint: {str(exc).splitlines()[0][:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path} is not an ssl-siam checkpoint")
