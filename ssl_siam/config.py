@@ -83,6 +83,9 @@ def from_dict(schema: type[C], data: dict[str, Any], prefix: str = "") -> C:
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(f"unknown config key {prefix + key!r}; valid keys here: {', '.join(fields)}")
+        default_factory = fields[key].default_factory
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict) and default_factory is not dataclasses.MISSING:
+            value = merge(dataclasses.asdict(default_factory()), value)  # keep the field's own defaults
         kwargs[key] = _convert(value, hints[key], prefix + key)
     try:
         return schema(**kwargs)
@@ -115,6 +118,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key + ".")
+    if origin is list and isinstance(value, (str, int, float)):
+        value = [value]  # `data.root=DIR` for a list of dirs
     if origin in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

@@ -85,3 +85,12 @@ def test_cli_reports_unknown_key_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "train.bach_size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_partial_section_keeps_field_defaults_and_scalar_lists() -> None:
+    from ssl_siam.schema import FinetuneConfig
+
+    cfg = load_config(FinetuneConfig, None, ["train.max_steps=3", "optim.lr=0.5", "data.root=/one/split"])
+    assert cfg.train.batch_size == 8 and cfg.train.max_steps == 3  # the finetune default, not TrainConfig's
+    assert cfg.optim.name == "adamw" and cfg.optim.lr == 0.5
+    assert cfg.data.root == ["/one/split"]
