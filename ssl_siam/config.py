@@ -84,7 +84,8 @@ def from_dict(schema: type[C], data: dict[str, Any], prefix: str = "") -> C:
         if key not in fields:
             raise ConfigError(f"unknown config key {prefix + key!r}; valid keys here: {', '.join(fields)}")
         default_factory = fields[key].default_factory
-        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict) and default_factory is not dataclasses.MISSING:
+        nested = dataclasses.is_dataclass(hints[key]) and isinstance(value, dict)
+        if nested and default_factory is not dataclasses.MISSING:
             value = merge(dataclasses.asdict(default_factory()), value)  # keep the field's own defaults
         kwargs[key] = _convert(value, hints[key], prefix + key)
     try:

@@ -12,7 +12,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,17 @@ def lr_at(step: int, total: int, base: float, warmup: int, min_lr: float) -> flo
     return min_lr + (base - min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def param_groups(params: Iterable[nn.Parameter], **extra: object) -> list[dict]:
+    """Optimizer groups: biases and norm parameters (ndim ≤ 1) get no weight decay, as in DINO/BYOL.
+
+    ``extra`` tags both groups (e.g. ``fixed_lr=True``, ``lr_scale=0.1``); frozen parameters are left out.
+    """
+    params = [p for p in params if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], **extra},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **extra}]
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(groups: list[dict], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
     for group in groups:
         group.setdefault("weight_decay", cfg.weight_decay)
@@ -67,16 +78,25 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, lr: float) -> torch.op
 class RunState:
     step: int = 0
     batches_seen: int = 0
+    best: float = -math.inf  # best validation metric so far
     history: list[dict[str, float]] = field(default_factory=list)
+    val_history: list[dict[str, float]] = field(default_factory=list)
 
 
 class Trainer:
-    """Runs ``task`` on batches from ``loader`` (whose sampler is a :class:`ResumableSampler`)."""
+    """Runs ``task`` on batches from ``loader`` (whose sampler is a :class:`ResumableSampler`).
+
+    With ``validate`` (a function returning metrics), validation runs every ``val_every`` steps (default: once
+    per epoch) and at the end, and ``best.pt`` keeps the checkpoint with the highest ``best_metric``.
+    ``extra`` (plain types/tensors) is stored in every checkpoint, e.g. the normalization a model needs.
+    """
 
     def __init__(self, task: nn.Module, loader: DataLoader, optim_cfg: OptimConfig, train_cfg: TrainConfig,
-                 run_dir: Path, config: dict[str, Any], device: torch.device) -> None:
+                 run_dir: Path, config: dict[str, Any], device: torch.device,
+                 validate: Callable[[], dict[str, float]] | None = None, val_every: int = 0,
+                 best_metric: str = "score", extra: dict[str, Any] | None = None) -> None:
         self.task, self.loader, self.cfg, self.run_dir, self.config = task, loader, train_cfg, run_dir, config
-        self.device = device
+        self.device, self.validate, self.best_metric, self.extra = device, validate, best_metric, extra or {}
         self.sampler: ResumableSampler = loader.sampler  # type: ignore[assignment]
         self.batches_per_epoch = self.sampler.batches_per_epoch
         if self.batches_per_epoch == 0:
@@ -84,6 +104,7 @@ class Trainer:
                             f"({self.sampler.n} samples per epoch)")
         steps_per_epoch = max(self.batches_per_epoch // train_cfg.accumulate, 1)
         self.total_steps = train_cfg.max_steps or train_cfg.epochs * steps_per_epoch
+        self.val_every = val_every or steps_per_epoch
         self.samples_per_step = train_cfg.batch_size * train_cfg.accumulate * self.sampler.num_replicas
         self.base_lr = optim_cfg.lr * self.samples_per_step / optim_cfg.base_batch_size
         self.optim_cfg = optim_cfg
@@ -104,18 +125,21 @@ class Trainer:
         return torch.channels_last if on_cuda else torch.contiguous_format
 
     # ---------------------------------------------------------------- checkpoints
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, name: str = "last.pt") -> None:
         atomic_save({
             "format": FORMAT,
             "step": self.state.step,
             "batches_seen": self.state.batches_seen,
+            "best": self.state.best,
             "history": self.state.history,
+            "val_history": self.state.val_history,
+            "extra": self.extra,
             "model": self.task.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "config": self.config,
-        }, self.ckpt_path)
+        }, self.ckpt_path.with_name(name))
 
     def resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
@@ -127,7 +151,8 @@ class Trainer:
                             f"{str(exc).splitlines()[0][:200]}") from None
         self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
-        self.state = RunState(ckpt["step"], ckpt["batches_seen"], list(ckpt.get("history", [])))
+        self.state = RunState(ckpt["step"], ckpt["batches_seen"], ckpt.get("best", -math.inf),
+                              list(ckpt.get("history", [])), list(ckpt.get("val_history", [])))
 
     # ---------------------------------------------------------------- loop
     def batches(self) -> Iterator[Any]:
@@ -221,13 +246,28 @@ class Trainer:
                                     samples_s=f"{last['samples_per_s']:.1f}")
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
                 bar.update(1)
-                if self.state.step % self.cfg.checkpoint_every == 0 or self.state.step == self.total_steps:
+                final = self.state.step == self.total_steps
+                if self.validate is not None and (self.state.step % self.val_every == 0 or final):
+                    self.run_validation(writer)
+                if self.state.step % self.cfg.checkpoint_every == 0 or final:
                     self.save_checkpoint()
                     self.write_metrics(last)
         finally:
             bar.close()
             writer.close()
         return last
+
+    def run_validation(self, writer: SummaryWriter) -> None:
+        """Validate, log under ``val/``, and save ``best.pt`` when ``best_metric`` improves."""
+        metrics = {"step": self.state.step, **self.validate()}
+        self.task.train()
+        for key, value in metrics.items():
+            if key != "step":
+                writer.add_scalar(f"val/{key}", value, self.state.step)
+        self.state.val_history.append(metrics)
+        if metrics[self.best_metric] > self.state.best:
+            self.state.best = metrics[self.best_metric]
+            self.save_checkpoint("best.pt")
 
     def collapse_check(self, embedding: torch.Tensor, step: int) -> dict[str, float]:
         """Std of the L2-normalised embedding: ≈ 1/sqrt(d) when healthy, → 0 when collapsed."""
@@ -250,6 +290,9 @@ class Trainer:
 
     def write_metrics(self, last: dict[str, float]) -> None:
         data = {**last, "step": self.state.step, "total_steps": self.total_steps, "history": self.state.history}
+        if self.state.val_history:
+            data.update({"val": self.state.val_history[-1], f"best_{self.best_metric}": self.state.best,
+                         "val_history": self.state.val_history})
         tmp = self.run_dir / ".metrics.json.tmp"
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.run_dir / "metrics.json")

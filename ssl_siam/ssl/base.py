@@ -7,28 +7,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ssl_siam.engine import param_groups
 from ssl_siam.registry import Registry
 
 #: name → builder ``(make_encoder, cfg: PretrainConfig) -> Objective``; ``make_encoder()`` returns a fresh
 #: timm backbone (pooled features), so EMA teachers are built, not deep-copied (DINO's weight-normed head
 #: cannot be deep-copied).
 OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
-
-
-def split_weight_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(decayed, not decayed): biases and norm parameters (ndim ≤ 1) get no weight decay, as in DINO/BYOL."""
-    decay, no_decay = [], []
-    for param in module.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    return decay, no_decay
-
-
-def param_groups(module: nn.Module, **extra: object) -> list[dict]:
-    """Two optimizer groups for ``module`` (see :func:`split_weight_decay`), each tagged with ``extra``."""
-    decay, no_decay = split_weight_decay(module)
-    groups = [{"params": decay, **extra}, {"params": no_decay, "weight_decay": 0.0, **extra}]
-    return [g for g in groups if g["params"]]
 
 
 @torch.no_grad()
@@ -52,7 +37,7 @@ class Objective(nn.Module):
         self.total_steps, self.steps_per_epoch = max(total_steps, 1), max(steps_per_epoch, 1)
 
     def param_groups(self) -> list[dict]:
-        return param_groups(self)
+        return param_groups(self.parameters())
 
     def before_optimizer_step(self, step: int) -> None:
         """Called after backward, before the optimizer step (e.g. cancel gradients)."""

@@ -11,8 +11,9 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from ssl_siam.engine import param_groups
 from ssl_siam.schema import BYOLConfig, PretrainConfig
-from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers, param_groups
+from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers
 
 
 class BYOL(Objective):
@@ -52,7 +53,8 @@ class BYOL(Objective):
         return {"loss": loss, "embedding": z1.detach(), "momentum": torch.tensor(self.momentum(step))}
 
     def param_groups(self) -> list[dict]:
-        return [*param_groups(self.encoder), *param_groups(self.projector), *param_groups(self.predictor)]
+        online = (self.encoder, self.projector, self.predictor)
+        return [group for module in online for group in param_groups(module.parameters())]
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:

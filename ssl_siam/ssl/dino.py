@@ -13,8 +13,9 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from ssl_siam.engine import param_groups
 from ssl_siam.schema import DINOConfig, PretrainConfig
-from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers, param_groups
+from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers
 
 
 def multicrop_forward(backbone: nn.Module, head: DINOProjectionHead,
@@ -76,7 +77,7 @@ class DINO(Objective):
                 "momentum": torch.tensor(self.momentum(step))}
 
     def param_groups(self) -> list[dict]:
-        return [*param_groups(self.student_backbone), *param_groups(self.student_head)]
+        return [*param_groups(self.student_backbone.parameters()), *param_groups(self.student_head.parameters())]
 
     def before_optimizer_step(self, step: int) -> None:
         if step < self.cfg.freeze_last_layer_epochs * self.steps_per_epoch:

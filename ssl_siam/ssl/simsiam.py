@@ -9,8 +9,9 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 from torch import nn
 
+from ssl_siam.engine import param_groups
 from ssl_siam.schema import PretrainConfig, SimSiamConfig
-from ssl_siam.ssl.base import OBJECTIVES, Objective, param_groups
+from ssl_siam.ssl.base import OBJECTIVES, Objective
 
 
 class SimSiam(Objective):
@@ -33,8 +34,8 @@ class SimSiam(Objective):
 
     def param_groups(self) -> list[dict]:
         # The paper keeps the predictor's LR fixed (no cosine decay): better and more stable.
-        backbone = [*param_groups(self.encoder), *param_groups(self.projector)]
-        return backbone + param_groups(self.predictor, fixed_lr=self.fix_pred_lr)
+        backbone = [*param_groups(self.encoder.parameters()), *param_groups(self.projector.parameters())]
+        return backbone + param_groups(self.predictor.parameters(), fixed_lr=self.fix_pred_lr)
 
     def export_encoder(self) -> nn.Module:
         return self.encoder
