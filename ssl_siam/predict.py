@@ -1,0 +1,207 @@
+"""Whole-scene inference: sliding windows with Gaussian blending and flip TTA, decoding to xView2 maps, and
+reading a pre / post image pair (PNG, JPEG or GeoTIFF)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from torch import nn
+
+from ssl_siam.errors import DataError
+
+REDUCTION = 32  # encoder output stride: a shrunk window is a multiple of it
+NUM_CLASSES = 5  # background + the four xBD damage classes
+_FLIPS = ((), (-1,), (-2,), (-2, -1))  # identity, hflip, vflip, both, as dims of [B, C, H, W]
+_MAX_SHIFT_PX = 0.01  # pre / post footprints further apart than this many pixels are a mismatch
+
+Profile = dict[str, Any]  # {"crs": rasterio CRS, "transform": affine.Affine}
+
+
+def window_weights(size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """[size, size] Gaussian window (sigma = size / 8, peak 1), as in nnU-Net (Isensee et al., 2021).
+
+    Predictions near a window's border, where padding cuts the receptive field, count less than those near its
+    centre; the weight never reaches 0 (>= e^-8 per axis), so pixels only a border covers still get a value.
+    """
+    x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-0.5 * (x / (size / 8)) ** 2)
+    return g[:, None] * g[None, :]
+
+
+def sliding_window(
+    model: nn.Module,
+    pre: torch.Tensor,
+    post: torch.Tensor,
+    *,
+    window: int = 512,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    tta: bool = False,
+    device: torch.device | str | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Class probabilities [K, H, W] (float32, on pre's device) of a normalised pair pre [C, H, W], post [C', H, W].
+
+    Square windows of ``window`` px, stride window·(1 − overlap), the last row / column shifted back inside the
+    image; each window's softmax is weighted by ``window_weights`` and the sum normalised by the summed weights.
+    An image smaller than ``window`` uses min(window, H, W) rounded down to a multiple of 32 (DataError below
+    32). ``tta`` averages the identity, horizontal, vertical and double flips (un-flipped) in probability space.
+    The model (``forward(pre, post) -> {"logits": [B, K, h, w]}``) runs in eval mode on ``device`` (default: its
+    parameters' device) under autocast with ``amp_dtype`` when given; its training mode is restored afterwards.
+    """
+    if pre.dim() != 3 or post.dim() != 3 or pre.shape[1:] != post.shape[1:]:
+        raise ValueError(f"expected pre [C, H, W] and post [C', H, W], got {tuple(pre.shape)} and {tuple(post.shape)}")
+    if not (pre.is_floating_point() and post.is_floating_point()):
+        raise ValueError(f"expected normalised float images, got {pre.dtype} and {post.dtype}")
+    if window < 1 or batch_size < 1 or not 0.0 <= overlap < 1.0:
+        raise ValueError(
+            f"expected window >= 1, batch_size >= 1, 0 <= overlap < 1, got {window}, {batch_size}, {overlap}"
+        )
+    height, width = pre.shape[1:]
+    size = _window_size(window, height, width)
+    stride = max(1, round(size * (1.0 - overlap)))
+    corners = [(r, c) for r in _starts(height, size, stride) for c in _starts(width, size, stride)]
+    if device is None:
+        device = next((p.device for p in model.parameters()), pre.device)
+    weights = window_weights(size, pre.device)
+    probs: torch.Tensor | None = None  # [K, H, W] weighted sum, allocated once K is known
+    total = torch.zeros(height, width, device=pre.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(corners), batch_size):
+                batch = corners[start : start + batch_size]
+                pre_b = torch.stack([pre[:, r : r + size, c : c + size] for r, c in batch]).to(device)
+                post_b = torch.stack([post[:, r : r + size, c : c + size] for r, c in batch]).to(device)
+                out = _window_probs(model, pre_b, post_b, tta, amp_dtype).to(pre.device)  # [B, K, size, size]
+                if probs is None:
+                    probs = torch.zeros(out.shape[1], height, width, device=pre.device)
+                for (r, c), p in zip(batch, out):
+                    probs[:, r : r + size, c : c + size] += p * weights
+                    total[r : r + size, c : c + size] += weights
+    finally:
+        model.train(was_training)
+    return probs / total
+
+
+def _window_size(window: int, height: int, width: int) -> int:
+    if min(height, width) >= window:
+        return window
+    size = min(window, height, width) // REDUCTION * REDUCTION
+    if size < REDUCTION:
+        raise DataError(f"cannot predict: image is {height}×{width}, smaller than the minimum window {REDUCTION}")
+    return size
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+    """Window offsets along one axis: every ``stride``, plus one flush with the end."""
+    starts = list(range(0, length - size + 1, stride))
+    return starts if starts[-1] == length - size else [*starts, length - size]
+
+
+def _window_probs(
+    model: nn.Module, pre: torch.Tensor, post: torch.Tensor, tta: bool, amp_dtype: torch.dtype | None
+) -> torch.Tensor:
+    """[B, K, h, w] float32 softmax of the model on a batch, averaged over the flips when ``tta``."""
+    flips = _FLIPS if tta else _FLIPS[:1]
+    total = torch.zeros((), device=pre.device)
+    for dims in flips:
+        with torch.autocast(pre.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(pre.flip(dims), post.flip(dims))["logits"]
+        if logits.dim() != 4 or logits.shape[0] != pre.shape[0] or logits.shape[-2:] != pre.shape[-2:]:
+            raise ValueError(f"model logits {tuple(logits.shape)} do not match the window batch {tuple(pre.shape)}")
+        total = total + logits.float().softmax(dim=1).flip(dims)
+    return total / len(flips)
+
+
+def decode(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities [5, H, W] -> (loc, damage, confidence) numpy [H, W] in the xView2 convention.
+
+    loc uint8 is 1 where the argmax is not background; damage uint8 is the argmax over classes 1..4 there and 0
+    elsewhere; confidence float32 is the probability of the class written in ``damage`` (background where 0).
+    """
+    if probs.dim() != 3 or probs.shape[0] != NUM_CLASSES:
+        raise ValueError(f"expected probabilities [{NUM_CLASSES}, H, W], got {tuple(probs.shape)}")
+    probs = probs.detach().float().cpu()
+    loc = probs.argmax(dim=0) != 0
+    damage = torch.where(loc, probs[1:].argmax(dim=0) + 1, 0)
+    confidence = probs.gather(0, damage[None])[0]
+    return loc.numpy().astype(np.uint8), damage.numpy().astype(np.uint8), confidence.numpy()
+
+
+def read_pair(
+    pre_path: str | Path,
+    post_path: str | Path,
+    bands: Sequence[int] | None = None,
+    post_bands: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, Profile | None]:
+    """Pre [C, H, W] and post [C', H, W] images in their native dtype, and the pre image's {"crs", "transform"}
+    when it is georeferenced (None for PNG / JPEG). ``bands``: 1-based band indices (default all), read from both
+    images unless ``post_bands`` selects the post image's own.
+
+    DataError naming the files when one is unreadable, the sizes differ, or both are georeferenced with
+    different CRSs or footprints (transforms more than 0.01 px apart at any corner).
+    """
+    pre_path, post_path = Path(pre_path), Path(post_path)
+    pre, pre_geo = _read(pre_path, bands)
+    post, post_geo = _read(post_path, bands if post_bands is None else post_bands)
+    pair = f"{pre_path} and {post_path}"
+    if pre.shape[1:] != post.shape[1:]:
+        raise DataError(
+            f"{pair}: sizes {pre.shape[1]}×{pre.shape[2]} and {post.shape[1]}×{post.shape[2]} differ, "
+            "expected a pre / post pair of the same size"
+        )
+    if pre_geo is not None and post_geo is not None:
+        if pre_geo["crs"] != post_geo["crs"]:
+            raise DataError(
+                f"{pair}: CRS {pre_geo['crs']} and {post_geo['crs']} differ, expected a pre / post pair in one CRS"
+            )
+        shift = _footprint_shift(pre_geo["transform"], post_geo["transform"], pre.shape[1], pre.shape[2])
+        if shift > _MAX_SHIFT_PX:
+            raise DataError(
+                f"{pair}: transforms differ (footprints {shift:.2f} px apart), expected co-registered images with "
+                "the same transform"
+            )
+    return pre, post, pre_geo
+
+
+def _read(path: Path, bands: Sequence[int] | None) -> tuple[np.ndarray, Profile | None]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                indexes = list(bands) if bands is not None else list(src.indexes)
+                if not indexes or any(not 1 <= b <= src.count for b in indexes):
+                    raise DataError(f"{path}: bands {indexes} requested, expected 1-based indices in 1..{src.count}")
+                image = src.read(indexes)
+                geo = {"crs": src.crs, "transform": src.transform} if src.crs is not None else None
+    except RasterioError as exc:
+        raise DataError(f"{path}: cannot read as a PNG / JPEG / GeoTIFF image ({exc})") from exc
+    return image, geo
+
+
+def _footprint_shift(pre_transform: Any, post_transform: Any, height: int, width: int) -> float:
+    """Largest distance, in pre pixels, between where the pre and post transforms put the image corners."""
+    to_pre_pixels = ~pre_transform
+    corners = [(0, 0), (width, 0), (0, height), (width, height)]
+    return max(math.dist(_apply(to_pre_pixels, _apply(post_transform, corner)), corner) for corner in corners)
+
+
+def _apply(t: Any, point: tuple[float, float]) -> tuple[float, float]:
+    """Affine ``t`` applied to (x, y), spelled out: ``*`` on points is deprecated in affine 3, ``@`` new there."""
+    x, y = point
+    return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
+
+
+def output_stem(post_path: str | Path) -> str:
+    """File name stem shared by a pair's outputs: ``a/b/x_00001_post_disaster.png`` -> ``x_00001``."""
+    return Path(post_path).stem.removesuffix("_post_disaster")

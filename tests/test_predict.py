@@ -1,0 +1,262 @@
+"""Sliding-window inference, decoding, pair reading and prediction outputs, with tiny stand-in models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+from affine import Affine
+from PIL import Image
+from rasterio.crs import CRS
+from torch import nn
+
+from ssl_siam.errors import DataError
+from ssl_siam.outputs import DAMAGE_COLOURS, overlay_image, to_display_rgb, write_outputs
+from ssl_siam.predict import decode, output_stem, read_pair, sliding_window
+
+TRANSFORM = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 3500000.0)  # UTM 36N, 0.5 m pixels
+
+
+class PixelModel(nn.Module):
+    """Logits are a 1×1 conv of the concatenated pair: per-pixel, so flip-equivariant and window-independent."""
+
+    def __init__(self, channels: int = 6) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(channels, 5, kernel_size=1)
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, pre: torch.Tensor, post: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.sizes.append(tuple(pre.shape[-2:]))
+        return {"logits": 3 * self.conv(torch.cat([pre, post], dim=1))}
+
+
+class BorderCorruptModel(PixelModel):
+    """PixelModel whose predictions are wrong in a 4-px margin of every window, like a CNN near its padding."""
+
+    def forward(self, pre: torch.Tensor, post: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = super().forward(pre, post)["logits"].clone()
+        margin = torch.ones(logits.shape[-2:], dtype=torch.bool)
+        margin[4:-4, 4:-4] = False
+        logits[:, 4, margin] += 20.0
+        return {"logits": logits}
+
+
+class PositionModel(nn.Module):
+    """Logits depend on the pixel position only (not flip-equivariant)."""
+
+    def forward(self, pre: torch.Tensor, post: torch.Tensor) -> dict[str, torch.Tensor]:
+        height, width = pre.shape[-2:]
+        y = torch.linspace(0, 1, height)[:, None].expand(height, width)
+        x = torch.linspace(0, 1, width)[None, :].expand(height, width)
+        logits = torch.stack([x, 2 * y, x * y, 3 * x - y, torch.zeros_like(x)])
+        return {"logits": logits.expand(pre.shape[0], -1, -1, -1)}
+
+
+def _pair(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(3, height, width, generator=g), torch.randn(3, height, width, generator=g)
+
+
+def _whole(model: nn.Module, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(pre[None], post[None])["logits"][0].softmax(dim=0)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "window", "overlap", "batch_size"),
+    [(100, 75, 32, 0.3, 3), (96, 128, 64, 0.5, 4), (70, 70, 64, 0.0, 1)],
+)
+def test_sliding_window_equals_whole_image(height: int, width: int, window: int, overlap: float, batch_size: int):
+    model = PixelModel()
+    pre, post = _pair(height, width)
+    probs = sliding_window(model, pre, post, window=window, overlap=overlap, batch_size=batch_size)
+    assert probs.shape == (5, height, width) and probs.dtype == torch.float32
+    assert torch.isfinite(probs).all()  # every pixel covered by some window
+    torch.testing.assert_close(probs, _whole(model, pre, post), rtol=0, atol=1e-5)
+    assert set(model.sizes[:-1]) == {(window, window)}
+
+
+def test_blending_down_weights_window_borders():
+    model = BorderCorruptModel()
+    pre, post = _pair(160, 160)
+    error = (sliding_window(model, pre, post, window=64, overlap=0.5) - _whole(PixelModel(), pre, post)).abs()
+    assert error[:, :4].amax() > 0.5  # the image's own border is seen only through window margins
+    assert error[:, 4:-4, 4:-4].amax() < 0.01  # inside, window centres outweigh the corrupted margins
+
+
+def test_tta_of_flip_equivariant_model_is_exact():
+    model = PixelModel()
+    pre, post = _pair(90, 110)
+    probs = sliding_window(model, pre, post, window=64, overlap=0.25, tta=True)
+    torch.testing.assert_close(probs, _whole(model, pre, post), rtol=0, atol=1e-5)
+
+
+def test_tta_averages_unflipped_outputs():
+    pre, post = _pair(64, 64)
+    probs = sliding_window(PositionModel(), pre, post, window=64, tta=True)
+    # the average over the four flips of a position-only model is symmetric under both flips
+    torch.testing.assert_close(probs, probs.flip(-1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(probs, probs.flip(-2), rtol=0, atol=1e-6)
+    assert not torch.allclose(sliding_window(PositionModel(), pre, post, window=64), probs, atol=1e-3)
+
+
+@pytest.mark.parametrize(("height", "width", "expected"), [(40, 50, 32), (96, 200, 96), (70, 600, 64)])
+def test_small_image_shrinks_window(height: int, width: int, expected: int):
+    model = PixelModel()
+    pre, post = _pair(height, width)
+    probs = sliding_window(model, pre, post, window=512)
+    assert set(model.sizes) == {(expected, expected)}
+    torch.testing.assert_close(probs, _whole(model, pre, post), rtol=0, atol=1e-5)
+
+
+def test_image_below_minimum_window_raises():
+    pre, post = _pair(20, 64)
+    with pytest.raises(DataError, match="image is 20×64, smaller than the minimum window 32"):
+        sliding_window(PixelModel(), pre, post)
+
+
+def test_eval_mode_and_amp():
+    model = PixelModel().train()
+    pre, post = _pair(64, 64)
+    probs = sliding_window(model, pre, post, window=32, amp_dtype=torch.bfloat16)
+    assert model.training  # restored after inference
+    torch.testing.assert_close(probs, _whole(model, pre, post), rtol=0, atol=0.05)
+
+
+def test_decode_hand_made_probabilities():
+    probs = torch.tensor(
+        [  # [5, 1, 4]: background wins; no-damage; destroyed beats major; minor beats background's runner-up
+            [[0.6], [0.1], [0.2], [0.3]],
+            [[0.1], [0.5], [0.1], [0.1]],
+            [[0.1], [0.2], [0.1], [0.4]],
+            [[0.1], [0.1], [0.25], [0.1]],
+            [[0.1], [0.1], [0.35], [0.1]],
+        ]
+    ).permute(0, 2, 1)
+    loc, damage, confidence = decode(probs)
+    assert loc.dtype == damage.dtype == np.uint8 and confidence.dtype == np.float32
+    np.testing.assert_array_equal(loc, [[0, 1, 1, 1]])
+    np.testing.assert_array_equal(damage, [[0, 1, 4, 2]])
+    np.testing.assert_allclose(confidence, [[0.6, 0.5, 0.35, 0.4]])
+
+
+def _maps(height: int = 64, width: int = 80) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two buildings: a destroyed one (with a few major-damage pixels) and a no-damage one."""
+    damage = np.zeros((height, width), np.uint8)
+    damage[10:20, 10:25] = 4
+    damage[10:12, 10:14] = 3
+    damage[40:50, 50:70] = 1
+    confidence = np.where(damage == 4, 0.9, np.where(damage == 3, 0.5, 0.7)).astype(np.float32)
+    return (damage > 0).astype(np.uint8), damage, confidence
+
+
+def _write_tif(path: Path, data: np.ndarray, crs: str = "EPSG:32636", transform=TRANSFORM) -> Path:
+    with rasterio.open(
+        path, "w", driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0],
+        dtype=data.dtype, crs=crs, transform=transform,
+    ) as dst:  # fmt: skip
+        dst.write(data)
+    return path
+
+
+def test_write_outputs_png(tmp_path: Path):
+    loc, damage, confidence = _maps()
+    pre_rgb = np.full((*loc.shape, 3), 128, np.uint8)
+    paths = write_outputs(tmp_path / "out", "x_00001", loc, damage, confidence, pre_rgb, None)
+    assert [p.name for p in paths] == [
+        "x_00001_localization_prediction.png", "x_00001_damage_prediction.png", "x_00001_overlay.png"
+    ]  # fmt: skip
+    for path, expected in zip(paths, (loc, damage)):
+        with Image.open(path) as img:
+            assert img.mode == "L"
+            np.testing.assert_array_equal(np.asarray(img), expected)
+    with Image.open(paths[2]) as img:
+        assert img.mode == "RGB" and img.size == (80, 64)
+
+
+def test_geotiff_round_trip(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    pre = _write_tif(tmp_path / "x_pre_disaster.tif", rng.integers(0, 2000, (3, 64, 80), dtype=np.uint16))
+    post = _write_tif(tmp_path / "x_post_disaster.tif", rng.integers(0, 2000, (3, 64, 80), dtype=np.uint16))
+    pre_img, post_img, profile = read_pair(pre, post)
+    assert pre_img.shape == post_img.shape == (3, 64, 80) and pre_img.dtype == np.uint16
+    selected = read_pair(pre, post, bands=[3, 1], post_bands=[2])
+    np.testing.assert_array_equal(selected[0], pre_img[[2, 0]])
+    np.testing.assert_array_equal(selected[1], post_img[[1]])
+    loc, damage, confidence = _maps()
+    paths = write_outputs(tmp_path, output_stem(post), loc, damage, confidence, to_display_rgb(pre_img), profile)
+    assert [p.name for p in paths[3:]] == ["x_damage.tif", "x_buildings.geojson"]
+    with rasterio.open(paths[3]) as src:
+        assert src.crs == CRS.from_epsg(32636) and src.transform == TRANSFORM
+        assert src.dtypes == ("uint8",) and src.compression.name == "lzw"
+        np.testing.assert_array_equal(src.read(1), damage)
+        bounds = shapely.box(*src.bounds)
+    collection = json.loads(paths[4].read_text())
+    assert collection["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32636"
+    features = sorted(collection["features"], key=lambda f: f["properties"]["damage_class"])
+    assert [f["properties"]["damage"] for f in features] == ["no-damage", "destroyed"]
+    no_damage, destroyed = (f["properties"] for f in features)
+    assert no_damage == {"damage": "no-damage", "damage_class": 1, "confidence": pytest.approx(0.7), "area_px": 200}
+    assert destroyed["area_px"] == 150 and destroyed["damage_class"] == 4
+    assert destroyed["confidence"] == pytest.approx((142 * 0.9 + 8 * 0.5) / 150)
+    for feature, (row, col) in zip(features, [(40, 50), (10, 10)]):
+        polygon = shapely.geometry.shape(feature["geometry"])
+        assert polygon.within(bounds)
+        assert polygon.area == pytest.approx(feature["properties"]["area_px"] * 0.25)  # 0.5 m pixels
+        assert polygon.bounds[0] == 500000.0 + col * 0.5 and polygon.bounds[3] == 3500000.0 - row * 0.5
+
+
+def test_read_pair_errors(tmp_path: Path):
+    data = np.zeros((3, 64, 80), np.uint8)
+    pre = _write_tif(tmp_path / "pre.tif", data)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(DataError, match=r"pre\.tif and .*small\.png: sizes 64×80 and 64×64 differ"):
+        read_pair(pre, tmp_path / "small.png")
+    with pytest.raises(DataError, match="CRS .* differ"):
+        read_pair(pre, _write_tif(tmp_path / "utm37.tif", data, crs="EPSG:32637"))
+    shifted = Affine(0.5, 0.0, 500010.0, 0.0, -0.5, 3500000.0)
+    with pytest.raises(DataError, match=r"transforms differ \(footprints 20\.00 px apart\)"):
+        read_pair(pre, _write_tif(tmp_path / "shifted.tif", data, transform=shifted))
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="broken.png: cannot read"):
+        read_pair(tmp_path / "broken.png", pre)
+    with pytest.raises(DataError, match="bands"):
+        read_pair(pre, pre, bands=[4])
+    Image.fromarray(np.zeros((64, 80, 3), np.uint8)).save(tmp_path / "a.png")
+    assert read_pair(tmp_path / "a.png", pre)[2] is None  # profile comes from the pre image only
+
+
+def test_overlay_changes_buildings_only():
+    rng = np.random.default_rng(0)
+    pre_rgb = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    damage = np.zeros((256, 256), np.uint8)
+    for cls, (row, col) in enumerate([(150, 150), (150, 200), (200, 150), (200, 200)], start=1):
+        damage[row : row + 30, col : col + 30] = cls
+    legend = (overlay_image(pre_rgb, np.zeros_like(damage)) != pre_rgb).any(axis=-1)
+    overlay = overlay_image(pre_rgb, damage)
+    assert overlay.shape == (256, 256, 3) and overlay.dtype == np.uint8
+    changed = (overlay != pre_rgb).any(axis=-1)
+    assert legend.any() and not legend[128:, :].any() and not legend[:, 128:].any()  # legend in the top-left
+    assert not (changed & ~legend & (damage == 0)).any()
+    assert changed[damage > 0].all()
+    for cls, colour in enumerate(DAMAGE_COLOURS, start=1):
+        outline = np.argwhere(damage == cls)[0]  # top-left pixel of the building is on its outline
+        assert tuple(overlay[tuple(outline)]) == colour
+
+
+def test_display_rgb_and_stem():
+    rng = np.random.default_rng(0)
+    img16 = rng.integers(0, 4000, (4, 32, 48), dtype=np.uint16)
+    rgb = to_display_rgb(img16, rgb_bands=(2, 1, 0))
+    assert rgb.shape == (32, 48, 3) and rgb.dtype == np.uint8 and rgb.min() == 0 and rgb.max() == 255
+    img8 = rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    np.testing.assert_array_equal(to_display_rgb(img8), img8.transpose(1, 2, 0))
+    assert to_display_rgb(img16[:1]).shape == (32, 48, 3)
+    assert output_stem("a/b/guatemala-volcano_00000000_post_disaster.png") == "guatemala-volcano_00000000"
+    assert output_stem("scene.tif") == "scene"
