@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -22,6 +23,55 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     run_dir = run_pretrain(cfg)
     print(f"encoder: {run_dir / 'encoder.safetensors'}  (load with ssl_siam.load_encoder('{run_dir}'))")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from ssl_siam.config import load_config
+    from ssl_siam.finetuning import run_finetune
+    from ssl_siam.schema import FinetuneConfig
+
+    cfg = load_config(FinetuneConfig, args.config, args.overrides)
+    run_dir = run_finetune(cfg)
+    print(f"checkpoints: {run_dir / 'checkpoints'} (best.pt = best validation xView2 score)")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ssl_siam.metrics import score_dirs
+
+    score = score_dirs(args.pred, args.targ, workers=args.workers)
+    print(score.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(score.to_dict(), indent=2))
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from ssl_siam.data.xbd_labels import write_targets
+
+    count = write_targets(args.split_dir, args.out, unclassified=args.unclassified)
+    print(f"wrote localization and damage targets for {count} pairs to {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ssl_siam.engine import resolve_device
+    from ssl_siam.finetuning import load_finetuned
+    from ssl_siam.inference import predict_pair, predict_split
+
+    if bool(args.data) == bool(args.pre or args.post) or (args.pre is None) != (args.post is None):
+        raise UserError("give either --pre and --post, or --data XBD_SPLIT_DIR")
+    device = resolve_device(args.device)
+    task, cfg = load_finetuned(args.ckpt, device)
+    kwargs = dict(bands=cfg.data.bands, post_bands=cfg.data.post_bands, window=args.window, overlap=args.overlap,
+                  tta=args.tta, batch_size=args.batch_size, device=device)
+    out = Path(args.out)
+    if args.data:
+        written = predict_split(task, Path(args.data), out, **kwargs)
+    else:
+        written = predict_pair(task, Path(args.pre), Path(args.post), out, **kwargs)
+    print(f"wrote {len(written)} files to {out}")
     return 0
 
 
@@ -57,6 +107,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="Siamese damage finetuning on xBD with xView2 validation")
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("score", help="the xView2 challenge metric over prediction and target PNG folders")
+    p.add_argument("--pred", required=True, help="folder of *_localization_prediction.png / *_damage_prediction.png")
+    p.add_argument("--targ", required=True, help="folder of *_localization_target.png / *_damage_target.png")
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("targets", help="rasterise xBD label JSON into xView2 target PNGs")
+    p.add_argument("split_dir", help="xBD split directory (images/ and labels/)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--unclassified", choices=["no-damage", "ignore"], default="no-damage",
+                   help="un-classified buildings: no-damage (scoring targets) or 255 (training masks)")
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("predict", help="map damage on pre/post images with a finetuned checkpoint")
+    p.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a finetune run")
+    p.add_argument("--pre", help="pre-event image (PNG/JPEG/GeoTIFF)")
+    p.add_argument("--post", help="post-event image")
+    p.add_argument("--data", help="an xBD split directory: predict every pair")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--window", type=int, default=512, help="sliding-window size")
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("stats", help="per-band normalization statistics of a tile dataset, saved as JSON")
     p.add_argument("data", help="folder, glob or file of GeoTIFF/PNG/JPEG tiles")

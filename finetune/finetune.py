@@ -1,0 +1,11 @@
+"""Siamese damage finetuning: ``python finetune/finetune.py --config configs/finetune/X.yaml key=value ...``.
+
+Same arguments as ``ssl-siam finetune``; also runs under ``torchrun``.
+"""
+
+import sys
+
+from ssl_siam.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["finetune", *sys.argv[1:]]))
