@@ -154,8 +154,9 @@ def build_model(cfg: FinetuneConfig, in_chans: int, post_in_chans: int, with_wei
     return build_damage_net(
         m.backbone, in_chans, siamese=m.siamese, encoder_weights=m.encoder_weights if with_weights else None,
         pretrained=m.pretrained if with_weights else None, post_backbone=m.post_backbone,
-        post_in_chans=post_in_chans if m.siamese == "asymmetric" else None, fusion=m.fusion, decoder_channels=m.decoder_channels, attention=m.attention,
-        num_classes=m.num_classes, deep_supervision=m.deep_supervision, timm_kwargs=m.timm_kwargs)
+        post_in_chans=post_in_chans if m.siamese == "asymmetric" else None, fusion=m.fusion,
+        decoder_channels=m.decoder_channels, attention=m.attention, num_classes=m.num_classes,
+        deep_supervision=m.deep_supervision, timm_kwargs=m.timm_kwargs)
 
 
 def build_criterion(cfg: FinetuneConfig) -> nn.Module:
