@@ -6,11 +6,18 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from ssl_siam.config import load_config
+from ssl_siam.data.xbd_labels import write_targets
+from ssl_siam.finetuning import load_finetuned, run_finetune
+from ssl_siam.inference import predict_split
+from ssl_siam.metrics import DAMAGE_NAMES, score_dirs
 from ssl_siam.pretraining import run_pretrain
 from ssl_siam.report import plot_history
-from ssl_siam.schema import PretrainConfig
+from ssl_siam.schema import FinetuneConfig, PretrainConfig
 from ssl_siam.synthetic import make_geotiff_scenes, make_xbd_split
 
 log = logging.getLogger(__name__)
@@ -44,27 +51,84 @@ def pretrain_stage(paths: dict[str, Path], runs: Path, quick: bool, device: str)
     return {"run_dir": run_dir, "seconds": time.perf_counter() - start, **metrics}
 
 
+def finetune_stage(name: str, paths: dict[str, Path], runs: Path, quick: bool, device: str,
+                   encoder: Path | None) -> dict[str, Any]:
+    """Finetune the Siamese UNet on the train split (validated on the hold split), predict the hold split with
+    ``best.pt`` and score the predictions against xView2 targets, exactly as the CLI commands do."""
+    overrides = [f"data.root={paths['train']}", f"data.val_root={paths['hold']}", f"run_dir={runs / name}",
+                 f"train.device={device}", f"model.encoder_weights={encoder or 'null'}"]
+    if quick:
+        overrides += ["train.max_steps=2", "train.val_every=2", "train.batch_size=2", "data.crop_size=64",
+                      "data.num_workers=0", "data.stats_samples=8"]
+    start = time.perf_counter()
+    run_dir = run_finetune(load_config(FinetuneConfig, CONFIGS / "finetune_resnet18.yaml", overrides))
+    seconds = time.perf_counter() - start
+    task, cfg = load_finetuned(run_dir / "checkpoints" / "best.pt", torch.device(device))
+    pred_dir = run_dir / "hold_predictions"
+    predict_split(task, paths["hold"], pred_dir, bands=cfg.data.bands, post_bands=cfg.data.post_bands,
+                  window=256, overlap=0.25, tta=False, batch_size=4, device=torch.device(device))
+    score = score_dirs(pred_dir, paths["hold_targets"])
+    (run_dir / "hold_score.json").write_text(json.dumps(score.to_dict(), indent=2))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    plot_history(metrics["val_history"], ["score", "localization_f1", "damage_f1"], run_dir / "val_curves.png")
+    return {"run_dir": run_dir, "seconds": seconds, "score": score, "pred_dir": pred_dir, **metrics}
+
+
+def score_row(name: str, result: dict[str, Any]) -> str:
+    score = result["score"]
+    per_class = " | ".join(f"{score.damage_f1_per_class[c]:.3f}" for c in DAMAGE_NAMES)
+    return (f"| {name} | **{score.score:.3f}** | {score.localization_f1:.3f} | {score.damage_f1:.3f} | {per_class} "
+            f"| {result['step']} | {result['seconds']:.0f} s |")
+
+
 def run_demo(out: Path, quick: bool = False, device: str = "cpu") -> Path:
     """Run the pipeline end to end under ``out``; returns the path of ``report.md``."""
     out.mkdir(parents=True, exist_ok=True)
     log.info("generating sample data in %s", out / "data")
     paths = make_demo_data(out / "data", quick)
+    paths["hold_targets"] = out / "data" / "hold_targets"
+    write_targets(paths["hold"], paths["hold_targets"])  # xView2 scoring targets (un-classified → no-damage)
     log.info("pretraining (SimSiam, resnet18) ...")
     pre = pretrain_stage(paths, out / "runs", quick, device)
+    results = {}
+    for name, encoder in (("finetune_ssl", pre["run_dir"]), ("finetune_random", None)):
+        log.info("finetuning %s ...", name)
+        results[name] = finetune_stage(name, paths, out / "runs", quick, device, encoder)
+    report = out / "report.md"
+    report.write_text(render_report(out, paths, pre, results))
+    return report
+
+
+def render_report(out: Path, paths: dict[str, Path], pre: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
+    def rel(path: Path) -> str:
+        return str(Path(path).resolve().relative_to(out.resolve()))
+
     history = pre["history"]
+    ssl, random = results["finetune_ssl"], results["finetune_random"]
+    overlays = sorted(Path(ssl["pred_dir"]).glob("*_overlay.png"))[:3]
     lines = [
         "# ssl-siam demo report", "",
-        f"Data: {paths['train']} (synthetic xBD-format train split), {paths['hold']} (held-out split), "
-        f"{paths['geotiff']} (4-band uint16 GeoTIFFs).", "",
-        "## Self-supervised pretraining (SimSiam, resnet18)", "",
-        "| steps | first loss | final loss | collapse std·√d | samples/s | time |",
-        "|---|---|---|---|---|---|",
+        f"Data (generated): `{rel(paths['train'])}` ({len(list((paths['train'] / 'labels').glob('*_post_*')))} "
+        f"xBD-format pairs, train), `{rel(paths['hold'])}` "
+        f"({len(list((paths['hold'] / 'labels').glob('*_post_*')))} pairs, held out: validation and score), "
+        f"`{rel(paths['geotiff'])}` (4-band uint16 GeoTIFFs).", "",
+        "## 1. Self-supervised pretraining (SimSiam, resnet18, unlabeled train images)", "",
+        "| steps | first loss | final loss | collapse std·√d | samples/s | time |", "|---|---|---|---|---|---|",
         f"| {pre['step']} | {history[0]['loss']:.4f} | {pre['loss']:.4f} | {pre['collapse_std_relative']:.3f} "
         f"| {pre['samples_per_s']:.1f} | {pre['seconds']:.0f} s |", "",
         "Loss −1 is perfect agreement of the two views; a healthy embedding keeps std·√d near 1 (0 = collapse).",
-        "", f"![pretraining curves]({Path(pre['run_dir']).resolve().relative_to(out.resolve())}/pretrain_curves.png)",
-        "", f"Encoder: `{pre['run_dir']}/encoder.safetensors` — load with `ssl_siam.load_encoder('{pre['run_dir']}')`.",
+        "", f"![pretraining curves]({rel(pre['run_dir'])}/pretrain_curves.png)", "",
+        "## 2. Siamese damage finetuning, scored on the held-out split (xView2 metric)", "",
+        "Same recipe (`configs/demo/finetune_resnet18.yaml`) from the SSL encoder and from random init; `best.pt` "
+        "(by validation score) predicts the held-out pairs with `ssl-siam predict`, scored with `ssl-siam score`.",
+        "", "| encoder | score | loc F1 | damage F1 | " + " | ".join(DAMAGE_NAMES) + " | steps | time |",
+        "|---|---|---|---|" + "---|" * len(DAMAGE_NAMES) + "---|---|",
+        score_row("SSL (SimSiam)", ssl), score_row("random init", random), "",
+        f"Score = 0.3·localization F1 + 0.7·damage F1 (harmonic mean over the 4 classes). "
+        f"Difference SSL − random: {ssl['score'].score - random['score'].score:+.3f}.", "",
+        f"![validation curves, SSL]({rel(ssl['run_dir'])}/val_curves.png)", "",
+        "### Predictions on held-out pairs (SSL model; green no-damage, yellow minor, orange major, red destroyed)",
+        "", *[f"![{p.stem}]({rel(p)})" for p in overlays], "",
+        f"Checkpoints: `{rel(ssl['run_dir'])}/checkpoints/best.pt`, `{rel(random['run_dir'])}/checkpoints/best.pt`.",
     ]
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+    return "\n".join(lines) + "\n"
