@@ -110,16 +110,16 @@ def test_mask_cache_is_written_once_and_matches_the_labels(split, tmp_path):
     cache = tmp_path / "cache"
     found = ensure_targets(find_pairs(split)[0], cache)
     for r in found:
-        assert r.damage_target == cache / f"{r.id}_damage_target.png"
+        assert r.damage_target.parent.parent == cache and r.damage_target.name == f"{r.id}_damage_target.png"
         expected = damage_mask(load_label(r.post_label), unclassified="ignore", ignore_index=255)
         np.testing.assert_array_equal(read_png(r.damage_target), expected)
         np.testing.assert_array_equal(read_png(r.loc_target), localization_mask(load_label(r.pre_label)))
     # Pin the targets' mtimes after their JSONs: a second call must leave them alone.
     later = max(os.stat(r.post_label).st_mtime_ns for r in found) + 10**10
-    for path in cache.glob("*.png"):
+    for path in cache.glob("*/*.png"):
         os.utime(path, ns=(later, later))
     assert ensure_targets(find_pairs(split)[0], cache) == found
-    assert {p.stat().st_mtime_ns for p in cache.glob("*.png")} == {later}
+    assert {p.stat().st_mtime_ns for p in cache.glob("*/*.png")} == {later}
     # A label edited after its target was cached: only that target is rewritten.
     os.utime(found[1].post_label, ns=(later + 10**9, later + 10**9))
     ensure_targets(find_pairs(split)[0], cache)
@@ -298,3 +298,16 @@ def test_uint16_geotiff_pairs_with_target_files(tmp_path):
     (tmp_path / "targets" / "geo-quake_00000001_damage_target.tif").unlink()
     with pytest.raises(DataError, match="geo-quake_00000001_post_disaster.tif: no labels and no targets"):
         find_pairs(tmp_path)
+
+
+def test_cache_keeps_splits_with_equal_ids_apart(tmp_path: Path) -> None:
+    from ssl_siam.data.xbd_labels import damage_mask, load_label
+
+    a, b = tmp_path / "a" / "train", tmp_path / "b" / "hold"
+    make_xbd_split(a, 1, size=64, seed=0)
+    make_xbd_split(b, 1, size=64, seed=1)  # same id, other content
+    cache = tmp_path / "cache"
+    for split in (a, b):
+        (record,) = ensure_targets(find_pairs(split)[0], cache)
+        expected = damage_mask(load_label(record.post_label), "ignore", 255)
+        np.testing.assert_array_equal(np.asarray(Image.open(record.damage_target)), expected)

@@ -6,6 +6,7 @@ A split folder holds ``images/<id>_{pre,post}_disaster.(png|tif)`` and ``labels/
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -121,6 +122,8 @@ def _find_target(root: Path, stem: str) -> Path | None:
 class MaskCache:
     """xView2-style target PNGs rasterised once from the label JSONs, rewritten only when missing or older.
 
+    Kept per split directory (``<cache>/<split name>-<hash of its path>/``) so equal ids never collide.
+
     ``<id>_damage_target.png`` (post JSON: 0 background, 1-4 damage, un-classified → ``ignore_index`` or 1) and
     ``<id>_localization_target.png`` (pre JSON: 0/1); ``settings.txt`` keeps a cache from other settings' use.
     """
@@ -144,8 +147,12 @@ class MaskCache:
             return record
         if record.pre_label is None or record.post_label is None:
             raise DataError(f"{record.post_image}: no label JSONs to rasterise, expected pre and post labels")
-        damage = self.dir / f"{record.id}_damage_target.png"
-        loc = self.dir / f"{record.id}_localization_target.png"
+        # one sub-folder per split directory: ids repeat across datasets (and across synthetic splits)
+        split = Path(record.split_dir).resolve()
+        folder = self.dir / f"{split.name}-{hashlib.sha1(str(split).encode()).hexdigest()[:8]}"
+        folder.mkdir(exist_ok=True)
+        damage = folder / f"{record.id}_damage_target.png"
+        loc = folder / f"{record.id}_localization_target.png"
         if _stale(damage, record.post_label):
             _atomic_write(damage, damage_mask(load_label(record.post_label), self.unclassified, self.ignore_index))
         if _stale(loc, record.pre_label):
