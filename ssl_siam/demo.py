@@ -26,12 +26,12 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
 def make_demo_data(data: Path, quick: bool) -> dict[str, Path]:
     """Synthetic xBD-format train/hold splits and 4-band uint16 GeoTIFF scenes (skipped if present)."""
-    splits = {"train": (8 if quick else 48, 0), "hold": (4 if quick else 16, 1)}
+    splits = {"train": (8 if quick else 48, 0, "synthetic-storm"), "hold": (4 if quick else 16, 1, "synthetic-tornado")}
     paths = {}
-    for split, (pairs, seed) in splits.items():
+    for split, (pairs, seed, disaster) in splits.items():
         paths[split] = data / "xbd" / split
         if not (paths[split] / "labels").is_dir():
-            make_xbd_split(paths[split], pairs, size=256, seed=seed)
+            make_xbd_split(paths[split], pairs, size=256, seed=seed, disaster=disaster)
     paths["geotiff"] = data / "geotiff"
     if not paths["geotiff"].is_dir():
         make_geotiff_scenes(paths["geotiff"], 2 if quick else 4, size=512, bands=4, seed=2)
