@@ -46,7 +46,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"{path} is not a readable checkpoint: {str(exc).splitlines()[0][:200]}") from None
+        raise DataError(f"{path} is not a readable checkpoint ({str(exc).split('.')[0][:120]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path} is not an ssl-siam checkpoint")
     return ckpt

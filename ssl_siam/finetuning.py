@@ -111,7 +111,11 @@ def split_records(cfg: FinetuneConfig, cache_dir: Path) -> tuple[list[PairRecord
         val, skipped = find_pairs(cfg.data.val_root, skip_bad=cfg.data.skip_bad)
     else:
         order = np.random.default_rng(cfg.train.seed).permutation(len(records))
-        n_val = max(1, round(cfg.data.val_fraction * len(records))) if cfg.data.val_fraction > 0 else 0
+        n_val = min(max(round(cfg.data.val_fraction * len(records)), 1), len(records) - 1)
+        if cfg.data.val_fraction <= 0 or n_val == 0:
+            n_val = 0
+            log.warning("no validation pairs (data.val_fraction=%s of %d pairs): validation is skipped",
+                        cfg.data.val_fraction, len(records))
         val = [records[i] for i in sorted(order[:n_val])]
         records = [records[i] for i in sorted(order[n_val:])]
     if not records:
@@ -180,13 +184,14 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
                   seed=cfg.train.seed)
     train_set = XBDPairDataset(train_records, cfg.data.crop_size, train=True, building_bias=cfg.data.building_bias,
                                misregistration_px=cfg.data.misregistration_px, **kwargs)
-    val_set = XBDPairDataset(val_records, None, train=False, **kwargs)
+    val_set = XBDPairDataset(val_records, None, train=False, **kwargs) if val_records else None
     pre_stats, post_stats = resolve_pair_stats(cfg, train_records, run_dir)
     model = build_model(cfg, train_set.num_bands_pre, train_set.num_bands_post)
     on_cuda = device.type == "cuda" and cfg.train.channels_last
     task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
                         cfg.train.encoder_lr_scale, torch.channels_last if on_cuda else torch.contiguous_format)
-    sampler = ResumableSampler(len(train_set), cfg.train.batch_size, seed=cfg.train.seed)
+    per_epoch = cfg.data.samples_per_epoch or max(len(train_set), cfg.train.batch_size)
+    sampler = ResumableSampler(per_epoch, cfg.train.batch_size, seed=cfg.train.seed)
     workers = cfg.data.num_workers
     extra = dict(persistent_workers=True, prefetch_factor=cfg.data.prefetch_factor) if workers > 0 else {}
     loader = DataLoader(train_set, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
@@ -194,7 +199,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     use_amp = device.type == "cuda" and cfg.train.precision != "fp32"
     amp_dtype = (torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16) if use_amp else None
     validate = XView2Validator(task, val_set, device, cfg.data.val_window, cfg.train.tta, cfg.data.ignore_index,
-                               amp_dtype) if len(val_set) else None
+                               amp_dtype) if val_set is not None else None
     trainer = Trainer(task, loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), device, validate=validate,
                       val_every=cfg.train.val_every, extra={
                           "pre_stats": dataclasses.asdict(pre_stats), "post_stats": dataclasses.asdict(post_stats),

@@ -35,16 +35,23 @@ def build_tiles(cfg: TileDataConfig, seed: int) -> TileDataset:
 
 
 def resolve_stats(cfg: TileDataConfig, dataset: TileDataset, run_dir: Path, seed: int) -> BandStats:
-    """Stats from ``data.stats``, else the run's saved ``stats.json``, else computed once and saved there."""
+    """Stats from ``data.normalization`` or ``data.stats``, else the run's saved ``stats.json``, else computed
+    once and saved there."""
     saved = run_dir / "stats.json"
-    if cfg.stats:
+    if cfg.normalization is not None:
+        try:
+            stats = BandStats(**cfg.normalization)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"data.normalization: expected lists low, high, mean, std per band ({exc})") from None
+    elif cfg.stats:
         stats = BandStats.load(cfg.stats)
     elif saved.is_file():
         stats = BandStats.load(saved)
     else:
         stats = compute_stats(dataset, num_samples=cfg.stats_samples, seed=seed)
     if stats.num_bands != dataset.num_bands:
-        raise DataError(f"{cfg.stats or saved}: stats for {stats.num_bands} bands, data has {dataset.num_bands}")
+        source = "data.normalization" if cfg.normalization is not None else cfg.stats or saved
+        raise DataError(f"{source}: stats for {stats.num_bands} bands, data has {dataset.num_bands}")
     stats.save(saved)
     return stats
 

@@ -58,6 +58,7 @@ class TileDataConfig:
     max_nodata_fraction: float = 0.5
     nodata: float | None = None  # override the files' nodata value
     stats: str | None = None  # per-band stats JSON from `ssl-siam stats`; None = computed and saved to run_dir
+    normalization: dict[str, list[float]] | None = None  # or the values themselves: {low, high, mean, std}
     stats_samples: int = 256
     num_workers: int = 4
     pin_memory: bool = True
@@ -146,6 +147,7 @@ class XBDDataConfig:
     val_fraction: float = 0.1  # of the pairs in `root`, by a seeded shuffle of image ids
     crop_size: int = 512
     val_window: int = 1024  # sliding-window size for validation on whole images
+    samples_per_epoch: int | None = None  # random crops per epoch; None = one per training pair (≥ one batch)
     building_bias: float = 0.8  # probability that a training crop is centred on a building pixel
     misregistration_px: int = 0  # max independent shift of the post image (augmentation)
     bands: list[int] | None = None  # 1-based bands of the pre image (and post, unless post_bands)

@@ -105,3 +105,12 @@ def test_checkpoint_files(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(DataError, match="not an ssl-siam checkpoint"):
         load_checkpoint(path)
+
+
+def test_normalization_from_config(tmp_path: Path, tile_dir: Path) -> None:
+    norm = "{low: [0, 0, 0], high: [255, 255, 255], mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]}"
+    run_dir = run(tmp_path, tile_dir, "n", "simsiam", steps=1, **{"data.normalization": norm})
+    stats = json.loads((run_dir / "stats.json").read_text())
+    assert stats["high"] == [255.0, 255.0, 255.0] and stats["std"] == [0.2, 0.2, 0.2]
+    with pytest.raises(UserError, match="data.normalization"):
+        run(tmp_path, tile_dir, "n2", "simsiam", steps=1, **{"data.normalization": "{low: [0], high: [1]}"})
