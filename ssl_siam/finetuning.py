@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ssl_siam.change import SiameseDamageNet, build_damage_net
 from ssl_siam.checkpoint import load_checkpoint
 from ssl_siam.config import from_dict, to_dict
-from ssl_siam.data.sampling import ResumableSampler
+from ssl_siam.data.sampling import ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.data.xbd import PairRecord, XBDPairDataset, ensure_targets, find_pairs
@@ -192,10 +191,9 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
                         cfg.train.encoder_lr_scale, torch.channels_last if on_cuda else torch.contiguous_format)
     per_epoch = cfg.data.samples_per_epoch or max(len(train_set), cfg.train.batch_size)
     sampler = ResumableSampler(per_epoch, cfg.train.batch_size, seed=cfg.train.seed)
-    workers = cfg.data.num_workers
-    extra = dict(persistent_workers=True, prefetch_factor=cfg.data.prefetch_factor) if workers > 0 else {}
-    loader = DataLoader(train_set, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
-                        drop_last=True, pin_memory=cfg.data.pin_memory and device.type == "cuda", **extra)
+    loader = make_loader(train_set, sampler, num_workers=cfg.data.num_workers,
+                         pin_memory=cfg.data.pin_memory and device.type == "cuda",
+                         prefetch_factor=cfg.data.prefetch_factor)
     use_amp = device.type == "cuda" and cfg.train.precision != "fp32"
     amp_dtype = (torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16) if use_amp else None
     validate = XView2Validator(task, val_set, device, cfg.data.val_window, cfg.train.tta, cfg.data.ignore_index,

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssl_siam.config import to_dict
-from ssl_siam.data.sampling import IndexedDataset, ResumableSampler
+from ssl_siam.data.sampling import IndexedDataset, ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.engine import Trainer, resolve_device
@@ -60,12 +60,10 @@ def build_loader(dataset: TileDataset, cfg: PretrainConfig, pipeline: ViewPipeli
                  device: torch.device, rank: int = 0, world: int = 1) -> DataLoader:
     sampler = ResumableSampler(len(dataset), cfg.train.batch_size, seed=cfg.train.seed, rank=rank,
                                num_replicas=world)
-    workers = cfg.data.num_workers
-    extra = dict(persistent_workers=True, prefetch_factor=cfg.data.prefetch_factor) if workers > 0 else {}
     collate = None if cfg.augment.on_device else AugmentCollate(pipeline, cfg.train.seed)
-    return DataLoader(IndexedDataset(dataset), batch_size=cfg.train.batch_size, sampler=sampler,
-                      num_workers=workers, collate_fn=collate, drop_last=True,
-                      pin_memory=cfg.data.pin_memory and device.type == "cuda", **extra)
+    return make_loader(IndexedDataset(dataset), sampler, num_workers=cfg.data.num_workers, collate_fn=collate,
+                       pin_memory=cfg.data.pin_memory and device.type == "cuda",
+                       prefetch_factor=cfg.data.prefetch_factor)
 
 
 def run_pretrain(cfg: PretrainConfig) -> Path:

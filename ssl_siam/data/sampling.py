@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class ResumableSampler(Sampler[int]):
@@ -53,3 +53,11 @@ class IndexedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, object]:
         return index, self.dataset[index]
+
+
+def make_loader(dataset: torch.utils.data.Dataset, sampler: ResumableSampler, *, num_workers: int, pin_memory: bool,
+                prefetch_factor: int, collate_fn: Callable | None = None) -> DataLoader:
+    """The DataLoader both training pipelines use: whole batches from ``sampler``, persistent prefetching workers."""
+    extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if num_workers > 0 else {}
+    return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate_fn, drop_last=True, pin_memory=pin_memory, **extra)
