@@ -75,6 +75,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from ssl_siam.report import write_report
+
+    print(f"report: {write_report(args.runs, args.out)}")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from ssl_siam.data.stats import compute_stats
     from ssl_siam.data.tiles import TileDataset
@@ -139,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="one markdown report comparing pretraining, finetune and probe runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (metrics.json) or probe outputs")
+    p.add_argument("--out", default="report", help="folder for report.md and its plots")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("stats", help="per-band normalization statistics of a tile dataset, saved as JSON")
     p.add_argument("data", help="folder, glob or file of GeoTIFF/PNG/JPEG tiles")
