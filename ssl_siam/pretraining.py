@@ -17,9 +17,11 @@ from ssl_siam.data.tiles import TileDataset
 from ssl_siam.engine import Trainer, resolve_device
 from ssl_siam.errors import ConfigError, DataError
 from ssl_siam.models.encoders import create_encoder, export_encoder
+from ssl_siam.probe.datasets import open_dataset
 from ssl_siam.rundir import prepare_run_dir
 from ssl_siam.schema import PretrainConfig, TileDataConfig
 from ssl_siam.ssl import OBJECTIVES
+from ssl_siam.ssl.monitor import KNNMonitor
 from ssl_siam.ssl.task import AugmentCollate, PretrainTask
 from ssl_siam.ssl.views import ViewPipeline
 
@@ -82,7 +84,13 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     task = PretrainTask(objective, pipeline, cfg.train.seed,
                         torch.channels_last if on_cuda else torch.contiguous_format)
     loader = build_loader(dataset, cfg, pipeline, device)
-    trainer = Trainer(task, loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), device)
+    validate, val_every = None, 0
+    if cfg.knn.data:
+        probe_data = open_dataset(cfg.knn.dataset, cfg.knn.data, None, cfg.knn.crop_size, cfg.train.seed)
+        validate = KNNMonitor(objective.export_encoder(), stats, probe_data, device, cfg.knn.k, cfg.knn.temperature)
+        val_every = max(1, round(cfg.knn.every_epochs * loader.sampler.batches_per_epoch / cfg.train.accumulate))
+    trainer = Trainer(task, loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), device, validate=validate,
+                      val_every=val_every, best_metric="knn_top1")
     if resume_from is not None:
         trainer.resume(resume_from)
         log.info("resumed from %s at step %d", resume_from, trainer.state.step)

@@ -126,6 +126,18 @@ class DINOConfig:  # Caron et al. 2021
 
 
 @dataclass
+class KNNMonitorConfig:
+    """Optional kNN accuracy on a labeled set during pretraining (logged as val/knn_top1; best.pt by it)."""
+
+    data: list[str] = field(default_factory=list)  # labeled data: image-folder root or xBD split dirs; empty = off
+    dataset: Literal["folder", "xbd-crops"] = "folder"
+    every_epochs: float = 1.0
+    k: int = 20
+    temperature: float = 0.07
+    crop_size: int = 64
+
+
+@dataclass
 class PretrainConfig:
     objective: str = "simsiam"
     run_dir: str = ""  # default: runs/<objective>-<timestamp>
@@ -138,6 +150,7 @@ class PretrainConfig:
     simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
     byol: BYOLConfig = field(default_factory=BYOLConfig)
     dino: DINOConfig = field(default_factory=DINOConfig)
+    knn: KNNMonitorConfig = field(default_factory=KNNMonitorConfig)
 
 
 @dataclass

@@ -114,3 +114,18 @@ def test_normalization_from_config(tmp_path: Path, tile_dir: Path) -> None:
     assert stats["high"] == [255.0, 255.0, 255.0] and stats["std"] == [0.2, 0.2, 0.2]
     with pytest.raises(UserError, match="data.normalization"):
         run(tmp_path, tile_dir, "n2", "simsiam", steps=1, **{"data.normalization": "{low: [0], high: [1]}"})
+
+
+def test_knn_monitor_logs_and_keeps_best(tmp_path: Path, tile_dir: Path) -> None:
+    from ssl_siam.synthetic import make_xbd_split
+
+    make_xbd_split(tmp_path / "a" / "train", 2, size=96, seed=0, disaster="storm-a")
+    make_xbd_split(tmp_path / "b" / "train", 2, size=96, seed=1, disaster="storm-b")
+    run_dir = run(tmp_path, tile_dir, "knn", "simsiam", steps=4, **{
+        "knn.data": f"[{tmp_path / 'a' / 'train'},{tmp_path / 'b' / 'train'}]", "knn.dataset": "xbd-crops",
+        "knn.crop_size": 32, "knn.k": 3, "knn.every_epochs": 0.25})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [v["step"] for v in metrics["val_history"]] == [2, 4]  # 8 batches per epoch × 0.25
+    assert all(0.0 <= v["knn_top1"] <= 1.0 for v in metrics["val_history"])
+    assert metrics["best_knn_top1"] == max(v["knn_top1"] for v in metrics["val_history"])
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
