@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -72,6 +73,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         written = predict_pair(task, Path(args.pre), Path(args.post), out, **kwargs)
     print(f"wrote {len(written)} files to {out}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from ssl_siam.probe import run_probe
+    from ssl_siam.report import probe_table
+
+    rows = run_probe(args.encoder, args.data, args.dataset, args.out, val_data=args.val_data, device=args.device,
+                     k=args.k, crop_size=args.crop_size, batch_size=args.batch_size, seed=args.seed)
+    print("\n".join(probe_table([dataclasses.asdict(r) for r in rows])))
+    print(f"written to {args.out}/probe.json and probe.md")
     return 0
 
 
@@ -146,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("probe", help="linear-probe and kNN evaluation of frozen encoders, side by side")
+    p.add_argument("--encoder", action="append", required=True,
+                   help="RUN/encoder.safetensors, random:<timm name> or timm:<name>=<local weights>; repeatable")
+    p.add_argument("--data", nargs="+", required=True, help="image-folder root (class/*.tif) or xBD split dirs")
+    p.add_argument("--dataset", choices=["folder", "xbd-crops"], default="folder")
+    p.add_argument("--val-data", nargs="+", help="explicit held-out split instead of the automatic one")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--k", type=int, default=20, help="neighbours for kNN")
+    p.add_argument("--crop-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("report", help="one markdown report comparing pretraining, finetune and probe runs")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (metrics.json) or probe outputs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -16,7 +17,8 @@ from ssl_siam.finetuning import load_finetuned, run_finetune
 from ssl_siam.inference import predict_split
 from ssl_siam.metrics import DAMAGE_NAMES, score_dirs
 from ssl_siam.pretraining import run_pretrain
-from ssl_siam.report import plot_history
+from ssl_siam.probe import ProbeRow, run_probe
+from ssl_siam.report import plot_history, probe_table
 from ssl_siam.schema import FinetuneConfig, PretrainConfig
 from ssl_siam.synthetic import make_geotiff_scenes, make_xbd_split
 
@@ -90,16 +92,20 @@ def run_demo(out: Path, quick: bool = False, device: str = "cpu") -> Path:
     write_targets(paths["hold"], paths["hold_targets"])  # xView2 scoring targets (un-classified → no-damage)
     log.info("pretraining (SimSiam, resnet18) ...")
     pre = pretrain_stage(paths, out / "runs", quick, device)
+    log.info("probing frozen encoders (linear + kNN on building crops) ...")
+    probe_rows = run_probe([str(pre["run_dir"]), "random:resnet18"], paths["train"], "xbd-crops", out / "probe",
+                           val_data=paths["hold"], device=device, crop_size=48)
     results = {}
     for name, encoder in (("finetune_ssl", pre["run_dir"]), ("finetune_random", None)):
         log.info("finetuning %s ...", name)
         results[name] = finetune_stage(name, paths, out / "runs", quick, device, encoder)
     report = out / "report.md"
-    report.write_text(render_report(out, paths, pre, results))
+    report.write_text(render_report(out, paths, pre, probe_rows, results))
     return report
 
 
-def render_report(out: Path, paths: dict[str, Path], pre: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
+def render_report(out: Path, paths: dict[str, Path], pre: dict[str, Any], probe_rows: list[ProbeRow],
+                  results: dict[str, dict[str, Any]]) -> str:
     def rel(path: Path) -> str:
         return str(Path(path).resolve().relative_to(out.resolve()))
 
@@ -118,7 +124,11 @@ def render_report(out: Path, paths: dict[str, Path], pre: dict[str, Any], result
         f"| {pre['samples_per_s']:.1f} | {pre['seconds']:.0f} s |", "",
         "Loss −1 is perfect agreement of the two views; a healthy embedding keeps std·√d near 1 (0 = collapse).",
         "", f"![pretraining curves]({rel(pre['run_dir'])}/pretrain_curves.png)", "",
-        "## 2. Siamese damage finetuning, scored on the held-out split (xView2 metric)", "",
+        "## 2. Frozen-encoder probes: damage class of each building from its pre/post crops", "",
+        "Linear probe and weighted kNN on frozen features [f_pre, f_post, |f_pre − f_post|] of 48² crops; train "
+        "buildings from the train split, test buildings from the held-out split (`ssl-siam probe`).", "",
+        *probe_table([dataclasses.asdict(r) for r in probe_rows]), "",
+        "## 3. Siamese damage finetuning, scored on the held-out split (xView2 metric)", "",
         "Same recipe (`configs/demo/finetune_resnet18.yaml`) from the SSL encoder and from random init; `best.pt` "
         "(by validation score) predicts the held-out pairs with `ssl-siam predict`, scored with `ssl-siam score`.",
         "", "| encoder | score | loc F1 | damage F1 | " + " | ".join(DAMAGE_NAMES) + " | steps | time |",

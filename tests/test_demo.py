@@ -21,3 +21,5 @@ def test_quick_demo_runs_every_stage(tmp_path: Path) -> None:
         overlays = list((runs / name / "hold_predictions").glob("*_overlay.png"))
         assert len(overlays) == 4  # every held-out pair predicted
     assert "SSL (SimSiam)" in text and "random init" in text and "_overlay.png" in text
+    probe = json.loads((tmp_path / "demo" / "probe" / "probe.json").read_text())
+    assert len(probe) == 4 and f"| {probe[0]['top1']:.3f} |" in text

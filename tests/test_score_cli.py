@@ -42,3 +42,24 @@ def test_targets_then_score(tmp_path: Path) -> None:
     proc = cli("score", "--pred", str(pred), "--targ", str(targ))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "test_damage_joplin-tornado_00000000_prediction.png" in proc.stderr
+
+
+def test_probe_cli_contract(tmp_path: Path) -> None:
+    from ssl_siam.models.encoders import create_encoder, export_encoder
+    from ssl_siam.synthetic import make_xbd_split
+
+    split = tmp_path / "split"
+    make_xbd_split(split, 2, size=96, seed=0)
+    export_encoder(create_encoder("resnet18", 3), tmp_path / "run", {"backbone": "resnet18", "in_chans": 3})
+    out = tmp_path / "probe"
+    proc = cli("probe", "--encoder", str(tmp_path / "run" / "encoder.safetensors"), "--encoder", "random:resnet18",
+               "--data", str(split), "--dataset", "xbd-crops", "--out", str(out), "--device", "cpu", "--k", "3",
+               "--crop-size", "32")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((out / "probe.json").read_text())
+    assert {(r["encoder"], r["method"]) for r in rows} == {(e, m) for e in ("run", "random:resnet18")
+                                                           for m in ("linear", "knn")}
+    for row in rows:
+        assert {"encoder", "dataset", "method", "top1", "macro_f1", "n_train", "n_test"} <= row.keys()
+        assert row["dataset"] == "xbd-crops" and row["n_train"] > 0 and row["n_test"] > 0
+    assert "| random:resnet18 | xbd-crops | knn |" in (out / "probe.md").read_text()
