@@ -49,7 +49,7 @@ def test_probe_cli_contract(tmp_path: Path) -> None:
     from ssl_siam.synthetic import make_xbd_split
 
     split = tmp_path / "split"
-    make_xbd_split(split, 2, size=96, seed=0)
+    make_xbd_split(split, 4, size=128, seed=0)
     export_encoder(create_encoder("resnet18", 3), tmp_path / "run", {"backbone": "resnet18", "in_chans": 3})
     out = tmp_path / "probe"
     proc = cli("probe", "--encoder", str(tmp_path / "run" / "encoder.safetensors"), "--encoder", "random:resnet18",
