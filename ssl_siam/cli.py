@@ -77,10 +77,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    import torch
+
     from ssl_siam.probe import run_probe
     from ssl_siam.report import probe_table
 
-    rows = run_probe(args.encoder, args.data, args.dataset, args.out, val_data=args.val_data, device=args.device,
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    rows = run_probe(args.encoder, args.data, args.dataset, args.out, val_data=args.val_data, device=device,
                      k=args.k, crop_size=args.crop_size, batch_size=args.batch_size, seed=args.seed)
     print("\n".join(probe_table([dataclasses.asdict(r) for r in rows])))
     print(f"written to {args.out}/probe.json and probe.md")
@@ -166,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=["folder", "xbd-crops"], default="folder")
     p.add_argument("--val-data", nargs="+", help="explicit held-out split instead of the automatic one")
     p.add_argument("--out", required=True)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
     p.add_argument("--k", type=int, default=20, help="neighbours for kNN")
     p.add_argument("--crop-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
