@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssl_siam.errors import UserError
+from ssl_siam.errors import Preempted, UserError
 
 CONFIG_HELP = "YAML config; further KEY.SUB=VALUE arguments override it (an unknown key is an error)"
 
@@ -222,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ssl-siam {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except Preempted as exc:
+        print(f"ssl-siam {args.command}: {exc}", file=sys.stderr)
+        return Preempted.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

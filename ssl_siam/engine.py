@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +29,7 @@ from tqdm import tqdm
 
 from ssl_siam.checkpoint import FORMAT, atomic_save, load_checkpoint, rng_state, set_rng_state
 from ssl_siam.data.sampling import ResumableSampler
-from ssl_siam.errors import DataError, UserError
+from ssl_siam.errors import DataError, Preempted, UserError
 from ssl_siam.schema import OptimConfig, TrainConfig
 
 
@@ -79,6 +81,7 @@ class RunState:
     step: int = 0
     batches_seen: int = 0
     best: float = -math.inf  # best validation metric so far
+    bad_steps: int = 0  # non-finite steps skipped so far
     history: list[dict[str, float]] = field(default_factory=list)
     val_history: list[dict[str, float]] = field(default_factory=list)
 
@@ -131,6 +134,7 @@ class Trainer:
             "step": self.state.step,
             "batches_seen": self.state.batches_seen,
             "best": self.state.best,
+            "bad_steps": self.state.bad_steps,
             "history": self.state.history,
             "val_history": self.state.val_history,
             "extra": self.extra,
@@ -152,7 +156,8 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         self.state = RunState(ckpt["step"], ckpt["batches_seen"], ckpt.get("best", -math.inf),
-                              list(ckpt.get("history", [])), list(ckpt.get("val_history", [])))
+                              ckpt.get("bad_steps", 0), list(ckpt.get("history", [])),
+                              list(ckpt.get("val_history", [])))
 
     # ---------------------------------------------------------------- loop
     def batches(self) -> Iterator[Any]:
@@ -216,13 +221,20 @@ class Trainer:
         batches = self.batches()
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         bad_in_row, last = 0, {}
+        stop = self.catch_preemption()
         try:
             while self.state.step < self.total_steps:
+                if stop:
+                    self.save_checkpoint()
+                    self.write_metrics(last)
+                    raise Preempted(f"stopped by {stop[0].name} after step {self.state.step}; checkpoint "
+                                    f"{self.ckpt_path}; run the same command again to resume")
                 step = self.state.step
                 lr = self.set_schedules(step)
                 out = self.train_step(batches, step)
                 if not math.isfinite(out["loss"]):
                     bad_in_row += 1
+                    self.state.bad_steps += 1
                     warnings.warn(f"step {step}: non-finite loss, step skipped ({bad_in_row} in a row)", stacklevel=1)
                     if bad_in_row > self.cfg.max_bad_steps:
                         raise TrainingError(f"{bad_in_row} non-finite steps in a row at step {step}; "
@@ -253,9 +265,24 @@ class Trainer:
                     self.save_checkpoint()
                     self.write_metrics(last)
         finally:
+            self.release_preemption()
             bar.close()
             writer.close()
         return last
+
+    def catch_preemption(self) -> list[signal.Signals]:
+        """From now on SIGTERM/SIGUSR1 (Slurm preemption) only record themselves in the returned list; the loop
+        finishes the step, checkpoints and raises :class:`Preempted`."""
+        received: list[signal.Signals] = []
+        self._previous_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGUSR1):
+                self._previous_handlers[sig] = signal.signal(sig, lambda s, _: received.append(signal.Signals(s)))
+        return received
+
+    def release_preemption(self) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
 
     def run_validation(self, writer: SummaryWriter) -> None:
         """Validate, log under ``val/``, and save ``best.pt`` when ``best_metric`` improves."""
@@ -289,7 +316,8 @@ class Trainer:
         self.state.history.append(dict(metrics))
 
     def write_metrics(self, last: dict[str, float]) -> None:
-        data = {**last, "step": self.state.step, "total_steps": self.total_steps, "history": self.state.history}
+        data = {**last, "step": self.state.step, "total_steps": self.total_steps, "bad_steps": self.state.bad_steps,
+                "history": self.state.history}
         if self.state.val_history:
             data.update({"val": self.state.val_history[-1], f"best_{self.best_metric}": self.state.best,
                          "val_history": self.state.val_history})

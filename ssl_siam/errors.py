@@ -11,3 +11,9 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data file or folder is missing, unreadable or not what was expected."""
+
+
+class Preempted(Exception):
+    """SIGTERM/SIGUSR1 arrived: the current step was finished and checkpointed; re-running resumes."""
+
+    exit_code = 75  # EX_TEMPFAIL: the job script requeues on it (configs/slurm)
