@@ -103,3 +103,12 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path: Path, tile_dir: Path,
     monkeypatch.setattr(SimSiam, "forward", nan_at_steps(set(range(100))))
     with pytest.raises(TrainingError, match=r"3 non-finite steps in a row .* last good checkpoint"):
         run_pretrain(cfg("stop", 10))
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path: Path, tile_dir: Path) -> None:
+    from ssl_siam.errors import DataError
+
+    over = tiny_overrides("simsiam", tile_dir, tmp_path / "arch", steps=1)
+    run_pretrain(load_config(PretrainConfig, None, over))
+    with pytest.raises(DataError, match="does not match this model"):
+        run_pretrain(load_config(PretrainConfig, None, [*over, "model.backbone=resnet10t", "train.max_steps=2"]))
