@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssl_siam.config import to_dict
+from ssl_siam.data.robust import SkipBad
 from ssl_siam.data.sampling import IndexedDataset, ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
@@ -75,6 +76,8 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     torch.manual_seed(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     dataset = build_tiles(cfg.data, cfg.train.seed)
+    if cfg.data.skip_bad:
+        dataset = SkipBad(dataset, cfg.data.max_bad_fraction)
     stats = resolve_stats(cfg.data, dataset, run_dir, cfg.train.seed)
     make_encoder = functools.partial(create_encoder, cfg.model.backbone, dataset.num_bands, cfg.model.pretrained,
                                      **cfg.model.timm_kwargs)

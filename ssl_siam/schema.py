@@ -60,6 +60,8 @@ class TileDataConfig:
     stats: str | None = None  # per-band stats JSON from `ssl-siam stats`; None = computed and saved to run_dir
     normalization: dict[str, list[float]] | None = None  # or the values themselves: {low, high, mean, std}
     stats_samples: int = 256
+    skip_bad: bool = False  # skip (log and count) unreadable windows instead of failing
+    max_bad_fraction: float = 0.01  # with skip_bad: stop when more than this fraction of reads failed
     num_workers: int = 4
     pin_memory: bool = True
     prefetch_factor: int = 4

@@ -112,3 +112,31 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path: Path, til
     run_pretrain(load_config(PretrainConfig, None, over))
     with pytest.raises(DataError, match="does not match this model"):
         run_pretrain(load_config(PretrainConfig, None, [*over, "model.backbone=resnet10t", "train.max_steps=2"]))
+
+
+def test_skip_bad_tiles(tmp_path: Path, tile_dir: Path) -> None:
+    import shutil
+
+    import numpy as np
+    import rasterio
+
+    from ssl_siam.errors import DataError
+
+    data = tmp_path / "tiles"
+    shutil.copytree(tile_dir, data)
+    bad = data / "zz_truncated.tif"
+    noise = np.random.default_rng(0).integers(0, 255, (3, 512, 512), dtype=np.uint8)
+    with rasterio.open(bad, "w", driver="GTiff", width=512, height=512, count=3, dtype="uint8", tiled=True,
+                       blockxsize=128, blockysize=128, compress="deflate") as dst:
+        dst.write(noise)
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 3])  # opens, fails when read
+    over = tiny_overrides("simsiam", data, tmp_path / "strict", steps=3)
+    with pytest.raises(DataError, match="zz_truncated.tif"):
+        run_pretrain(load_config(PretrainConfig, None, over))
+    over = tiny_overrides("simsiam", data, tmp_path / "skip", steps=3) + ["data.skip_bad=true",
+                                                                           "data.max_bad_fraction=0.9"]
+    assert (run_pretrain(load_config(PretrainConfig, None, over)) / "encoder.safetensors").is_file()
+    over = tiny_overrides("simsiam", data, tmp_path / "limit", steps=30) + ["data.skip_bad=true",
+                                                                             "data.max_bad_fraction=0.001"]
+    with pytest.raises(DataError, match="max_bad_fraction"):
+        run_pretrain(load_config(PretrainConfig, None, over))
