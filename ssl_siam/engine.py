@@ -8,6 +8,7 @@ weight-decay schedules, logging, collapse monitor, checkpoints and exact resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 from ssl_siam.checkpoint import FORMAT, atomic_save, load_checkpoint, rng_state, set_rng_state
 from ssl_siam.data.sampling import ResumableSampler
+from ssl_siam.distributed import World, mean_across
 from ssl_siam.errors import DataError, Preempted, UserError
 from ssl_siam.schema import OptimConfig, TrainConfig
 
@@ -97,8 +99,10 @@ class Trainer:
     def __init__(self, task: nn.Module, loader: DataLoader, optim_cfg: OptimConfig, train_cfg: TrainConfig,
                  run_dir: Path, config: dict[str, Any], device: torch.device,
                  validate: Callable[[], dict[str, float]] | None = None, val_every: int = 0,
-                 best_metric: str = "score", extra: dict[str, Any] | None = None) -> None:
+                 best_metric: str = "score", extra: dict[str, Any] | None = None,
+                 world: World | None = None) -> None:
         self.task, self.loader, self.cfg, self.run_dir, self.config = task, loader, train_cfg, run_dir, config
+        self.world = world or World()
         self.device, self.validate, self.best_metric, self.extra = device, validate, best_metric, extra or {}
         self.sampler: ResumableSampler = loader.sampler  # type: ignore[assignment]
         self.batches_per_epoch = self.sampler.batches_per_epoch
@@ -115,6 +119,12 @@ class Trainer:
         self.warmup = min(warmup, self.total_steps)
         task.configure(self.total_steps, steps_per_epoch)
         task.to(device, memory_format=self.memory_format)
+        self.model: nn.Module = task  # what the loop calls: the task, or its DistributedDataParallel wrapper
+        if self.world.size > 1:
+            if train_cfg.sync_bn:
+                task = nn.SyncBatchNorm.convert_sync_batchnorm(task)
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(task, device_ids=ids)
         self.optimizer = build_optimizer(task.param_groups(), optim_cfg, self.base_lr)
         self.use_amp = device.type == "cuda" and train_cfg.precision != "fp32"
         self.amp_dtype = torch.float16 if train_cfg.precision == "fp16" else torch.bfloat16
@@ -129,6 +139,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self, name: str = "last.pt") -> None:
+        """Rank 0 writes; other processes hold the same state."""
+        if not self.world.is_main:
+            return
         atomic_save({
             "format": FORMAT,
             "step": self.state.step,
@@ -194,11 +207,15 @@ class Trainer:
         for micro in range(self.cfg.accumulate):
             batch = self.to_device(next(batches))
             self.state.batches_seen += 1
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                outputs = self.task.training_step(batch, step, micro)
-            loss = outputs["loss"].float() / self.cfg.accumulate
-            self.scaler.scale(loss).backward()
+            last_micro = micro == self.cfg.accumulate - 1
+            sync = self.model.no_sync() if self.world.size > 1 and not last_micro else contextlib.nullcontext()
+            with sync:  # DDP: gradients are all-reduced once, on the last micro-batch
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                    outputs = self.model(batch, step, micro)
+                loss = outputs["loss"].float() / self.cfg.accumulate
+                self.scaler.scale(loss).backward()
             total += loss.item()
+        total = mean_across(total, self.world, self.device)  # every rank skips a non-finite step together
         outputs["loss"] = total
         if not math.isfinite(total):
             self.optimizer.zero_grad(set_to_none=True)
@@ -215,8 +232,9 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         """Train to ``total_steps`` (resuming from ``last.pt`` first if asked), checkpoint, return last metrics."""
-        writer = SummaryWriter(str(self.run_dir / "tb"))
-        bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not self.cfg.progress or None,
+        main = self.world.is_main
+        writer = SummaryWriter(str(self.run_dir / "tb")) if main else None
+        bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not (self.cfg.progress and main) or None,
                    dynamic_ncols=True, unit="step")
         batches = self.batches()
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
@@ -245,7 +263,7 @@ class Trainer:
                 self.state.step += 1
                 window_loss += out["loss"]
                 window_steps += 1
-                if step % self.cfg.collapse_every == 0 and out.get("embedding") is not None:
+                if main and step % self.cfg.collapse_every == 0 and out.get("embedding") is not None:
                     last.update(self.collapse_check(out["embedding"], step))
                 if self.state.step % self.cfg.log_every == 0 or self.state.step == self.total_steps:
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
@@ -253,13 +271,14 @@ class Trainer:
                                 samples_per_s=window_steps * self.samples_per_step / elapsed)
                     last.update({k: float(v) for k, v in out.items()
                                  if k not in ("loss", "embedding") and torch.as_tensor(v).numel() == 1})
-                    self.log(writer, last)
+                    if main:
+                        self.log(writer, last)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}",
                                     samples_s=f"{last['samples_per_s']:.1f}")
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
                 bar.update(1)
                 final = self.state.step == self.total_steps
-                if self.validate is not None and (self.state.step % self.val_every == 0 or final):
+                if main and self.validate is not None and (self.state.step % self.val_every == 0 or final):
                     self.run_validation(writer)
                 if self.state.step % self.cfg.checkpoint_every == 0 or final:
                     self.save_checkpoint()
@@ -267,7 +286,8 @@ class Trainer:
         finally:
             self.release_preemption()
             bar.close()
-            writer.close()
+            if writer is not None:
+                writer.close()
         return last
 
     def catch_preemption(self) -> list[signal.Signals]:
@@ -316,6 +336,8 @@ class Trainer:
         self.state.history.append(dict(metrics))
 
     def write_metrics(self, last: dict[str, float]) -> None:
+        if not self.world.is_main:
+            return
         data = {**last, "step": self.state.step, "total_steps": self.total_steps, "bad_steps": self.state.bad_steps,
                 "history": self.state.history}
         if self.state.val_history:

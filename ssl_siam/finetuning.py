@@ -22,13 +22,14 @@ from ssl_siam.data.sampling import ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.data.xbd import PairRecord, XBDPairDataset, ensure_targets, find_pairs
+from ssl_siam.distributed import barrier, init_distributed
 from ssl_siam.engine import Trainer, param_groups, resolve_device
 from ssl_siam.errors import ConfigError
 from ssl_siam.losses import DeepSupervisionLoss, build_loss
 from ssl_siam.metrics import XView2Accumulator
 from ssl_siam.models.encoders import read_encoder_meta
 from ssl_siam.predict import decode, sliding_window
-from ssl_siam.rundir import prepare_run_dir
+from ssl_siam.rundir import prepare_shared_run_dir
 from ssl_siam.schema import FinetuneConfig
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ class FinetuneTask(nn.Module):
     def param_groups(self) -> list[dict]:
         return [*param_groups(self.model.encoder_parameters(), lr_scale=self.encoder_lr_scale),
                 *param_groups(self.model.decoder_parameters())]
+
+    def forward(self, batch: object, step: int, micro: int) -> dict[str, torch.Tensor]:
+        """The training step (what DistributedDataParallel wraps)."""
+        return self.training_step(batch, step, micro)  # type: ignore[arg-type]
 
     def before_optimizer_step(self, step: int) -> None:
         if step < self.freeze_steps:  # encoder frozen: its weights get no update (BN statistics still adapt)
@@ -174,23 +179,28 @@ def build_criterion(cfg: FinetuneConfig) -> nn.Module:
 
 def run_finetune(cfg: FinetuneConfig) -> Path:
     """Finetune (or resume) as configured; returns the run directory (``checkpoints/best.pt``, ``last.pt``)."""
-    run_dir, resume_from = prepare_run_dir(cfg, "finetune")
+    world, device = init_distributed(resolve_device(cfg.train.device))
+    run_dir, resume_from = prepare_shared_run_dir(cfg, "finetune", world)
     torch.manual_seed(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "targets"
+    if world.is_main:  # rasterise the masks and compute the normalization once
+        train_records, _ = split_records(cfg, cache_dir)
+        resolve_pair_stats(cfg, train_records, run_dir)
+    barrier(world)
     train_records, val_records = split_records(cfg, cache_dir)
     kwargs = dict(bands=cfg.data.bands, post_bands=cfg.data.post_bands, ignore_index=cfg.data.ignore_index,
                   seed=cfg.train.seed)
     train_set = XBDPairDataset(train_records, cfg.data.crop_size, train=True, building_bias=cfg.data.building_bias,
                                misregistration_px=cfg.data.misregistration_px, **kwargs)
     val_set = XBDPairDataset(val_records, None, train=False, **kwargs) if val_records else None
-    pre_stats, post_stats = resolve_pair_stats(cfg, train_records, run_dir)
+    pre_stats, post_stats = resolve_pair_stats(cfg, train_records, run_dir)  # saved by rank 0: read here
     model = build_model(cfg, train_set.num_bands_pre, train_set.num_bands_post)
     on_cuda = device.type == "cuda" and cfg.train.channels_last
     task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
                         cfg.train.encoder_lr_scale, torch.channels_last if on_cuda else torch.contiguous_format)
     per_epoch = cfg.data.samples_per_epoch or max(len(train_set), cfg.train.batch_size)
-    sampler = ResumableSampler(per_epoch, cfg.train.batch_size, seed=cfg.train.seed)
+    sampler = ResumableSampler(per_epoch, cfg.train.batch_size, seed=cfg.train.seed, rank=world.rank,
+                               num_replicas=world.size)
     loader = make_loader(train_set, sampler, num_workers=cfg.data.num_workers,
                          pin_memory=cfg.data.pin_memory and device.type == "cuda",
                          prefetch_factor=cfg.data.prefetch_factor)
@@ -199,7 +209,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     validate = XView2Validator(task, val_set, device, cfg.data.val_window, cfg.train.tta, cfg.data.ignore_index,
                                amp_dtype) if val_set is not None else None
     trainer = Trainer(task, loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), device, validate=validate,
-                      val_every=cfg.train.val_every, extra={
+                      val_every=cfg.train.val_every, world=world, extra={
                           "pre_stats": dataclasses.asdict(pre_stats), "post_stats": dataclasses.asdict(post_stats),
                           "in_chans": train_set.num_bands_pre, "post_in_chans": train_set.num_bands_post})
     if resume_from is not None:

@@ -15,11 +15,12 @@ from ssl_siam.data.robust import SkipBad
 from ssl_siam.data.sampling import IndexedDataset, ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
+from ssl_siam.distributed import barrier, init_distributed
 from ssl_siam.engine import Trainer, resolve_device
 from ssl_siam.errors import ConfigError, DataError
 from ssl_siam.models.encoders import create_encoder, export_encoder
 from ssl_siam.probe.datasets import open_dataset
-from ssl_siam.rundir import prepare_run_dir
+from ssl_siam.rundir import prepare_shared_run_dir
 from ssl_siam.schema import PretrainConfig, TileDataConfig
 from ssl_siam.ssl import OBJECTIVES
 from ssl_siam.ssl.monitor import KNNMonitor
@@ -72,13 +73,16 @@ def build_loader(dataset: TileDataset, cfg: PretrainConfig, pipeline: ViewPipeli
 def run_pretrain(cfg: PretrainConfig) -> Path:
     """Pretrain (or resume) as configured; returns the run directory holding ``encoder.safetensors``."""
     OBJECTIVES.get(cfg.objective)  # fail on a typo before touching the disk
-    run_dir, resume_from = prepare_run_dir(cfg, cfg.objective)
+    world, device = init_distributed(resolve_device(cfg.train.device))
+    run_dir, resume_from = prepare_shared_run_dir(cfg, cfg.objective, world)
     torch.manual_seed(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
     dataset = build_tiles(cfg.data, cfg.train.seed)
     if cfg.data.skip_bad:
         dataset = SkipBad(dataset, cfg.data.max_bad_fraction)
-    stats = resolve_stats(cfg.data, dataset, run_dir, cfg.train.seed)
+    if world.is_main:
+        resolve_stats(cfg.data, dataset, run_dir, cfg.train.seed)  # computed once, saved as stats.json
+    barrier(world)
+    stats = BandStats.load(run_dir / "stats.json")
     make_encoder = functools.partial(create_encoder, cfg.model.backbone, dataset.num_bands, cfg.model.pretrained,
                                      **cfg.model.timm_kwargs)
     objective = OBJECTIVES.get(cfg.objective)(make_encoder, cfg)
@@ -86,27 +90,29 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     on_cuda = device.type == "cuda" and cfg.train.channels_last
     task = PretrainTask(objective, pipeline, cfg.train.seed,
                         torch.channels_last if on_cuda else torch.contiguous_format)
-    loader = build_loader(dataset, cfg, pipeline, device)
+    loader = build_loader(dataset, cfg, pipeline, device, world.rank, world.size)
     validate, val_every = None, 0
     if cfg.knn.data:
         probe_data = open_dataset(cfg.knn.dataset, cfg.knn.data, None, cfg.knn.crop_size, cfg.train.seed)
         validate = KNNMonitor(objective.export_encoder(), stats, probe_data, device, cfg.knn.k, cfg.knn.temperature)
         val_every = max(1, round(cfg.knn.every_epochs * loader.sampler.batches_per_epoch / cfg.train.accumulate))
     trainer = Trainer(task, loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), device, validate=validate,
-                      val_every=val_every, best_metric="knn_top1")
+                      val_every=val_every, best_metric="knn_top1", world=world)
     if resume_from is not None:
         trainer.resume(resume_from)
         log.info("resumed from %s at step %d", resume_from, trainer.state.step)
     trainer.fit()
-    export_encoder(objective.export_encoder(), run_dir, {
-        "format": "ssl-siam-encoder",
-        "backbone": cfg.model.backbone,
-        "in_chans": dataset.num_bands,
-        "timm_kwargs": cfg.model.timm_kwargs,
-        "num_features": objective.export_encoder().num_features,
-        "objective": cfg.objective,
-        "step": trainer.state.step,
-        "bands": cfg.data.bands,
-        "normalization": dataclasses.asdict(stats),
-    })
+    if world.is_main:
+        export_encoder(objective.export_encoder(), run_dir, {
+            "format": "ssl-siam-encoder",
+            "backbone": cfg.model.backbone,
+            "in_chans": dataset.num_bands,
+            "timm_kwargs": cfg.model.timm_kwargs,
+            "num_features": objective.export_encoder().num_features,
+            "objective": cfg.objective,
+            "step": trainer.state.step,
+            "bands": cfg.data.bands,
+            "normalization": dataclasses.asdict(stats),
+        })
+    barrier(world)
     return run_dir

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ssl_siam.config import save_config
+from ssl_siam.distributed import World, broadcast
 from ssl_siam.errors import UserError
 
 MIN_FREE_BYTES = 200 * 2**20
@@ -36,3 +37,11 @@ def prepare_run_dir(config: object, default_name: str) -> tuple[Path, Path | Non
     config.run_dir = str(run_dir)
     save_config(config, run_dir / "config.yaml")
     return run_dir, ckpt if ckpt.is_file() and config.resume is not False else None
+
+
+def prepare_shared_run_dir(config: object, default_name: str, world: World) -> tuple[Path, Path | None]:
+    """:func:`prepare_run_dir` on rank 0; every process gets its run dir and resume checkpoint."""
+    result = prepare_run_dir(config, default_name) if world.is_main else None
+    run_dir, resume_from = broadcast(result, world)  # type: ignore[misc]
+    config.run_dir = str(run_dir)
+    return run_dir, resume_from

@@ -45,6 +45,7 @@ class TrainConfig:
     max_bad_steps: int = 20  # consecutive non-finite steps tolerated (each is skipped) before stopping
     seed: int = 0
     progress: bool = True  # tqdm bar on a terminal
+    sync_bn: bool = False  # SyncBatchNorm across processes (torchrun / Slurm)
 
 
 @dataclass

@@ -47,6 +47,10 @@ class PretrainTask(nn.Module):
         views = [v.contiguous(memory_format=self.memory_format) for v in data]
         return self.objective(views, step)
 
+    def forward(self, batch: object, step: int, micro: int) -> dict[str, torch.Tensor]:
+        """The training step (what DistributedDataParallel wraps)."""
+        return self.training_step(batch, step, micro)  # type: ignore[arg-type]
+
     def before_optimizer_step(self, step: int) -> None:
         self.objective.before_optimizer_step(step)
 
