@@ -90,6 +90,17 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ssl_siam.bench import format_bench, run_bench
+
+    result = run_bench(args.objective, backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
+                       workers=args.workers, device=args.device, steps=args.steps, data=args.data)
+    print(format_bench(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from ssl_siam.report import write_report
 
@@ -175,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("bench", help="throughput: model-only ceiling vs our pipeline vs lightly's recipe")
+    p.add_argument("--objective", choices=["simsiam", "byol", "dino", "finetune"], default="simsiam")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backbone", help="default: resnet50 on CUDA, resnet18 on CPU")
+    p.add_argument("--image-size", type=int, help="default: 224 on CUDA (512 finetune), 64 on CPU")
+    p.add_argument("--batch-size", type=int, help="default: 256 on CUDA, 32 on CPU")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--data", help="tiles to read (default: generated sample tiles)")
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="one markdown report comparing pretraining, finetune and probe runs")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (metrics.json) or probe outputs")
