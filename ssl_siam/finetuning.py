@@ -183,11 +183,12 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     run_dir, resume_from = prepare_shared_run_dir(cfg, "finetune", world)
     torch.manual_seed(cfg.train.seed)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "targets"
-    if world.is_main:  # rasterise the masks and compute the normalization once
-        train_records, _ = split_records(cfg, cache_dir)
+    if world.is_main:  # rasterise the masks and compute the normalization once, then the others read them
+        train_records, val_records = split_records(cfg, cache_dir)
         resolve_pair_stats(cfg, train_records, run_dir)
     barrier(world)
-    train_records, val_records = split_records(cfg, cache_dir)
+    if not world.is_main:
+        train_records, val_records = split_records(cfg, cache_dir)
     kwargs = dict(bands=cfg.data.bands, post_bands=cfg.data.post_bands, ignore_index=cfg.data.ignore_index,
                   seed=cfg.train.seed)
     train_set = XBDPairDataset(train_records, cfg.data.crop_size, train=True, building_bias=cfg.data.building_bias,

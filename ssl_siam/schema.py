@@ -49,7 +49,16 @@ class TrainConfig:
 
 
 @dataclass
-class TileDataConfig:
+class LoaderConfig:
+    """DataLoader settings shared by every data section."""
+
+    num_workers: int = 4
+    pin_memory: bool = True
+    prefetch_factor: int = 4
+
+
+@dataclass
+class TileDataConfig(LoaderConfig):
     root: str = ""  # folder, glob, file, or `{band}` pattern (see README)
     tile_size: int = 256
     bands: list[int] | None = None  # 1-based band indices, e.g. [4, 3, 2, 8]
@@ -63,9 +72,6 @@ class TileDataConfig:
     stats_samples: int = 256
     skip_bad: bool = False  # skip (log and count) unreadable windows instead of failing
     max_bad_fraction: float = 0.01  # with skip_bad: stop when more than this fraction of reads failed
-    num_workers: int = 4
-    pin_memory: bool = True
-    prefetch_factor: int = 4
 
 
 @dataclass
@@ -157,7 +163,7 @@ class PretrainConfig:
 
 
 @dataclass
-class XBDDataConfig:
+class XBDDataConfig(LoaderConfig):
     root: list[str] = field(default_factory=list)  # xBD split dirs (train, tier3, ...); a single string is accepted
     val_root: list[str] = field(default_factory=list)  # explicit validation splits; empty = hold out val_fraction
     val_fraction: float = 0.1  # of the pairs in `root`, by a seeded shuffle of image ids
@@ -170,13 +176,10 @@ class XBDDataConfig:
     post_bands: list[int] | None = None
     ignore_index: int = 255  # `un-classified` buildings in training masks
     skip_bad: bool = False  # skip (and report) unpairable/unreadable pairs instead of failing
-    cache_dir: str | None = None  # rasterised target masks; default <run_dir>/../.xbd_targets
+    cache_dir: str | None = None  # rasterised target masks; default <run_dir>/targets
     stats: str | None = None  # stats JSON for the pre image; default: the encoder's, else computed
     post_stats: str | None = None
     stats_samples: int = 128
-    num_workers: int = 4
-    pin_memory: bool = True
-    prefetch_factor: int = 4
 
 
 @dataclass
