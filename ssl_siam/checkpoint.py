@@ -1,12 +1,15 @@
 """Checkpoints that survive a kill at any moment: temp file in the same folder, fsync, atomic rename.
 
-Only plain types and tensors are stored, so loading uses ``torch.load(weights_only=True)``.
+Only plain types and tensors are stored, so loading uses ``torch.load(weights_only=True)``. Every checkpoint
+carries a CRC-32 of its content (``torch.load`` does not verify the zip CRCs), checked on load, so a file
+damaged on disk or in transfer is refused rather than resumed from.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +21,38 @@ from ssl_siam.errors import DataError
 FORMAT = "ssl-siam-checkpoint"
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` so that a reader sees either the old complete file or the new one."""
+def content_crc(obj: Any, crc: int = 0) -> int:
+    """CRC-32 over a nest of dicts/lists/tuples of tensors and plain values, in order (tensor bytes included)."""
+    if isinstance(obj, torch.Tensor):
+        data = obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        return zlib.crc32(data, zlib.crc32(f"{obj.dtype}{tuple(obj.shape)}".encode(), crc))
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            crc = content_crc(value, zlib.crc32(repr(key).encode(), crc))
+        return crc
+    if isinstance(obj, (list, tuple)):
+        for value in obj:
+            crc = content_crc(value, crc)
+        return crc
+    return zlib.crc32(repr(obj).encode(), crc)
+
+
+def atomic_save(obj: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` to ``path`` so that a reader sees either the old complete file or the new one; a failed
+    write (disk full, permissions) is a one-line DataError and leaves the previous file in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            torch.save({**obj, "crc32": content_crc(obj)}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
+        kept = f"the previous {path.name} is kept" if path.is_file() else "no earlier checkpoint exists"
+        raise DataError(f"cannot write checkpoint {path} ({reason}); {kept}") from None
     finally:
         tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -49,6 +73,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise DataError(f"{path} is not a readable checkpoint ({str(exc).split('.')[0][:120]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path} is not an ssl-siam checkpoint")
+    stored = ckpt.pop("crc32", None)
+    if stored is None or content_crc(ckpt) != stored:
+        raise DataError(f"{path} is corrupted (content checksum mismatch); resume from an earlier copy or restart")
     return ckpt
 
 

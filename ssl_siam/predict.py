@@ -4,17 +4,16 @@ reading a pre / post image pair (PNG, JPEG or GeoTIFF)."""
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from torch import nn
 
+from ssl_siam.data.tiles import open_raster
 from ssl_siam.errors import DataError
 
 REDUCTION = 32  # encoder output stride: a shrunk window is a multiple of it
@@ -176,14 +175,12 @@ def read_pair(
 
 def _read(path: Path, bands: Sequence[int] | None) -> tuple[np.ndarray, Profile | None]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                indexes = list(bands) if bands is not None else list(src.indexes)
-                if not indexes or any(not 1 <= b <= src.count for b in indexes):
-                    raise DataError(f"{path}: bands {indexes} requested, expected 1-based indices in 1..{src.count}")
-                image = src.read(indexes)
-                geo = {"crs": src.crs, "transform": src.transform} if src.crs is not None else None
+        with open_raster(path) as src:
+            indexes = list(bands) if bands is not None else list(src.indexes)
+            if not indexes or any(not 1 <= b <= src.count for b in indexes):
+                raise DataError(f"{path}: bands {indexes} requested, expected 1-based indices in 1..{src.count}")
+            image = src.read(indexes)
+            geo = {"crs": src.crs, "transform": src.transform} if src.crs is not None else None
     except RasterioError as exc:
         raise DataError(f"{path}: cannot read as a PNG / JPEG / GeoTIFF image ({exc})") from exc
     return image, geo

@@ -224,7 +224,7 @@ def test_read_pair_errors(tmp_path: Path):
     with pytest.raises(DataError, match=r"transforms differ \(footprints 20\.00 px apart\)"):
         read_pair(pre, _write_tif(tmp_path / "shifted.tif", data, transform=shifted))
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(DataError, match="broken.png: cannot read"):
+    with pytest.raises(DataError, match="broken.png: cannot open as a raster image"):
         read_pair(tmp_path / "broken.png", pre)
     with pytest.raises(DataError, match="bands"):
         read_pair(pre, pre, bands=[4])

@@ -140,3 +140,197 @@ def test_skip_bad_tiles(tmp_path: Path, tile_dir: Path) -> None:
                                                                              "data.max_bad_fraction=0.001"]
     with pytest.raises(DataError, match="max_bad_fraction"):
         run_pretrain(load_config(PretrainConfig, None, over))
+
+
+# ---------------------------------------------------------------- checkpoints on a damaged or full disk
+def test_corrupted_checkpoint_is_refused(tmp_path: Path) -> None:
+    """A flipped byte inside a tensor payload (which torch.load would accept silently) fails the CRC check."""
+    from ssl_siam.checkpoint import FORMAT, atomic_save
+    from ssl_siam.errors import DataError
+
+    path = tmp_path / "last.pt"
+    atomic_save({"format": FORMAT, "step": 3, "model": {"w": torch.randn(256, 256)}}, path)
+    assert load_checkpoint(path)["step"] == 3
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupted"):
+        load_checkpoint(path)
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from ssl_siam import checkpoint
+    from ssl_siam.errors import DataError
+
+    path = tmp_path / "last.pt"
+    checkpoint.atomic_save({"format": checkpoint.FORMAT, "step": 1}, path)
+
+    def full_disk(obj: object, f: object) -> None:
+        f.write(b"partial")  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(DataError, match=r"cannot write checkpoint .*last.pt \(No space left on device\); "
+                                        r"the previous last.pt is kept"):
+        checkpoint.atomic_save({"format": checkpoint.FORMAT, "step": 2}, path)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
+
+
+def test_run_dir_unwritable_or_full_is_detected_before_training(tmp_path: Path, tile_dir: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    from collections import namedtuple
+
+    from ssl_siam import rundir
+    from ssl_siam.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    assert main(["pretrain", *tiny_overrides("simsiam", tile_dir, blocker / "run")]) == 2
+    assert "is not writable" in capsys.readouterr().err
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda _: usage(2**30, 2**30 - 2**23, 2**23))
+    assert main(["pretrain", *tiny_overrides("simsiam", tile_dir, tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "only 8 MiB free" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+# ---------------------------------------------------------------- bad input: one line, exit code 2
+@pytest.fixture(scope="module")
+def xbd_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ssl_siam.synthetic import make_xbd_split
+
+    split = tmp_path_factory.mktemp("bad-input") / "train"
+    make_xbd_split(split, 2, size=128, seed=0)
+    return split
+
+
+def _png(path: Path, size: int = 96, bands: int = 3) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    data = np.random.default_rng(0).integers(0, 255, (size, size, bands), dtype=np.uint8)
+    Image.fromarray(data.squeeze()).save(path)
+    return path
+
+
+def _tiles(tmp_path: Path, name: str, bad: str) -> Path:
+    """A tile folder of good PNGs plus one bad file of kind ``bad``."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for i in range(4):
+        _png(folder / f"ok_{i}.png")
+    target = folder / {"truncated-png": "bad.png", "corrupt-png": "bad.png", "truncated-jpeg": "bad.jpg",
+                       "truncated-tif": "bad.tif"}[bad]
+    if bad == "corrupt-png":
+        target.write_bytes(b"this is not an image at all")
+    elif bad == "truncated-png":
+        whole = _png(folder / "bad.png").read_bytes()
+        target.write_bytes(whole[: len(whole) // 2])
+    elif bad == "truncated-jpeg":
+        from PIL import Image
+        Image.open(_png(folder / "full.png")).save(target, quality=90)
+        (folder / "full.png").unlink()
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    else:
+        import numpy as np
+        import rasterio
+        with rasterio.open(target, "w", driver="GTiff", width=96, height=96, count=3, dtype="uint8") as dst:
+            dst.write(np.random.default_rng(1).integers(0, 255, (3, 96, 96), dtype=np.uint8))
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    return folder
+
+
+def _xbd_case(split: Path, tmp_path: Path, case: str) -> Path:
+    """A copy of the split broken in one way."""
+    import shutil
+
+    copy = tmp_path / "split"
+    shutil.copytree(split, copy)
+    label = sorted((copy / "labels").glob("*_post_disaster.json"))[0]
+    data = json.loads(label.read_text())
+    if case == "not-json":
+        label.write_text("{ not json")
+    elif case == "no-xy":
+        label.write_text(json.dumps({"features": {"lng_lat": []}, "metadata": data.get("metadata", {})}))
+    elif case == "bad-wkt":
+        data["features"]["xy"][0]["wkt"] = "POLYGON ((0 0, 10"
+        label.write_text(json.dumps(data))
+    elif case == "unknown-subtype":
+        data["features"]["xy"][0]["properties"]["subtype"] = "obliterated"
+        label.write_text(json.dumps(data))
+    elif case == "size-mismatch":
+        post = sorted((copy / "images").glob("*_post_disaster.png"))[0]
+        _png(post, size=64)
+    return copy
+
+
+BAD_TILES = [("truncated-png", "bad.png: truncated PNG"), ("corrupt-png", "bad.png: cannot open as a raster image"),
+             ("truncated-jpeg", "bad.jpg: cannot read window"), ("truncated-tif", "bad.tif: cannot")]
+BAD_LABELS = [("not-json", "_post_disaster.json"), ("no-xy", "features.xy"), ("bad-wkt", "WKT"),
+              ("unknown-subtype", "obliterated"), ("size-mismatch", "size")]
+
+
+def _one_line_exit_2(argv: list[str], expected: str, capsys: pytest.CaptureFixture) -> None:
+    from ssl_siam.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert expected in err, err
+
+
+@pytest.mark.parametrize(("bad", "expected"), BAD_TILES)
+def test_bad_tile_files(tmp_path: Path, capsys: pytest.CaptureFixture, bad: str, expected: str) -> None:
+    folder = _tiles(tmp_path, "tiles", bad)
+    over = [o for o in tiny_overrides("simsiam", folder, tmp_path / "run", steps=2) if "stats_samples" not in o]
+    _one_line_exit_2(["pretrain", *over, "data.stats_samples=64", "data.tile_size=32"], expected, capsys)
+
+
+@pytest.mark.parametrize(("case", "expected"), BAD_LABELS)
+def test_bad_xbd_labels_and_pairs(tmp_path: Path, xbd_pairs: Path, capsys: pytest.CaptureFixture, case: str,
+                                  expected: str) -> None:
+    split = _xbd_case(xbd_pairs, tmp_path, case)
+    _one_line_exit_2(["finetune", f"data.root={split}", f"run_dir={tmp_path / 'run'}", "model.backbone=resnet18",
+                      "train.device=cpu", "data.num_workers=0", "train.max_steps=1"], expected, capsys)
+
+
+def test_bad_inputs_of_every_command(tmp_path: Path, tile_dir: Path, xbd_pairs: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    """The remaining cases of the contract, each a one-line error naming the file or key."""
+    from ssl_siam.models.encoders import create_encoder, export_encoder
+
+    (tmp_path / "empty").mkdir()
+    tiny = tiny_overrides("simsiam", tile_dir, tmp_path / "r", steps=1)
+    cases = [
+        (["pretrain", *tiny_overrides("simsiam", tmp_path / "empty", tmp_path / "r1")], "empty"),
+        (["pretrain", *tiny_overrides("simsiam", tmp_path / "missing", tmp_path / "r2")], "missing"),
+        (["pretrain", *tiny, "train.batch_sise=4"], "train.batch_sise"),
+        (["pretrain", *tiny, "train.batch_size=four"], "train.batch_size"),
+        (["finetune", f"data.root={tmp_path / 'empty'}", f"run_dir={tmp_path / 'r3'}"], "empty"),
+    ]
+    for argv, expected in cases:
+        _one_line_exit_2(argv, expected, capsys)
+
+    # an encoder for 4 bands on 3-band data
+    four = tmp_path / "enc4"
+    export_encoder(create_encoder("resnet18", 4), four, {"backbone": "resnet18", "in_chans": 4})
+    _one_line_exit_2(["finetune", f"data.root={xbd_pairs}", f"run_dir={tmp_path / 'r4'}", "model.backbone=resnet18",
+                      f"model.encoder_weights={four}", "train.device=cpu", "data.num_workers=0",
+                      "train.max_steps=1", "data.stats_samples=4"], "4 bands", capsys)
+    # a checkpoint that is not one, and one of pretraining given to predict
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00" * 100)
+    pre = _png(tmp_path / "pre.png", size=96)
+    argv = ["predict", "--pre", str(pre), "--post", str(pre), "--out", str(tmp_path / "p"), "--device", "cpu"]
+    _one_line_exit_2([*argv, "--ckpt", str(junk)], "junk.pt", capsys)
+    from ssl_siam.pretraining import run_pretrain
+    run_pretrain(load_config(PretrainConfig, None, tiny))
+    _one_line_exit_2([*argv, "--ckpt", str(tmp_path / "r" / "checkpoints" / "last.pt")],
+                     "not a finetuning checkpoint", capsys)

@@ -219,7 +219,7 @@ class TileDataset(torch.utils.data.Dataset):
         if path in self._handles:
             self._handles.move_to_end(path)
         else:
-            self._handles[path] = _open(path)
+            self._handles[path] = open_raster(path)
             if len(self._handles) > _MAX_OPEN:
                 self._handles.popitem(last=False)[1].close()
         return self._handles[path]
@@ -234,13 +234,32 @@ def _fill_value(nodata: float | None, dtype: np.dtype) -> float:
     return cast.item() if cast == nodata or (np.isnan(cast) and math.isnan(nodata)) else 0
 
 
-def _open(path: Path) -> DatasetReader:
+def open_raster(path: Path) -> DatasetReader:
+    """``rasterio.open`` with a one-line DataError for unreadable files, including truncated PNGs (which GDAL
+    would otherwise read as zero-filled rows)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
+            src = rasterio.open(path)
     except RasterioError as exc:
         raise DataError(f"{path}: cannot open as a raster image ({exc})") from exc
+    if src.driver == "PNG" and not _png_complete(Path(path)):
+        src.close()
+        raise DataError(f"{path}: truncated PNG (no IEND chunk at the end of the file)")
+    return src
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk every complete PNG ends with
+
+
+def _png_complete(path: Path) -> bool:
+    """Whether the file ends with the PNG IEND chunk: O(1), reads 12 bytes."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(-len(_PNG_END), os.SEEK_END)
+            return handle.read() == _PNG_END
+    except OSError:
+        return False
 
 
 def _resolve_sources(
@@ -328,7 +347,7 @@ def _inspect_scene(
     """Scene with its selected bands and their common dtype; DataError on size / band / dtype problems."""
     infos: dict[Path, _FileInfo] = {}
     for path in paths:
-        with _open(path) as src:
+        with open_raster(path) as src:
             infos[path] = _FileInfo(
                 src.height,
                 src.width,

@@ -21,7 +21,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ssl_siam.data.pair_augment import PairAugment
-from ssl_siam.data.tiles import _open as open_raster
+from ssl_siam.data.tiles import open_raster
 from ssl_siam.data.xbd_labels import damage_mask, load_label, localization_mask
 from ssl_siam.errors import DataError
 
