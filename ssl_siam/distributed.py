@@ -48,6 +48,14 @@ def mean_across(value: float, world: World, device: torch.device) -> float:
     return float(tensor.item()) / world.size
 
 
+def sum_across(values: torch.Tensor, world: World) -> torch.Tensor:
+    """Element-wise sum of a tensor over all processes (identity on one process); integers stay exact."""
+    if world.size > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
 def broadcast(obj: object, world: World) -> object:
     """Rank 0's ``obj`` on every process."""
     if world.size == 1:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ssl_siam.checkpoint import FORMAT, atomic_save, load_checkpoint, rng_state, set_rng_state
 from ssl_siam.data.sampling import ResumableSampler
-from ssl_siam.distributed import World, mean_across
+from ssl_siam.distributed import World, broadcast, mean_across
 from ssl_siam.errors import DataError, Preempted, UserError
 from ssl_siam.schema import OptimConfig, TrainConfig
 
@@ -92,7 +92,9 @@ class Trainer:
     """Runs ``task`` on batches from ``loader`` (whose sampler is a :class:`ResumableSampler`).
 
     With ``validate`` (a function returning metrics), validation runs every ``val_every`` steps (default: once
-    per epoch) and at the end, and ``best.pt`` keeps the checkpoint with the highest ``best_metric``.
+    per epoch) and at the end, and ``best.pt`` keeps the checkpoint with the highest ``best_metric``. Under
+    several processes a validator with ``sharded = True`` runs on every rank and reduces its own results (e.g.
+    xView2 TP/FP/FN summed); any other runs on rank 0 and its metrics are broadcast, so all ranks agree.
     ``extra`` (plain types/tensors) is stored in every checkpoint, e.g. the normalization a model needs.
     """
 
@@ -278,7 +280,7 @@ class Trainer:
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
                 bar.update(1)
                 final = self.state.step == self.total_steps
-                if main and self.validate is not None and (self.state.step % self.val_every == 0 or final):
+                if self.validate is not None and (self.state.step % self.val_every == 0 or final):
                     self.run_validation(writer)
                 if self.state.step % self.cfg.checkpoint_every == 0 or final:
                     self.save_checkpoint()
@@ -304,12 +306,16 @@ class Trainer:
         for sig, handler in self._previous_handlers.items():
             signal.signal(sig, handler)
 
-    def run_validation(self, writer: SummaryWriter) -> None:
-        """Validate, log under ``val/``, and save ``best.pt`` when ``best_metric`` improves."""
-        metrics = {"step": self.state.step, **self.validate()}
+    def run_validation(self, writer: SummaryWriter | None) -> None:
+        """Validate, log under ``val/`` (rank 0), and save ``best.pt`` when ``best_metric`` improves."""
+        if getattr(self.validate, "sharded", False) or self.world.size == 1:
+            result = self.validate()
+        else:
+            result = broadcast(self.validate() if self.world.is_main else None, self.world)
+        metrics = {"step": self.state.step, **result}
         self.task.train()
         for key, value in metrics.items():
-            if key != "step":
+            if key != "step" and writer is not None:
                 writer.add_scalar(f"val/{key}", value, self.state.step)
         self.state.val_history.append(metrics)
         if metrics[self.best_metric] > self.state.best:

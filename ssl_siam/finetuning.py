@@ -22,7 +22,7 @@ from ssl_siam.data.sampling import ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.data.xbd import PairRecord, XBDPairDataset, ensure_targets, find_pairs
-from ssl_siam.distributed import barrier, init_distributed
+from ssl_siam.distributed import World, barrier, init_distributed, sum_across
 from ssl_siam.engine import Trainer, param_groups, resolve_device
 from ssl_siam.errors import ConfigError
 from ssl_siam.losses import DeepSupervisionLoss, build_loss
@@ -79,17 +79,25 @@ class FinetuneTask(nn.Module):
 
 
 class XView2Validator:
-    """Scores whole validation images with the xView2 metric (``un-classified`` counted as no-damage)."""
+    """Scores whole validation images with the xView2 metric (``un-classified`` counted as no-damage).
+
+    Sharded: rank ``r`` of ``n`` predicts images ``r, r + n, ...`` and the TP/FP/FN counts are summed over
+    ranks before the F1s are computed, so the score equals a single-process one (never an average of F1s).
+    """
+
+    sharded = True
 
     def __init__(self, task: FinetuneTask, dataset: XBDPairDataset, device: torch.device, window: int,
-                 tta: bool, ignore_index: int, amp_dtype: torch.dtype | None = None) -> None:
+                 tta: bool, ignore_index: int, amp_dtype: torch.dtype | None = None,
+                 world: World | None = None) -> None:
         self.task, self.dataset, self.device, self.window = task, dataset, device, window
         self.tta, self.ignore_index, self.amp_dtype = tta, ignore_index, amp_dtype
+        self.world = world or World()
 
     def __call__(self) -> dict[str, float]:
         acc = XView2Accumulator()
         self.task.eval()
-        for i in range(len(self.dataset)):
+        for i in range(self.world.rank, len(self.dataset), self.world.size):
             item = self.dataset[i]
             pre, post = self.task.normalize(item["pre"][None].to(self.device), item["post"][None].to(self.device))
             probs = sliding_window(self.task.model, pre[0], post[0], window=self.window, tta=self.tta,
@@ -98,10 +106,14 @@ class XView2Validator:
             target = item["mask"].numpy()
             target = np.where(target == self.ignore_index, 1, target).astype(np.uint8)
             acc.update(loc, damage, (target > 0).astype(np.uint8), target)
-        score = acc.result()
+        images = np.zeros((1, 5), np.int64)
+        images[0, 0] = len(range(self.world.rank, len(self.dataset), self.world.size))
+        counts = torch.from_numpy(np.concatenate([np.stack(list(acc.counts.values())), images]))  # tp, fp, fn, n
+        counts = sum_across(counts.to(self.device), self.world).cpu().numpy()
+        score = XView2Accumulator(dict(zip(("tp", "fp", "fn"), counts[:3]))).result()
         per_class = {f"f1_{name}": value for name, value in score.damage_f1_per_class.items()}
         return {"score": score.score, "localization_f1": score.localization_f1, "damage_f1": score.damage_f1,
-                **per_class}
+                **per_class, "images": float(counts[3, 0])}
 
 
 def split_records(cfg: FinetuneConfig, cache_dir: Path) -> tuple[list[PairRecord], list[PairRecord]]:
@@ -208,7 +220,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     use_amp = device.type == "cuda" and cfg.train.precision != "fp32"
     amp_dtype = (torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16) if use_amp else None
     validate = XView2Validator(task, val_set, device, cfg.data.val_window, cfg.train.tta, cfg.data.ignore_index,
-                               amp_dtype) if val_set is not None else None
+                               amp_dtype, world) if val_set is not None else None
     trainer = Trainer(task, loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), device, validate=validate,
                       val_every=cfg.train.val_every, world=world, extra={
                           "pre_stats": dataclasses.asdict(pre_stats), "post_stats": dataclasses.asdict(post_stats),

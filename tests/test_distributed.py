@@ -53,3 +53,58 @@ def test_two_processes_equal_one(tmp_path: Path, tile_dir: Path) -> None:
               for n in ("one", "two")]
     torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-4, atol=1e-5)
     assert [p.name for p in (tmp_path / "two" / "checkpoints").iterdir()] == ["last.pt"]  # rank 0 wrote once
+
+
+class _PixelModel(torch.nn.Module):
+    """A fixed 1×1 convolution over (pre, post): cheap, deterministic, and its maps hit and miss buildings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(6, 5, 1)
+        with torch.no_grad():
+            generator = torch.Generator().manual_seed(0)
+            self.conv.weight.copy_(torch.randn(5, 6, 1, 1, generator=generator))
+            self.conv.bias.copy_(torch.randn(5, generator=generator))
+
+    def forward(self, pre: torch.Tensor, post: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.conv(torch.cat([pre, post], dim=1))}
+
+
+def _validate(rank: int, size: int, port: int, split: str, out: str) -> None:
+    """Score the split's pairs with the xView2 validator as rank ``rank`` of ``size`` (gloo)."""
+    import torch.distributed as dist
+
+    from ssl_siam.data.stats import BandStats
+    from ssl_siam.data.xbd import XBDPairDataset, ensure_targets, find_pairs
+    from ssl_siam.distributed import World
+    from ssl_siam.finetuning import FinetuneTask, XView2Validator
+
+    if size > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=size)
+    records = ensure_targets(find_pairs([Path(split)])[0], Path(out).parent / f"targets{size}",
+                             unclassified="ignore", ignore_index=255)
+    stats = BandStats([0.0] * 3, [255.0] * 3, [0.5] * 3, [0.25] * 3)
+    task = FinetuneTask(_PixelModel(), torch.nn.Identity(), stats, stats)
+    dataset = XBDPairDataset(records, None, train=False)
+    metrics = XView2Validator(task, dataset, torch.device("cpu"), 64, False, 255, world=World(rank, size))()
+    if rank == 0:
+        Path(out).write_text(json.dumps(metrics))
+    if size > 1:
+        dist.destroy_process_group()
+
+
+def test_xview2_validation_sums_counts_across_ranks(tmp_path: Path) -> None:
+    """3 images over 2 ranks (2 + 1): the summed TP/FP/FN give exactly the single-process score."""
+    import torch.multiprocessing as mp
+
+    from ssl_siam.synthetic import make_xbd_split
+
+    split = tmp_path / "val"
+    make_xbd_split(split, 3, size=64, seed=1)
+    _validate(0, 1, 0, str(split), str(tmp_path / "one.json"))
+    mp.spawn(_validate, args=(2, free_port(), str(split), str(tmp_path / "two.json")), nprocs=2)
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert 0 < one["localization_f1"] < 1
+    assert two == one
+    assert one["images"] == 3  # each image scored once, on one rank
