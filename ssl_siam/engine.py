@@ -67,6 +67,14 @@ def param_groups(params: Iterable[nn.Parameter], **extra: object) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def backbones(module: nn.Module) -> list[nn.Module]:
+    """The outermost timm models inside ``module`` (what ``train.compile`` compiles: the bulk of the compute,
+    static shapes, no data-dependent control flow — unlike augmentation, mining or the decoders' glue)."""
+    if hasattr(module, "pretrained_cfg"):
+        return [module]
+    return [found for child in module.children() for found in backbones(child)]
+
+
 def build_optimizer(groups: list[dict], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
     for group in groups:
         group.setdefault("weight_decay", cfg.weight_decay)
@@ -121,6 +129,9 @@ class Trainer:
         self.warmup = min(warmup, self.total_steps)
         task.configure(self.total_steps, steps_per_epoch)
         task.to(device, memory_format=self.memory_format)
+        if train_cfg.compile:
+            for backbone in backbones(task):
+                backbone.compile(mode=train_cfg.compile_mode)
         self.model: nn.Module = task  # what the loop calls: the task, or its DistributedDataParallel wrapper
         if self.world.size > 1:
             if train_cfg.sync_bn:

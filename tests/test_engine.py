@@ -129,3 +129,22 @@ def test_knn_monitor_logs_and_keeps_best(tmp_path: Path, tile_dir: Path) -> None
     assert all(0.0 <= v["knn_top1"] <= 1.0 for v in metrics["val_history"])
     assert metrics["best_knn_top1"] == max(v["knn_top1"] for v in metrics["val_history"])
     assert (run_dir / "checkpoints" / "best.pt").is_file()
+
+
+def test_compiled_backbones_train_like_eager_ones(tmp_path: Path, tile_dir: Path) -> None:
+    """train.compile=true: torch.compile (inductor) on the backbone only; same losses as eager, and the checkpoint
+    has the eager key names, so compiled and eager runs resume each other."""
+    def losses(name: str, *extra: str) -> list[float]:
+        over = [*tiny_overrides("simsiam", tile_dir, tmp_path / name, steps=2), "augment.global_size=32", *extra]
+        run_pretrain(load_config(PretrainConfig, None, over))
+        return [h["loss"] for h in json.loads((tmp_path / name / "metrics.json").read_text())["history"]]
+
+    from torch._dynamo.utils import counters
+
+    eager = losses("eager")
+    counters.clear()
+    compiled = losses("compiled", "train.compile=true")
+    assert counters["stats"]["unique_graphs"] >= 1  # the backbone really went through dynamo
+    assert compiled == pytest.approx(eager, rel=1e-3, abs=1e-4)
+    keys = [set(load_checkpoint(tmp_path / n / "checkpoints" / "last.pt")["model"]) for n in ("eager", "compiled")]
+    assert keys[0] == keys[1]
