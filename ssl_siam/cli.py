@@ -38,6 +38,33 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metric_train(args: argparse.Namespace) -> int:
+    from ssl_siam.config import load_config
+    from ssl_siam.metric.run import run_metric_train
+    from ssl_siam.schema import MetricConfig
+
+    cfg = load_config(MetricConfig, args.config, args.overrides)
+    run_dir = run_metric_train(cfg)
+    print(f"checkpoints: {run_dir / 'checkpoints'} (verify with: ssl-siam verify --ckpt "
+          f"{run_dir / 'checkpoints' / 'last.pt'} --data ...)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ssl_siam.metric.run import verify
+
+    result = verify(args.ckpt, args.data, args.out, dataset=args.dataset, oneshot=args.oneshot, n_way=args.n_way,
+                    trials=args.trials, device=args.device, batch_size=args.batch_size, seed=args.seed)
+    print(f"pairs {result['n_pairs']} ({result['n_positive']} same)  ROC AUC {result['roc_auc']:.4f}  "
+          f"EER {result['eer']:.4f}  best accuracy {result['best_accuracy']:.4f} "
+          f"(threshold {result['best_threshold']:.4g})")
+    if "oneshot_accuracy" in result:
+        print(f"one-shot {result['oneshot_n_way']}-way accuracy {result['oneshot_accuracy']:.4f} "
+              f"({result['oneshot_trials']} trials over {result['oneshot_classes']} held-out classes)")
+    print(f"written to {Path(args.out) / 'verify.json'} and roc.png")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from ssl_siam.metrics import score_dirs
 
@@ -145,6 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("metric-train", help="Siamese metric learning: contrastive / triplet / learned metric")
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_metric_train)
+
+    p = sub.add_parser("verify", help="verification (ROC AUC, EER, accuracy) and one-shot N-way of a metric model")
+    p.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a metric-train run")
+    p.add_argument("--data", nargs="+", required=True, help="held-out pairs, in the form of the run's data.root")
+    p.add_argument("--dataset", choices=["geotiff-dates", "pixel-series", "xbd-pairs", "pairs-csv"],
+                   help="default: the run's data.dataset")
+    p.add_argument("--oneshot", help="image folder <class>/*.tif of classes unseen in training: N-way one-shot")
+    p.add_argument("--n-way", type=int, default=5)
+    p.add_argument("--trials", type=int, default=1000)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("score", help="the xView2 challenge metric over prediction and target PNG folders")
     p.add_argument("--pred", required=True, help="folder of *_localization_prediction.png / *_damage_prediction.png")

@@ -7,6 +7,7 @@ Every key is checked against the schema: an unknown key or a value of the wrong 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import yaml
 from ssl_siam.errors import ConfigError
 
 C = TypeVar("C")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # a float YAML 1.1 may leave as a string
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -137,6 +139,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads exponents without a dot (`2e-3`) as strings
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from rasterio.errors import RasterioError
 
-from ssl_siam.data.tiles import _open as open_raster
+from ssl_siam.data.tiles import open_raster
 from ssl_siam.data.xbd import PairRecord, find_pairs
 from ssl_siam.data.xbd_labels import DAMAGE_CLASSES, load_label
 from ssl_siam.errors import DataError
@@ -159,17 +159,22 @@ class FolderDataset(ProbeDataset):
         return found
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        path = self.files[index]
-        image = torch.from_numpy(_read(path).astype(np.float32))  # [C, H, W]
-        if image.shape[0] != self.num_bands:
-            raise DataError(f"{path}: has {image.shape[0]} bands, expected {self.num_bands} like {self.files[0]}")
-        height, width = image.shape[1:]
-        scale = self.crop_size / min(height, width)
-        if scale != 1:
-            size = (max(round(height * scale), self.crop_size), max(round(width * scale), self.crop_size))
-            image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-        top, left = (image.shape[1] - self.crop_size) // 2, (image.shape[2] - self.crop_size) // 2
-        return image[None, :, top : top + self.crop_size, left : left + self.crop_size]  # [1, C, S, S]
+        return load_image(self.files[index], self.crop_size, self.num_bands, self.files[0])[None]  # [1, C, S, S]
+
+
+def load_image(path: Path, crop_size: int, num_bands: int, like: Path) -> torch.Tensor:
+    """All bands of ``path`` as float32 ``[C, S, S]``: shorter side resized to ``crop_size`` (bilinear with
+    antialiasing), then centre-cropped; DataError unless it has ``num_bands`` bands (as ``like``)."""
+    image = torch.from_numpy(_read(path).astype(np.float32))  # [C, H, W]
+    if image.shape[0] != num_bands:
+        raise DataError(f"{path}: has {image.shape[0]} bands, expected {num_bands} like {like}")
+    height, width = image.shape[1:]
+    scale = crop_size / min(height, width)
+    if scale != 1:
+        size = (max(round(height * scale), crop_size), max(round(width * scale), crop_size))
+        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    top, left = (image.shape[1] - crop_size) // 2, (image.shape[2] - crop_size) // 2
+    return image[:, top : top + crop_size, left : left + crop_size]
 
 
 @DATASETS.register("xbd-crops")

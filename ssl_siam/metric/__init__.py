@@ -1,0 +1,1 @@
+"""Siamese metric learning."""

@@ -1,0 +1,245 @@
+"""Pair datasets for metric learning. Items are dicts of raw (not normalised) tensors:
+
+* location data (``geotiff-dates``, ``pixel-series``): ``{"a", "b", "group"}`` — two observations of one place
+  (two dates, or the same date twice: augmentation makes them differ); ``group`` identifies the place, so any
+  two items of a batch from different groups form a negative pair and mining can search the whole batch. With
+  ``negatives=True`` also ``{"n", "group_n"}``: an observation of another place (the triplet variant's third input).
+* labelled pairs (``xbd-pairs``, ``pairs-csv``): ``{"a", "b", "label"}`` with label 1 = same / unchanged,
+  0 = different / changed.
+
+Images are ``[C, S, S]``, time series ``[C, T, 1]`` (bands first; the trailing 1 lets band statistics apply).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssl_siam.data.tiles import TileDataset, open_raster
+from ssl_siam.errors import ConfigError, DataError
+from ssl_siam.probe.datasets import XBDCropDataset, load_image
+from ssl_siam.registry import Registry
+
+METRIC_DATASETS: Registry[type[PairDataset]] = Registry("data.dataset")
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """``labelled``: items carry ``label`` (else ``group``); ``num_bands``; ``stats_sources``: raster files whose
+    band statistics normalise the inputs; ``series``: inputs are time series (recurrent encoder)."""
+
+    labelled: bool
+    series: bool = False
+    num_bands: int
+    stats_sources: list[Path]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class _Dates(PairDataset):
+    """Co-located windows of scenes observed on several dates (one root — folder or glob — per date).
+
+    Scenes are matched across dates in sorted order and must share size, CRS and transform: the same window
+    of every date then covers the same ground. Item ``i`` (any non-negative index) is a pure function of
+    (seed, i), so epochs and resumed runs see fresh but reproducible locations.
+    """
+
+    labelled = False
+
+    def __init__(self, roots: Sequence[str], window: int, bands: Sequence[int] | None, samples_per_epoch: int,
+                 seed: int, negatives: bool = False) -> None:
+        if not roots:
+            raise DataError("data.root is empty: expected one folder or glob of scenes per date")
+        # max_nodata_fraction=1: no nodata re-draws, so window i is the same place on every date
+        self.dates = [TileDataset(root, window, bands=bands, samples_per_epoch=samples_per_epoch,
+                                  max_nodata_fraction=1.0, seed=seed) for root in roots]
+        first = self.dates[0]
+        for root, date in zip(roots[1:], self.dates[1:]):
+            if len(date.files) != len(first.files):
+                raise DataError(f"{root}: {len(date.files)} scenes, expected {len(first.files)} like {roots[0]}")
+            for scene, ref in zip(date.files, first.files):
+                _check_same_grid(scene.paths[0], ref.paths[0])
+        self.num_bands, self.samples_per_epoch, self.seed = first.num_bands, samples_per_epoch, seed
+        self.negatives = negatives
+        self.stats_sources = [scene.paths[0] for date in self.dates for scene in date.files]
+        self.stats_bands = bands
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def _two_dates(self, rng: np.random.Generator) -> tuple[int, int]:
+        if len(self.dates) == 1:
+            return 0, 0
+        first, second = rng.choice(len(self.dates), size=2, replace=False)
+        return int(first), int(second)
+
+    def _observe(self, index: int, date: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index, 7])
+        first, second = self._two_dates(rng)
+        item = {"a": self._observe(index, first), "b": self._observe(index, second),
+                "group": torch.tensor(index)}
+        if self.negatives:  # another location: a fixed far-away index (windows are independent draws)
+            other = index + 1 + int(rng.integers(1 << 40))
+            item.update(n=self._observe(other, int(rng.integers(len(self.dates)))), group_n=torch.tensor(other))
+        return item
+
+
+@METRIC_DATASETS.register("geotiff-dates")
+class DateWindowPairs(_Dates):
+    """Positive = the same ``crop_size`` window on two different dates (or twice the same date)."""
+
+    def __init__(self, roots: Sequence[str], crop_size: int, bands: Sequence[int] | None = None,
+                 samples_per_epoch: int = 2048, seed: int = 0, negatives: bool = False, **_: object) -> None:
+        super().__init__(roots, crop_size, bands, samples_per_epoch, seed, negatives)
+
+    def _observe(self, index: int, date: int) -> torch.Tensor:
+        return self.dates[date][index]
+
+
+@METRIC_DATASETS.register("pixel-series")
+class PixelSeriesPairs(_Dates):
+    """Per-pixel time series across the dates ``[C, T, 1]``; positive = a pixel at most ``neighbour_px`` away
+    (Tobler: near things are more related), negative = another location. Needs at least two dates."""
+
+    series = True
+
+    def __init__(self, roots: Sequence[str], crop_size: int = 0, bands: Sequence[int] | None = None,
+                 samples_per_epoch: int = 2048, seed: int = 0, negatives: bool = False, neighbour_px: int = 1,
+                 **_: object) -> None:
+        if len(roots) < 2:
+            raise DataError(f"data.root has {len(roots)} date(s): pixel-series needs one root per date, at least 2")
+        self.radius = int(neighbour_px)
+        super().__init__(roots, 2 * self.radius + 1, bands, samples_per_epoch, seed, negatives)
+
+    def _windows(self, index: int) -> np.ndarray:
+        """[T, C, w, w] the location's window on every date."""
+        return np.stack([date[index].numpy() for date in self.dates])
+
+    def _observe(self, index: int, date: int) -> torch.Tensor:
+        centre = self.radius
+        return torch.from_numpy(self._windows(index)[:, :, centre, centre].T.copy())[..., None]  # [C, T, 1]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index, 11])
+        windows = self._windows(index)
+        size = 2 * self.radius + 1
+        neighbour = int(rng.integers(size * size - 1)) if size > 1 else 0
+        neighbour += neighbour >= size * size // 2  # skip the centre pixel itself
+        row, col = divmod(neighbour, size) if size > 1 else (0, 0)
+        item = {"a": torch.from_numpy(windows[:, :, self.radius, self.radius].T.copy())[..., None],
+                "b": torch.from_numpy(windows[:, :, row, col].T.copy())[..., None], "group": torch.tensor(index)}
+        if self.negatives:
+            other = index + 1 + int(rng.integers(1 << 40))
+            item.update(n=self._observe(other, 0), group_n=torch.tensor(other))
+        return item
+
+
+@METRIC_DATASETS.register("xbd-pairs")
+class XBDBuildingPairs(PairDataset):
+    """Pre and post crops of every damage-labelled xBD building; label 1 = unchanged (no-damage), 0 = changed
+    (minor, major or destroyed)."""
+
+    labelled = True
+
+    def __init__(self, roots: Sequence[str], crop_size: int, seed: int = 0, **_: object) -> None:
+        if not roots:
+            raise DataError("data.root is empty: expected xBD split directories")
+        self.crops = XBDCropDataset(list(roots), None, crop_size, seed)
+        self.num_bands = self.crops.num_bands
+        self.stats_sources = [r.pre_image for r in self.crops.records]
+        self.stats_bands = None
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        pre, post = self.crops[index % len(self.crops)]
+        return {"a": pre, "b": post, "label": torch.tensor(float(self.crops.labels[index % len(self.crops)] == 0))}
+
+
+@METRIC_DATASETS.register("pairs-csv")
+class CSVPairs(PairDataset):
+    """A ``pairs.csv`` with header ``path_a,path_b,label`` (label 1 = same, 0 = different); image paths are
+    relative to the CSV's folder and must stay inside it. Images are resized and centre-cropped to
+    ``crop_size``."""
+
+    labelled = True
+
+    def __init__(self, roots: Sequence[str], crop_size: int, **_: object) -> None:
+        if len(roots) != 1:
+            raise DataError(f"data.root {list(roots)}: expected exactly one pairs CSV file")
+        path = Path(roots[0])
+        root = path.parent.resolve()
+        self.crop_size, self.pairs = crop_size, []
+        try:
+            with path.open(newline="") as handle:
+                reader = csv.DictReader(handle)
+                if not reader.fieldnames or not {"path_a", "path_b", "label"} <= set(reader.fieldnames):
+                    raise DataError(f"{path}: expected a CSV header path_a,path_b,label, got {reader.fieldnames}")
+                for line, row in enumerate(reader, start=2):
+                    self.pairs.append((self._inside(root, row["path_a"], path, line),
+                                       self._inside(root, row["path_b"], path, line), self._label(row, path, line)))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path}: cannot read the pairs CSV ({exc})") from None
+        if not self.pairs:
+            raise DataError(f"{path}: no pairs (expected rows path_a,path_b,label)")
+        with open_raster(self.pairs[0][0]) as src:
+            self.num_bands = src.count
+        self.stats_sources = sorted({p for pair in self.pairs for p in pair[:2]})
+        self.stats_bands = None
+
+    @staticmethod
+    def _inside(root: Path, relative: str | None, csv_path: Path, line: int) -> Path:
+        target = (root / (relative or "")).resolve()
+        if not relative or not target.is_relative_to(root):
+            raise DataError(f"{csv_path}:{line}: image path {relative!r} must be a file inside {root}")
+        if not target.is_file():
+            raise DataError(f"{csv_path}:{line}: image {target} does not exist")
+        return target
+
+    @staticmethod
+    def _label(row: dict[str, str], csv_path: Path, line: int) -> float:
+        if row["label"] not in ("0", "1"):
+            raise DataError(f"{csv_path}:{line}: label {row['label']!r}, expected 1 (same) or 0 (different)")
+        return float(row["label"])
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        path_a, path_b, label = self.pairs[index % len(self.pairs)]
+        return {"a": load_image(path_a, self.crop_size, self.num_bands, self.pairs[0][0]),
+                "b": load_image(path_b, self.crop_size, self.num_bands, self.pairs[0][0]),
+                "label": torch.tensor(label)}
+
+
+def _check_same_grid(path: Path, ref: Path) -> None:
+    """DataError unless ``path`` has the size, CRS and transform of ``ref`` (the same ground, pixel for pixel)."""
+    with open_raster(path) as src, open_raster(ref) as other:
+        for what, mine, theirs in (("size", src.shape, other.shape), ("CRS", src.crs, other.crs),
+                                   ("transform", tuple(src.transform)[:6], tuple(other.transform)[:6])):
+            if mine != theirs:
+                raise DataError(f"{path}: {what} {mine} differs from {ref} ({theirs}); dates must share one grid")
+
+
+def open_pair_dataset(kind: str, roots: Sequence[str], *, crop_size: int, bands: Sequence[int] | None = None,
+                      samples_per_epoch: int = 2048, seed: int = 0, negatives: bool = False,
+                      neighbour_px: int = 1) -> PairDataset:
+    """The registered dataset ``kind`` (ConfigError naming ``data.dataset`` for an unknown one)."""
+    cls = METRIC_DATASETS.get(kind)
+    if negatives and cls.labelled:
+        raise ConfigError(f"data.dataset={kind} gives labelled pairs; the triplet variant needs location data "
+                        f"({', '.join(k for k in METRIC_DATASETS.names() if not METRIC_DATASETS.get(k).labelled)})")
+    return cls([str(r) for r in roots], crop_size=crop_size, bands=bands, samples_per_epoch=samples_per_epoch,
+               seed=seed, negatives=negatives, neighbour_px=neighbour_px)
+

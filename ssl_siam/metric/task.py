@@ -1,0 +1,128 @@
+"""The metric-learning task the shared loop runs: raw pair batch → normalise + augment → embed → mine → loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ssl_siam.data.augment import MultiViewAugment, ViewSpec
+from ssl_siam.data.stats import BandStats
+from ssl_siam.engine import param_groups
+from ssl_siam.metric.losses import TRIPLET_LOSSES, distance_matrix
+from ssl_siam.metric.mining import mine_pairs, mine_triplets
+from ssl_siam.metric.model import SiameseEmbedding
+from ssl_siam.schema import MetricAugmentConfig
+from ssl_siam.ssl.views import seeded_generator
+
+
+class InputPipeline(nn.Module):
+    """Raw ``[B, C, H, W]`` images or ``[B, C, T, 1]`` series → standardised float input; in training mode each
+    call draws an independent augmentation (images: crop/flip/rot90/per-band jitter on the device; series:
+    Gaussian noise and blanked dates)."""
+
+    def __init__(self, stats: BandStats, cfg: MetricAugmentConfig, size: int, series: bool) -> None:
+        super().__init__()
+        self.stats, self.series, self.cfg = stats, series, cfg
+        self.augment = None if series else MultiViewAugment([ViewSpec(
+            size=size, scale=cfg.scale, flip_p=cfg.flip_p, rot90=cfg.rot90, jitter_p=cfg.jitter_p,
+            brightness=cfg.brightness, contrast=cfg.contrast, saturation=0.0, hue=0.0, grayscale_p=0.0,
+            blur_p=0.0)])
+
+    def forward(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        with torch.autocast(raw.device.type, enabled=False):
+            x = self.stats.to_unit(raw)
+            if self.training and self.augment is not None:
+                x = self.augment(x, generator=generator)[0]
+            x = self.stats.standardize(x)
+            if self.training and self.series:
+                shape = (x.shape[0], 1, x.shape[2], 1)  # [B, 1, T, 1]: a blanked date loses every band
+                keep = torch.rand(shape, generator=generator, device=x.device) >= self.cfg.series_dropout
+                noise = torch.randn(x.shape, generator=generator, device=x.device) * self.cfg.series_noise
+                x = (x + noise) * keep
+            return x
+
+
+class MetricTask(nn.Module):
+    """Embeds both (or three) branch inputs and applies the metric loss.
+
+    Labelled pairs use their labels. Location batches (``group``) either use the pairs they hold
+    (``mining="none"``: positive ``(a_i, b_i)``, negative ``(a_i, b_{i-1})`` or the given ``n``) or mine pairs /
+    triplets among all ``2B`` (``3B``) embeddings of the batch, two embeddings being positive when their groups
+    are equal.
+    """
+
+    def __init__(self, model: SiameseEmbedding, criterion: nn.Module, pipeline: InputPipeline, loss_name: str,
+                 mining: str, distance: str, seed: int,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        super().__init__()
+        self.model, self.criterion, self.pipeline = model, criterion, pipeline
+        self.triplet = loss_name in TRIPLET_LOSSES
+        self.mining, self.distance, self.seed, self.memory_format = mining, distance, seed, memory_format
+
+    def configure(self, total_steps: int, steps_per_epoch: int) -> None:
+        """No schedules of its own."""
+
+    def param_groups(self) -> list[dict]:
+        return param_groups(self.parameters())
+
+    def embed(self, raw: Tensor, branch: int, generator: torch.Generator | None = None) -> Tensor:
+        x = self.pipeline(raw, generator)
+        return self.model(x.contiguous(memory_format=self.memory_format) if x.ndim == 4 else x, branch)
+
+    def training_step(self, batch: dict[str, Tensor], step: int, micro: int) -> dict[str, Any]:
+        generator = seeded_generator(batch["a"].device, self.seed, step, micro)
+        ea, eb = self.embed(batch["a"], 0, generator), self.embed(batch["b"], 1, generator)
+        en = self.embed(batch["n"], 0, generator) if "n" in batch else None
+        if "label" in batch:
+            loss, parts = self.criterion(ea, eb, batch["label"].float())
+            embeddings = torch.cat([ea, eb])
+        elif self.mining == "none":
+            loss, parts, embeddings = self._given(ea, eb, en, batch["group"])
+        else:
+            loss, parts, embeddings = self._mined(ea, eb, en, batch)
+        return {"loss": loss, **parts, "embedding": embeddings.detach()}
+
+    def _given(self, ea: Tensor, eb: Tensor, en: Tensor | None,
+               group: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """The batch's own pairs: (a_i, b_i) positive; (a_i, b_{i-1}) or (a_i, n_i) negative."""
+        negative = en if en is not None else eb.roll(1, dims=0)
+        embeddings = torch.cat([t for t in (ea, eb, en) if t is not None])
+        if self.triplet:
+            return (*self.criterion(ea, eb, negative), embeddings)
+        same = (group == group.roll(1)).float() if en is None else torch.zeros_like(group, dtype=torch.float32)
+        y = torch.cat([torch.ones_like(same), same])
+        return (*self.criterion(torch.cat([ea, ea]), torch.cat([eb, negative]), y), embeddings)
+
+    def _mined(self, ea: Tensor, eb: Tensor, en: Tensor | None,
+               batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        embeddings = torch.cat([t for t in (ea, eb, en) if t is not None])
+        groups = [batch["group"], batch["group"]] + ([batch["group_n"]] if en is not None else [])
+        labels = torch.cat(groups)
+        with torch.no_grad():
+            distances = distance_matrix(embeddings.detach().float(), self.distance)
+        if self.triplet:
+            a, p, n = mine_triplets(distances, labels, self.mining)
+            loss, parts = self.criterion(embeddings[a], embeddings[p], embeddings[n])
+            parts = {**parts, "triplets": torch.tensor(float(a.numel()))}
+        else:
+            i, j, y = mine_pairs(distances, labels, self.mining)
+            loss, parts = self.criterion(embeddings[i], embeddings[j], y)
+            parts = {**parts, "pairs": torch.tensor(float(i.numel()))}
+        return loss, parts, embeddings
+
+    def forward(self, batch: object, step: int, micro: int) -> dict[str, Any]:
+        """The training step (what DistributedDataParallel wraps)."""
+        return self.training_step(batch, step, micro)  # type: ignore[arg-type]
+
+    def before_optimizer_step(self, step: int) -> None:
+        """Nothing to do before the step."""
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Nothing to do after the step."""
+
+    @torch.no_grad()
+    def similarity(self, ea: Tensor, eb: Tensor) -> Tensor:
+        """Verification score of embedding pairs (higher = more similar): the loss's own similarity."""
+        return self.criterion.similarity(ea, eb)
