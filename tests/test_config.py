@@ -11,7 +11,7 @@ import pytest
 
 from ssl_siam.config import load_config, parse_overrides, save_config, to_dict
 from ssl_siam.errors import ConfigError
-from ssl_siam.schema import PretrainConfig
+from ssl_siam.schema import FinetuneConfig, MetricConfig, PretrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,11 +72,16 @@ def test_literal_and_bad_yaml(tmp_path: Path) -> None:
         load_config(PretrainConfig, tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs" / "pretrain").glob("*.yaml")))
+SCHEMAS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "metric": MetricConfig}
+SHIPPED = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load_and_round_trip(name: str, tmp_path: Path) -> None:
-    cfg = load_config(PretrainConfig, ROOT / "configs" / "pretrain" / name, ["data.root=/x"])
+    schema = SCHEMAS.get(name.split("/")[0]) or (PretrainConfig if "pretrain" in name else FinetuneConfig)
+    cfg = load_config(schema, ROOT / "configs" / name, ["data.root=/x"])
     save_config(cfg, tmp_path / "config.yaml")
-    assert to_dict(load_config(PretrainConfig, tmp_path / "config.yaml")) == to_dict(cfg)
+    assert to_dict(load_config(schema, tmp_path / "config.yaml")) == to_dict(cfg)
 
 
 def test_cli_reports_unknown_key_in_one_line(tmp_path: Path) -> None:
