@@ -10,7 +10,6 @@ All measurements drive the same model, objective and optimizer (one :class:`Trai
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import tempfile
@@ -27,16 +26,13 @@ from PIL import Image
 from ssl_siam.benchmark import augment_throughput
 from ssl_siam.config import load_config, to_dict
 from ssl_siam.data.sampling import ResumableSampler, make_loader
-from ssl_siam.data.xbd import XBDPairDataset, ensure_targets, find_pairs
+from ssl_siam.data.xbd import ensure_targets, find_pairs
 from ssl_siam.engine import Trainer, resolve_device
 from ssl_siam.errors import ConfigError
-from ssl_siam.finetuning import FinetuneTask, build_criterion, build_model, resolve_pair_stats
-from ssl_siam.models.encoders import create_encoder
-from ssl_siam.pretraining import build_loader, build_tiles, resolve_stats
+from ssl_siam.finetuning import build_pipeline as build_finetune_pipeline
+from ssl_siam.pretraining import build_pipeline as build_pretrain_pipeline
 from ssl_siam.schema import FinetuneConfig, PretrainConfig
-from ssl_siam.ssl import OBJECTIVES
-from ssl_siam.ssl.task import PretrainTask
-from ssl_siam.ssl.views import ViewPipeline, view_specs
+from ssl_siam.ssl.views import view_specs
 from ssl_siam.synthetic import make_xbd_split
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -102,15 +98,7 @@ def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, b
         f"train.max_steps={3 * (warmup + steps)}", "dino.freeze_last_layer_epochs=0"])
     cfg.data.root = str(root)
     torch.manual_seed(cfg.train.seed)
-    dataset = build_tiles(cfg.data, cfg.train.seed)
-    stats = resolve_stats(cfg.data, dataset, run_dir, cfg.train.seed)
-    make_encoder = functools.partial(create_encoder, backbone, dataset.num_bands, cfg.model.pretrained,
-                                     **cfg.model.timm_kwargs)
-    pipeline = ViewPipeline(stats, cfg.augment, tile)
-    on_cuda = device.type == "cuda" and cfg.train.channels_last
-    task = PretrainTask(OBJECTIVES.get(objective)(make_encoder, cfg), pipeline, cfg.train.seed,
-                        torch.channels_last if on_cuda else torch.contiguous_format)
-    loader = build_loader(dataset, cfg, pipeline, device)
+    dataset, _, _, _, task, loader = build_pretrain_pipeline(cfg, run_dir, device)
     trainer = Trainer(task, loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), device)
 
     specs = view_specs(cfg.augment, tile)
@@ -142,18 +130,7 @@ def _finetune(split: Path, run_dir: Path, device: torch.device, backbone: str, c
     torch.manual_seed(cfg.train.seed)
     records, _ = find_pairs(split)
     records = ensure_targets(records, run_dir / "targets", ignore_index=cfg.data.ignore_index)
-    data = cfg.data
-    dataset = XBDPairDataset(records, crop, train=True, bands=data.bands, post_bands=data.post_bands,
-                             building_bias=data.building_bias, misregistration_px=data.misregistration_px,
-                             ignore_index=data.ignore_index, seed=cfg.train.seed)
-    pre_stats, post_stats = resolve_pair_stats(cfg, records, run_dir)
-    model = build_model(cfg, dataset.num_bands_pre, dataset.num_bands_post)
-    on_cuda = device.type == "cuda" and cfg.train.channels_last
-    task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, 0.0, cfg.train.encoder_lr_scale,
-                        torch.channels_last if on_cuda else torch.contiguous_format)
-    sampler = ResumableSampler(data.samples_per_epoch, batch, seed=cfg.train.seed)
-    loader = make_loader(dataset, sampler, num_workers=workers, pin_memory=data.pin_memory and device.type == "cuda",
-                         prefetch_factor=data.prefetch_factor)
+    dataset, task, loader = build_finetune_pipeline(cfg, records, run_dir, device)
     trainer = Trainer(task, loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), device)
 
     item = dataset[0]

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ssl_siam.change import SiameseDamageNet, build_damage_net
 from ssl_siam.checkpoint import load_checkpoint
@@ -189,6 +190,35 @@ def build_criterion(cfg: FinetuneConfig) -> nn.Module:
     return DeepSupervisionLoss(build_loss(lc.name, **kwargs), aux)
 
 
+class FinetunePipeline(NamedTuple):
+    """Everything between the training pairs and the loop (shared by ``run_finetune`` and ``ssl-siam bench``)."""
+
+    dataset: XBDPairDataset
+    task: FinetuneTask
+    loader: DataLoader
+
+
+def build_pipeline(cfg: FinetuneConfig, records: list[PairRecord], run_dir: Path, device: torch.device,
+                   world: World | None = None) -> FinetunePipeline:
+    """Training pairs (random crops) → normalization (``stats_*.json`` in ``run_dir``) → model + loss → loader."""
+    world = world or World()
+    d = cfg.data
+    dataset = XBDPairDataset(records, d.crop_size, train=True, bands=d.bands, post_bands=d.post_bands,
+                             building_bias=d.building_bias, misregistration_px=d.misregistration_px,
+                             ignore_index=d.ignore_index, seed=cfg.train.seed)
+    pre_stats, post_stats = resolve_pair_stats(cfg, records, run_dir)
+    model = build_model(cfg, dataset.num_bands_pre, dataset.num_bands_post)
+    on_cuda = device.type == "cuda" and cfg.train.channels_last
+    task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
+                        cfg.train.encoder_lr_scale, torch.channels_last if on_cuda else torch.contiguous_format)
+    per_epoch = d.samples_per_epoch or max(len(dataset), cfg.train.batch_size)
+    sampler = ResumableSampler(per_epoch, cfg.train.batch_size, seed=cfg.train.seed, rank=world.rank,
+                               num_replicas=world.size)
+    loader = make_loader(dataset, sampler, num_workers=d.num_workers, pin_memory=d.pin_memory and device.type == "cuda",
+                         prefetch_factor=d.prefetch_factor)
+    return FinetunePipeline(dataset, task, loader)
+
+
 def run_finetune(cfg: FinetuneConfig) -> Path:
     """Finetune (or resume) as configured; returns the run directory (``checkpoints/best.pt``, ``last.pt``)."""
     world, device = init_distributed(resolve_device(cfg.train.device))
@@ -201,22 +231,10 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     barrier(world)
     if not world.is_main:
         train_records, val_records = split_records(cfg, cache_dir)
-    kwargs = dict(bands=cfg.data.bands, post_bands=cfg.data.post_bands, ignore_index=cfg.data.ignore_index,
-                  seed=cfg.train.seed)
-    train_set = XBDPairDataset(train_records, cfg.data.crop_size, train=True, building_bias=cfg.data.building_bias,
-                               misregistration_px=cfg.data.misregistration_px, **kwargs)
-    val_set = XBDPairDataset(val_records, None, train=False, **kwargs) if val_records else None
-    pre_stats, post_stats = resolve_pair_stats(cfg, train_records, run_dir)  # saved by rank 0: read here
-    model = build_model(cfg, train_set.num_bands_pre, train_set.num_bands_post)
-    on_cuda = device.type == "cuda" and cfg.train.channels_last
-    task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
-                        cfg.train.encoder_lr_scale, torch.channels_last if on_cuda else torch.contiguous_format)
-    per_epoch = cfg.data.samples_per_epoch or max(len(train_set), cfg.train.batch_size)
-    sampler = ResumableSampler(per_epoch, cfg.train.batch_size, seed=cfg.train.seed, rank=world.rank,
-                               num_replicas=world.size)
-    loader = make_loader(train_set, sampler, num_workers=cfg.data.num_workers,
-                         pin_memory=cfg.data.pin_memory and device.type == "cuda",
-                         prefetch_factor=cfg.data.prefetch_factor)
+    train_set, task, loader = build_pipeline(cfg, train_records, run_dir, device, world)
+    val_set = XBDPairDataset(val_records, None, train=False, bands=cfg.data.bands, post_bands=cfg.data.post_bands,
+                             ignore_index=cfg.data.ignore_index, seed=cfg.train.seed) if val_records else None
+    pre_stats, post_stats = task.pre_stats, task.post_stats
     use_amp = device.type == "cuda" and cfg.train.precision != "fp32"
     amp_dtype = (torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16) if use_amp else None
     validate = XView2Validator(task, val_set, device, cfg.data.val_window, cfg.train.tta, cfg.data.ignore_index,

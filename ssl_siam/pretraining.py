@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -15,7 +16,7 @@ from ssl_siam.data.robust import SkipBad
 from ssl_siam.data.sampling import IndexedDataset, ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
-from ssl_siam.distributed import barrier, init_distributed
+from ssl_siam.distributed import World, barrier, init_distributed
 from ssl_siam.engine import Trainer, resolve_device
 from ssl_siam.errors import ConfigError, DataError
 from ssl_siam.models.encoders import create_encoder, export_encoder
@@ -23,6 +24,7 @@ from ssl_siam.probe.datasets import open_dataset
 from ssl_siam.rundir import prepare_shared_run_dir
 from ssl_siam.schema import PretrainConfig, TileDataConfig
 from ssl_siam.ssl import OBJECTIVES
+from ssl_siam.ssl.base import Objective
 from ssl_siam.ssl.monitor import KNNMonitor
 from ssl_siam.ssl.task import AugmentCollate, PretrainTask
 from ssl_siam.ssl.views import ViewPipeline
@@ -70,27 +72,45 @@ def build_loader(dataset: TileDataset, cfg: PretrainConfig, pipeline: ViewPipeli
                        prefetch_factor=cfg.data.prefetch_factor)
 
 
+class PretrainPipeline(NamedTuple):
+    """Everything between the config and the training loop (shared by ``run_pretrain`` and ``ssl-siam bench``)."""
+
+    dataset: TileDataset | SkipBad
+    stats: BandStats
+    objective: Objective
+    views: ViewPipeline
+    task: PretrainTask
+    loader: DataLoader
+
+
+def build_pipeline(cfg: PretrainConfig, run_dir: Path, device: torch.device, world: World | None = None
+                   ) -> PretrainPipeline:
+    """Tiles → band statistics (computed once by rank 0, saved as ``stats.json``) → views → objective → loader."""
+    world = world or World()
+    dataset = build_tiles(cfg.data, cfg.train.seed)
+    if cfg.data.skip_bad:
+        dataset = SkipBad(dataset, cfg.data.max_bad_fraction)
+    if world.is_main:
+        resolve_stats(cfg.data, dataset, run_dir, cfg.train.seed)
+    barrier(world)
+    stats = BandStats.load(run_dir / "stats.json")
+    make_encoder = functools.partial(create_encoder, cfg.model.backbone, dataset.num_bands, cfg.model.pretrained,
+                                     **cfg.model.timm_kwargs)
+    objective = OBJECTIVES.get(cfg.objective)(make_encoder, cfg)
+    views = ViewPipeline(stats, cfg.augment, cfg.data.tile_size)
+    on_cuda = device.type == "cuda" and cfg.train.channels_last
+    task = PretrainTask(objective, views, cfg.train.seed, torch.channels_last if on_cuda else torch.contiguous_format)
+    loader = build_loader(dataset, cfg, views, device, world.rank, world.size)
+    return PretrainPipeline(dataset, stats, objective, views, task, loader)
+
+
 def run_pretrain(cfg: PretrainConfig) -> Path:
     """Pretrain (or resume) as configured; returns the run directory holding ``encoder.safetensors``."""
     OBJECTIVES.get(cfg.objective)  # fail on a typo before touching the disk
     world, device = init_distributed(resolve_device(cfg.train.device))
     run_dir, resume_from = prepare_shared_run_dir(cfg, cfg.objective, world)
     torch.manual_seed(cfg.train.seed)
-    dataset = build_tiles(cfg.data, cfg.train.seed)
-    if cfg.data.skip_bad:
-        dataset = SkipBad(dataset, cfg.data.max_bad_fraction)
-    if world.is_main:
-        resolve_stats(cfg.data, dataset, run_dir, cfg.train.seed)  # computed once, saved as stats.json
-    barrier(world)
-    stats = BandStats.load(run_dir / "stats.json")
-    make_encoder = functools.partial(create_encoder, cfg.model.backbone, dataset.num_bands, cfg.model.pretrained,
-                                     **cfg.model.timm_kwargs)
-    objective = OBJECTIVES.get(cfg.objective)(make_encoder, cfg)
-    pipeline = ViewPipeline(stats, cfg.augment, cfg.data.tile_size)
-    on_cuda = device.type == "cuda" and cfg.train.channels_last
-    task = PretrainTask(objective, pipeline, cfg.train.seed,
-                        torch.channels_last if on_cuda else torch.contiguous_format)
-    loader = build_loader(dataset, cfg, pipeline, device, world.rank, world.size)
+    dataset, stats, objective, _, task, loader = build_pipeline(cfg, run_dir, device, world)
     validate, val_every = None, 0
     if cfg.knn.data:
         probe_data = open_dataset(cfg.knn.dataset, cfg.knn.data, None, cfg.knn.crop_size, cfg.train.seed)
