@@ -130,6 +130,23 @@ def test_geotiff_dates_pairs_are_colocated(dates: list[Path]) -> None:
         assert int(item["group"]) == i and int(item["group_n"]) != i
         assert not torch.equal(item["n"].int() % 1000, item["a"].int() % 1000)  # the negative is another place
     assert torch.equal(data[3]["a"], data[3]["a"])  # deterministic
+    single = open_pair_dataset("geotiff-dates", [str(dates[0])], crop_size=32, samples_per_epoch=4)
+    assert torch.equal(single[0]["a"], single[0]["b"])  # one date: the two views differ only by augmentation
+
+
+def test_one_date_views_differ_by_augmentation(dates: list[Path]) -> None:
+    from ssl_siam.data.stats import BandStats
+    from ssl_siam.metric.task import InputPipeline
+    from ssl_siam.schema import MetricAugmentConfig
+
+    stats = BandStats([0.0] * 3, [11_000.0] * 3, [0.5] * 3, [0.2] * 3)
+    pipeline = InputPipeline(stats, MetricAugmentConfig(), 32, series=False)
+    raw = open_pair_dataset("geotiff-dates", [str(dates[0])], crop_size=32, samples_per_epoch=4)[0]["a"][None]
+    generator = torch.Generator().manual_seed(0)
+    first, second = pipeline(raw, generator), pipeline(raw, generator)
+    assert first.shape == (1, 3, 32, 32) and not torch.allclose(first, second)
+    pipeline.eval()
+    torch.testing.assert_close(pipeline(raw), stats.standardize(stats.to_unit(raw)))  # no augmentation in eval
 
 
 def test_geotiff_dates_must_share_a_grid(tmp_path: Path, dates: list[Path]) -> None:
