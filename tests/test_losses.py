@@ -276,8 +276,10 @@ def test_deep_supervision_sgd_lowers_loss() -> None:
 
 
 def test_registry_and_factory() -> None:
-    assert LOSSES.names() == ["dice", "focal", "focal_dice"]
+    import ssl_siam.metric.losses  # noqa: F401  (the metric losses register into the same registry)
+
+    assert LOSSES.names() == ["contrastive", "dice", "focal", "focal_dice", "learned_metric", "triplet"]
     assert isinstance(build_loss(), FocalDiceLoss)
     assert build_loss("focal", gamma=0.0).gamma == 0.0
-    with pytest.raises(ConfigError, match="valid: dice, focal, focal_dice"):
+    with pytest.raises(ConfigError, match="valid: contrastive, dice, focal, focal_dice, learned_metric, triplet"):
         build_loss("lovasz")
