@@ -30,6 +30,8 @@ def prepare_run_dir(config: object, default_name: str) -> tuple[Path, Path | Non
         probe.unlink()
     except OSError as exc:
         raise UserError(f"run_dir {run_dir} is not writable: {exc.strerror}") from None
+    for stale in (run_dir / "checkpoints").glob(".*.tmp-*"):  # half-written by a process killed mid-save
+        stale.unlink(missing_ok=True)
     free = shutil.disk_usage(run_dir).free
     if free < MIN_FREE_BYTES:
         raise UserError(f"run_dir {run_dir}: only {free / 2**20:.0f} MiB free on its disk, "

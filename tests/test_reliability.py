@@ -105,6 +105,37 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path: Path, tile_dir: Path,
         run_pretrain(cfg("stop", 10))
 
 
+def test_collapse_warns_or_stops(tmp_path: Path, tile_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A constant embedding (std·√d = 0) warns by default and stops the run with train.stop_on_collapse=true."""
+    forward = SimSiam.forward
+
+    def collapsed(self, views, step):
+        out = forward(self, views, step)
+        return {**out, "embedding": torch.ones_like(out["embedding"])}
+
+    monkeypatch.setattr(SimSiam, "forward", collapsed)
+    over = tiny_overrides("simsiam", tile_dir, tmp_path / "warn", steps=2)
+    with pytest.warns(UserWarning, match="representation collapse suspected"):
+        run_pretrain(load_config(PretrainConfig, None, over))
+    metrics = json.loads((tmp_path / "warn" / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["collapse_std_relative"] == pytest.approx(0.0, abs=1e-6)
+    over = tiny_overrides("simsiam", tile_dir, tmp_path / "stop", steps=4) + ["train.stop_on_collapse=true"]
+    with pytest.raises(TrainingError, match=r"step 0: representation collapse .* last good checkpoint"):
+        run_pretrain(load_config(PretrainConfig, None, over))
+
+
+def test_stale_temp_checkpoint_of_a_killed_writer_is_removed(tmp_path: Path, tile_dir: Path) -> None:
+    """kill -9 during a checkpoint write leaves `.last.pt.tmp-PID` beside the intact last.pt: the restart
+    resumes from last.pt and deletes the leftover."""
+    over = tiny_overrides("simsiam", tile_dir, tmp_path / "run", steps=2)
+    run_pretrain(load_config(PretrainConfig, None, over))
+    leftover = tmp_path / "run" / "checkpoints" / ".last.pt.tmp-99999"
+    leftover.write_bytes(b"half a checkpoint")
+    run_pretrain(load_config(PretrainConfig, None, [*over, "train.max_steps=3"]))
+    assert not leftover.exists()
+    assert checkpoint_step(tmp_path / "run") == 3
+
+
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path: Path, tile_dir: Path) -> None:
     from ssl_siam.errors import DataError
 
