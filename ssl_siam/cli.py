@@ -53,8 +53,9 @@ def cmd_metric_train(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ssl_siam.metric.run import verify
 
-    result = verify(args.ckpt, args.data, args.out, dataset=args.dataset, oneshot=args.oneshot, n_way=args.n_way,
-                    trials=args.trials, device=args.device, batch_size=args.batch_size, seed=args.seed)
+    result = verify(args.ckpt, args.data, args.out, dataset=args.dataset, objects=args.objects,
+                    oneshot=args.oneshot, n_way=args.n_way, trials=args.trials, device=args.device,
+                    batch_size=args.batch_size, seed=args.seed)
     print(f"pairs {result['n_pairs']} ({result['n_positive']} same)  ROC AUC {result['roc_auc']:.4f}  "
           f"EER {result['eer']:.4f}  best accuracy {result['best_accuracy']:.4f} "
           f"(threshold {result['best_threshold']:.4g})")
@@ -181,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="verification (ROC AUC, EER, accuracy) and one-shot N-way of a metric model")
     p.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a metric-train run")
     p.add_argument("--data", nargs="+", required=True, help="held-out pairs, in the form of the run's data.root")
-    p.add_argument("--dataset", choices=["geotiff-dates", "pixel-series", "xbd-pairs", "pairs-csv"],
+    p.add_argument("--dataset", choices=["geotiff-dates", "pixel-series", "object-series", "xbd-pairs", "pairs-csv"],
                    help="default: the run's data.dataset")
+    p.add_argument("--objects", help="object-series: GeoJSON of the held-out polygons (default: the run's)")
     p.add_argument("--oneshot", help="image folder <class>/*.tif of classes unseen in training: N-way one-shot")
     p.add_argument("--n-way", type=int, default=5)
     p.add_argument("--trials", type=int, default=1000)

@@ -234,8 +234,9 @@ class FinetuneConfig:
 class MetricDataConfig(LoaderConfig):
     """Where pairs come from (see ``ssl_siam/metric/datasets.py``)."""
 
-    dataset: Literal["geotiff-dates", "pixel-series", "xbd-pairs", "pairs-csv"] = "geotiff-dates"
-    # geotiff-dates / pixel-series: one folder or glob per date (scenes matched in sorted order, same grid);
+    dataset: Literal["geotiff-dates", "pixel-series", "object-series", "xbd-pairs", "pairs-csv"] = "geotiff-dates"
+    # geotiff-dates / pixel-series / object-series: one folder or glob per date (scenes matched in sorted order,
+    # same grid; object-series: one scene per date);
     # xbd-pairs: xBD split dirs; pairs-csv: the CSV file (path_a,path_b,label; paths relative to it)
     root: list[str] = field(default_factory=list)
     val_root: list[str] = field(default_factory=list)  # held-out pairs for verification during training
@@ -243,6 +244,8 @@ class MetricDataConfig(LoaderConfig):
     bands: list[int] | None = None  # 1-based bands (geotiff-dates, pixel-series)
     samples_per_epoch: int = 2048  # random locations per epoch (geotiff-dates, pixel-series)
     neighbour_px: int = 1  # pixel-series: the positive is a pixel at most this far from the anchor
+    objects: str | None = None  # object-series: GeoJSON of polygons (scene CRS) whose mean series are embedded
+    val_objects: str | None = None  # object-series: polygons of the val_root scenes (default: `objects`)
     stats: str | None = None  # band stats JSON; default: the SSL encoder's, else computed and saved
     stats_samples: int = 64
 

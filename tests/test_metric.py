@@ -291,3 +291,41 @@ def test_bad_combinations_are_one_line_errors(tmp_path: Path, dates: list[Path],
     code = main(["metric-train", *TINY, root, f"run_dir={tmp_path / 'run'}", "train.max_steps=1", *overrides])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_object_series_average_disjoint_halves_of_each_object(tmp_path: Path) -> None:
+    """4 square objects with their own value (100·id + 10·date, ± noise): each observation is the object's mean
+    series over one half of its pixels; training a GRU on them runs through the CLI."""
+    rng = np.random.default_rng(0)
+    squares = [(4, 4), (4, 30), (30, 4), (30, 30)]  # (row, col) of 16-pixel squares
+    roots = []
+    for t in range(2):
+        data = rng.integers(0, 5, (2, 60, 60)).astype(np.uint16)
+        for k, (r, c) in enumerate(squares):
+            data[:, r:r + 16, c:c + 16] += np.uint16(100 * (k + 1) + 10 * t)
+        (tmp_path / f"t{t}").mkdir()
+        write_geotiff(tmp_path / f"t{t}" / "scene.tif", data)
+        roots.append(str(tmp_path / f"t{t}"))
+    features = [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[
+        [500_000 + c + 1, 4_000_000 - r - 1], [500_000 + c + 15, 4_000_000 - r - 1],
+        [500_000 + c + 15, 4_000_000 - r - 15], [500_000 + c + 1, 4_000_000 - r - 15],
+        [500_000 + c + 1, 4_000_000 - r - 1]]]}} for r, c in squares]
+    objects = tmp_path / "objects.geojson"
+    objects.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    data = open_pair_dataset("object-series", roots, crop_size=0, objects=str(objects), negatives=True)
+    assert len(data) == 4 and data.series and data.num_bands == 2
+    for k in range(4):
+        item = data[k]
+        assert item["a"].shape == item["b"].shape == (2, 2, 1) and int(item["group"]) == k
+        expected = torch.tensor([[100.0 * (k + 1), 100.0 * (k + 1) + 10]] * 2)[..., None] + 2
+        torch.testing.assert_close(item["a"], expected, atol=1.0, rtol=0)
+        torch.testing.assert_close(item["b"], expected, atol=1.0, rtol=0)
+        assert not torch.equal(item["a"], item["b"])  # two different halves of the pixels
+        assert int(item["group_n"]) != k
+    with pytest.raises(ConfigError, match="data.objects is required"):
+        open_pair_dataset("object-series", roots, crop_size=0)
+    run = tmp_path / "run"
+    code = main(["metric-train", "--config", "configs/metric/gru_pixel_series.yaml", *TINY, "model.backbone=lstm",
+                 "data.dataset=object-series", f"data.root=[{roots[0]},{roots[1]}]", f"data.objects={objects}",
+                 f"run_dir={run}", "train.batch_size=4", "train.max_steps=2", "model.rnn_hidden_dim=8"])
+    assert code == 0 and len(json.loads((run / "metrics.json").read_text())["history"]) == 2

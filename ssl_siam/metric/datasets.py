@@ -1,7 +1,8 @@
 """Pair datasets for metric learning. Items are dicts of raw (not normalised) tensors:
 
-* location data (``geotiff-dates``, ``pixel-series``): ``{"a", "b", "group"}`` — two observations of one place
-  (two dates, or the same date twice: augmentation makes them differ); ``group`` identifies the place, so any
+* location data (``geotiff-dates``, ``pixel-series``, ``object-series``): ``{"a", "b", "group"}`` — two
+  observations of one place (two dates, or the same date twice: augmentation makes them differ; two samplings
+  of an object's pixels); ``group`` identifies the place, so any
   two items of a batch from different groups form a negative pair and mining can search the whole batch. With
   ``negatives=True`` also ``{"n", "group_n"}``: an observation of another place (the triplet variant's third input).
 * labelled pairs (``xbd-pairs``, ``pairs-csv``): ``{"a", "b", "label"}`` with label 1 = same / unchanged,
@@ -13,10 +14,13 @@ Images are ``[C, S, S]``, time series ``[C, T, 1]`` (bands first; the trailing 1
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import rasterio.windows
 import torch
 
 from ssl_siam.data.tiles import TileDataset, open_raster
@@ -144,6 +148,96 @@ class PixelSeriesPairs(_Dates):
         return item
 
 
+@METRIC_DATASETS.register("object-series")
+class ObjectSeriesPairs(PairDataset):
+    """Per-object time series: for each polygon of ``objects`` (a GeoJSON in the scenes' CRS; pixel coordinates
+    for scenes without one), the mean of its pixels on every date ``[C, T, 1]``. The two observations of an object
+    average two disjoint random halves of its pixels (so they differ like two samplings of one field or
+    building); other objects of the batch are negatives. One scene per date, on one grid; read window by window.
+    """
+
+    labelled = False
+    series = True
+
+    def __init__(self, roots: Sequence[str], crop_size: int = 0, bands: Sequence[int] | None = None, seed: int = 0,
+                 negatives: bool = False, objects: str | None = None, **_: object) -> None:
+        if len(roots) < 2:
+            raise DataError(f"data.root has {len(roots)} date(s): object-series needs one root per date, at least 2")
+        if not objects:
+            raise ConfigError("data.objects is required for object-series: a GeoJSON of polygons")
+        self.dates = [TileDataset(root, 1, bands=bands, max_nodata_fraction=1.0, seed=seed) for root in roots]
+        for root, date in zip(roots, self.dates):
+            if len(date.files) != 1:
+                raise DataError(f"{root}: {len(date.files)} scenes, object-series takes exactly one per date")
+        self.paths = [date.files[0].paths[0] for date in self.dates]
+        for path in self.paths[1:]:
+            _check_same_grid(path, self.paths[0])
+        self.bands = [b.index for b in self.dates[0].files[0].bands]
+        with open_raster(self.paths[0]) as src:
+            self.transform, self.shape = src.transform, src.shape
+        self.geometries = _read_polygons(Path(objects), self.transform, self.shape)
+        self.num_bands, self.seed, self.negatives = len(self.bands), seed, negatives
+        self.stats_sources, self.stats_bands = self.paths, bands
+
+    def __len__(self) -> int:
+        return len(self.geometries)
+
+    def _pixels(self, index: int) -> np.ndarray:
+        """[T, C, P] float32: the object's pixels on every date (windowed reads of its bounding box)."""
+        from rasterio.features import geometry_mask
+        from rasterio.windows import from_bounds
+
+        geometry = self.geometries[index % len(self.geometries)]
+        window = from_bounds(*geometry.bounds, transform=self.transform).round_offsets().round_lengths()
+        window = window.intersection(rasterio.windows.Window(0, 0, self.shape[1], self.shape[0]))
+        inside = ~geometry_mask([geometry], out_shape=(int(window.height), int(window.width)),
+                                transform=rasterio.windows.transform(window, self.transform), all_touched=True)
+        stack = []
+        for path in self.paths:
+            with open_raster(path) as src:
+                stack.append(src.read(self.bands, window=window)[:, inside].astype(np.float32))
+        return np.stack(stack)
+
+    def _halves(self, index: int, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = self._pixels(index)  # [T, C, P]
+        order = np.random.default_rng([self.seed, index, stream]).permutation(pixels.shape[2])
+        half = max(len(order) // 2, 1)
+        first, second = order[:half], order[half:] if len(order) > 1 else order
+
+        def series(subset: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(pixels[:, :, subset].mean(axis=2).T.copy())[..., None]  # [C, T, 1]
+
+        return series(first), series(second)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        a, b = self._halves(index, 0)
+        item = {"a": a, "b": b, "group": torch.tensor(index % len(self.geometries))}
+        if self.negatives:
+            other = (index + 1 + int(np.random.default_rng([self.seed, index, 3]).integers(len(self) - 1))) % len(self)
+            item.update(n=self._halves(other, 1)[0], group_n=torch.tensor(other))
+        return item
+
+
+def _read_polygons(path: Path, transform: rasterio.Affine, shape: tuple[int, int]) -> list:
+    """Shapely polygons of a GeoJSON FeatureCollection that overlap the scene (at least one pixel)."""
+    import shapely.geometry
+    from shapely.geometry import box
+
+    try:
+        features = json.loads(path.read_text())["features"]
+        geometries = [shapely.geometry.shape(f["geometry"]) for f in features]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: expected a GeoJSON FeatureCollection of polygons ({exc})") from None
+    west, north = transform @ (0, 0)
+    east, south = transform @ (shape[1], shape[0])
+    scene = box(min(west, east), min(south, north), max(west, east), max(south, north))
+    kept = [g for g in geometries if not g.is_empty and g.geom_type in ("Polygon", "MultiPolygon")
+            and g.intersects(scene)]
+    if len(kept) < 2:
+        raise DataError(f"{path}: {len(kept)} polygon(s) overlap the scenes, expected at least 2 objects")
+    return kept
+
+
 @METRIC_DATASETS.register("xbd-pairs")
 class XBDBuildingPairs(PairDataset):
     """Pre and post crops of every damage-labelled xBD building; label 1 = unchanged (no-damage), 0 = changed
@@ -234,12 +328,12 @@ def _check_same_grid(path: Path, ref: Path) -> None:
 
 def open_pair_dataset(kind: str, roots: Sequence[str], *, crop_size: int, bands: Sequence[int] | None = None,
                       samples_per_epoch: int = 2048, seed: int = 0, negatives: bool = False,
-                      neighbour_px: int = 1) -> PairDataset:
+                      neighbour_px: int = 1, objects: str | None = None) -> PairDataset:
     """The registered dataset ``kind`` (ConfigError naming ``data.dataset`` for an unknown one)."""
     cls = METRIC_DATASETS.get(kind)
     if negatives and cls.labelled:
         raise ConfigError(f"data.dataset={kind} gives labelled pairs; the triplet variant needs location data "
                         f"({', '.join(k for k in METRIC_DATASETS.names() if not METRIC_DATASETS.get(k).labelled)})")
     return cls([str(r) for r in roots], crop_size=crop_size, bands=bands, samples_per_epoch=samples_per_epoch,
-               seed=seed, negatives=negatives, neighbour_px=neighbour_px)
+               seed=seed, negatives=negatives, neighbour_px=neighbour_px, objects=objects)
 

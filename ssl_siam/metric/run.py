@@ -51,10 +51,12 @@ def resolve_mining(cfg: MetricConfig, labelled: bool) -> str:
     return mining
 
 
-def open_data(cfg: MetricConfig, roots: list[str], seed: int, samples: int) -> PairDataset:
+def open_data(cfg: MetricConfig, roots: list[str], seed: int, samples: int, objects: str | None = None
+              ) -> PairDataset:
     d = cfg.data
     return open_pair_dataset(d.dataset, roots, crop_size=d.crop_size, bands=d.bands, samples_per_epoch=samples,
-                             seed=seed, negatives=cfg.model.variant == "triplet", neighbour_px=d.neighbour_px)
+                             seed=seed, negatives=cfg.model.variant == "triplet", neighbour_px=d.neighbour_px,
+                             objects=objects or d.objects)
 
 
 def resolve_stats(cfg: MetricConfig, dataset: PairDataset, run_dir: Path) -> BandStats:
@@ -146,7 +148,7 @@ def run_metric_train(cfg: MetricConfig) -> Path:
                          prefetch_factor=cfg.data.prefetch_factor)
     validate = None
     if cfg.data.val_root:  # every rank holds it; rank 0 validates and broadcasts the metrics
-        val_set = open_data(cfg, cfg.data.val_root, cfg.train.seed + 1, VAL_LOCATIONS)
+        val_set = open_data(cfg, cfg.data.val_root, cfg.train.seed + 1, VAL_LOCATIONS, cfg.data.val_objects)
         validate = VerificationValidator(task, val_set, device, cfg.train.batch_size)
     extra = {"stats": dataclasses.asdict(stats), "in_chans": dataset.num_bands, "series": dataset.series,
              "mining": mining}
@@ -180,15 +182,15 @@ def load_metric_task(ckpt_path: str | Path, device: torch.device) -> tuple[Metri
 
 
 def verify(ckpt_path: str | Path, data: list[str], out: str | Path, *, dataset: str | None = None,
-           oneshot: str | None = None, n_way: int = 5, trials: int = 1000, device: str = "auto",
-           batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
+           objects: str | None = None, oneshot: str | None = None, n_way: int = 5, trials: int = 1000,
+           device: str = "auto", batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
     """Verification metrics of a checkpoint on held-out pairs (+ optional one-shot N-way accuracy on an image
     folder of classes never seen in training); writes ``verify.json`` and ``roc.png`` to ``out``."""
     torch_device = resolve_device(device)
     task, cfg = load_metric_task(ckpt_path, torch_device)
     if dataset:
         cfg.data.dataset = dataset  # type: ignore[assignment]
-    pairs = open_data(cfg, list(data), seed + 1, VAL_LOCATIONS)
+    pairs = open_data(cfg, list(data), seed + 1, VAL_LOCATIONS, objects)
     if pairs.num_bands != task.pipeline.stats.num_bands:
         raise DataError(f"{data[0]}: {pairs.num_bands} bands, the model was trained on {task.pipeline.stats.num_bands}")
     scores, labels = embed_pairs(task, pairs, torch_device, batch_size)
