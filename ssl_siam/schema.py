@@ -278,8 +278,10 @@ class MetricLossConfig:
 
 @dataclass
 class MetricAugmentConfig:
-    """Independent augmentation of each branch input, on the training device."""
+    """Augmentation of the branch inputs, on the training device."""
 
+    joint: bool = True  # images: one crop/flip/rotation for both inputs of a pair (co-registered stay so);
+    # per-band jitter is drawn for each input separately either way. false: fully independent views
     scale: tuple[float, float] = (0.6, 1.0)  # random resized crop area (images)
     flip_p: float = 0.5
     rot90: bool = True

@@ -145,6 +145,13 @@ def test_one_date_views_differ_by_augmentation(dates: list[Path]) -> None:
     generator = torch.Generator().manual_seed(0)
     first, second = pipeline(raw, generator), pipeline(raw, generator)
     assert first.shape == (1, 3, 32, 32) and not torch.allclose(first, second)
+    joint = InputPipeline(stats, MetricAugmentConfig(jitter_p=0.0), 32, series=False)
+    a, b = joint.pair(raw, raw.clone(), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b)  # one geometric draw for both inputs of a pair
+    assert not torch.allclose(a, stats.standardize(stats.to_unit(raw)))  # ... and it did transform them
+    separate = InputPipeline(stats, MetricAugmentConfig(jitter_p=0.0, joint=False), 32, series=False)
+    a, b = separate.pair(raw, raw.clone(), torch.Generator().manual_seed(1))
+    assert not torch.allclose(a, b)
     pipeline.eval()
     torch.testing.assert_close(pipeline(raw), stats.standardize(stats.to_unit(raw)))  # no augmentation in eval
 

@@ -19,8 +19,8 @@ from ssl_siam.ssl.views import seeded_generator
 
 class InputPipeline(nn.Module):
     """Raw ``[B, C, H, W]`` images or ``[B, C, T, 1]`` series → standardised float input; in training mode each
-    call draws an independent augmentation (images: crop/flip/rot90/per-band jitter on the device; series:
-    Gaussian noise and blanked dates)."""
+    call draws a fresh augmentation (images: crop/flip/rot90/per-band jitter on the device; series: Gaussian noise
+    and blanked dates)."""
 
     def __init__(self, stats: BandStats, cfg: MetricAugmentConfig, size: int, series: bool) -> None:
         super().__init__()
@@ -31,6 +31,7 @@ class InputPipeline(nn.Module):
             blur_p=0.0)])
 
     def forward(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One input, augmented on its own in training."""
         with torch.autocast(raw.device.type, enabled=False):
             x = self.stats.to_unit(raw)
             if self.training and self.augment is not None:
@@ -42,6 +43,17 @@ class InputPipeline(nn.Module):
                 noise = torch.randn(x.shape, generator=generator, device=x.device) * self.cfg.series_noise
                 x = (x + noise) * keep
             return x
+
+    def pair(self, raw_a: Tensor, raw_b: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Both inputs of a pair. With ``augment.joint`` (images, training) they share one crop/flip/rotation —
+        stacked along the bands, whose jitter is drawn per band and so stays independent per input — and
+        co-registered pairs stay co-registered; otherwise each is augmented on its own."""
+        if not (self.cfg.joint and self.training and self.augment is not None):
+            return self(raw_a, generator), self(raw_b, generator)
+        with torch.autocast(raw_a.device.type, enabled=False):
+            stacked = torch.cat([self.stats.to_unit(raw_a), self.stats.to_unit(raw_b)], dim=1)  # [B, 2C, H, W]
+            a, b = self.augment(stacked, generator=generator)[0].chunk(2, dim=1)
+            return self.stats.standardize(a), self.stats.standardize(b)
 
 
 class MetricTask(nn.Module):
@@ -68,12 +80,15 @@ class MetricTask(nn.Module):
         return param_groups(self.parameters())
 
     def embed(self, raw: Tensor, branch: int, generator: torch.Generator | None = None) -> Tensor:
-        x = self.pipeline(raw, generator)
+        return self._embed(self.pipeline(raw, generator), branch)
+
+    def _embed(self, x: Tensor, branch: int) -> Tensor:
         return self.model(x.contiguous(memory_format=self.memory_format) if x.ndim == 4 else x, branch)
 
     def training_step(self, batch: dict[str, Tensor], step: int, micro: int) -> dict[str, Any]:
         generator = seeded_generator(batch["a"].device, self.seed, step, micro)
-        ea, eb = self.embed(batch["a"], 0, generator), self.embed(batch["b"], 1, generator)
+        a, b = self.pipeline.pair(batch["a"], batch["b"], generator)
+        ea, eb = self._embed(a, 0), self._embed(b, 1)
         en = self.embed(batch["n"], 0, generator) if "n" in batch else None
         if "label" in batch:
             loss, parts = self.criterion(ea, eb, batch["label"].float())
