@@ -1,4 +1,5 @@
-"""Reports across runs: pretraining curves, finetune scores and probe tables as markdown + matplotlib PNGs."""
+"""Reports across runs: pretraining curves, finetune scores, metric-learning verification and probe tables as
+markdown + matplotlib PNGs."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise DataError(f"{run_dir} is not a run directory")
     run: dict[str, Any] = {"name": run_dir.name, "dir": run_dir}
-    for key, name in (("metrics", "metrics.json"), ("probe", "probe.json"), ("hold", "hold_score.json")):
+    for key, name in (("metrics", "metrics.json"), ("probe", "probe.json"), ("hold", "hold_score.json"),
+                      ("verify", "verify.json")):
         if (run_dir / name).is_file():
             try:
                 run[key] = json.loads((run_dir / name).read_text())
@@ -56,19 +58,34 @@ def read_run(run_dir: Path) -> dict[str, Any]:
                 raise DataError(f"{run_dir / name} is not valid JSON") from None
     if (run_dir / "config.yaml").is_file():
         run["config"] = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    if not {"metrics", "probe"} & run.keys():
-        raise DataError(f"{run_dir}: expected metrics.json (a pretrain/finetune run) or probe.json")
+    if not {"metrics", "probe", "verify"} & run.keys():
+        raise DataError(f"{run_dir}: expected metrics.json (a pretrain/finetune/metric-train run), probe.json or "
+                        "verify.json")
     return run
 
 
+def run_kind(run: dict[str, Any]) -> str | None:
+    """``pretrain``, ``finetune`` or ``metric`` for a training run (from its config), None otherwise."""
+    if "metrics" not in run:
+        return None
+    config = run.get("config", {})
+    if "objective" in config:
+        return "pretrain"
+    if "score" in run["metrics"].get("val", {}) or "siamese" in config.get("model", {}):
+        return "finetune"
+    return "metric"
+
+
 def _pretrain_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
-    lines = ["## Pretraining", "", "| run | objective | backbone | steps | final loss | collapse std·√d | samples/s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["## Pretraining", "", "| run | objective | backbone | steps | final loss | collapse std·√d | samples/s "
+             "| best kNN top-1 |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         m, c = r["metrics"], r.get("config", {})
+        knn = f"{m['best_knn_top1']:.3f}" if "best_knn_top1" in m else "–"
         lines.append(f"| {r['name']} | {c.get('objective', '?')} | {c.get('model', {}).get('backbone', '?')} "
                      f"| {m.get('step')} | {m.get('loss', float('nan')):.4f} "
-                     f"| {m.get('collapse_std_relative', float('nan')):.3f} | {m.get('samples_per_s', 0):.1f} |")
+                     f"| {m.get('collapse_std_relative', float('nan')):.3f} | {m.get('samples_per_s', 0):.1f} "
+                     f"| {knn} |")
     plot_runs({r["name"]: r["metrics"].get("history", []) for r in runs}, ["loss", "collapse_std_relative"],
               out / "pretrain_curves.png")
     return [*lines, "", "![pretraining curves](pretrain_curves.png)", ""]
@@ -91,6 +108,38 @@ def _finetune_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
     return [*lines, "", "![validation curves](finetune_curves.png)", ""]
 
 
+def _metric_section(runs: list[dict[str, Any]], out: Path) -> list[str]:
+    lines = ["## Metric learning (held-out verification)", "",
+             "| run | dataset | backbone | variant | loss | mining | steps | final loss | best ROC AUC | last ROC AUC "
+             "| EER | best accuracy |", "|" + "---|" * 12]
+    for r in runs:
+        m, c = r["metrics"], r.get("config", {})
+        val = m.get("val", {})
+
+        def number(value: float | None) -> str:
+            return "–" if value is None else f"{value:.3f}"
+
+        lines.append(f"| {r['name']} | {c.get('data', {}).get('dataset', '?')} | {c.get('model', {}).get('backbone')} "
+                     f"| {c.get('model', {}).get('variant')} | {c.get('loss', {}).get('name')} "
+                     f"| {c.get('loss', {}).get('mining')} | {m.get('step')} | {m.get('loss', float('nan')):.4f} "
+                     f"| {number(m.get('best_roc_auc'))} | {number(val.get('roc_auc'))} | {number(val.get('eer'))} "
+                     f"| {number(val.get('best_accuracy'))} |")
+    histories = {r["name"]: r["metrics"].get("val_history", []) for r in runs}
+    if any(histories.values()):
+        plot_runs(histories, ["roc_auc", "eer", "best_accuracy"], out / "metric_curves.png")
+        lines += ["", "![verification curves](metric_curves.png)"]
+    return [*lines, ""]
+
+
+def verify_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    lines = ["| checkpoint | data | pairs | ROC AUC | EER | best accuracy | one-shot |", "|" + "---|" * 7]
+    for r in rows:
+        oneshot = f"{r['oneshot_accuracy']:.3f} ({r['oneshot_n_way']}-way)" if "oneshot_accuracy" in r else "–"
+        lines.append(f"| {r['checkpoint']} | {' '.join(r['data'])} | {r['n_pairs']} | {r['roc_auc']:.3f} "
+                     f"| {r['eer']:.3f} | {r['best_accuracy']:.3f} | {oneshot} |")
+    return lines
+
+
 def probe_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["| encoder | dataset | method | top-1 | macro F1 | n train | n test |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['encoder']} | {r['dataset']} | {r['method']} | {r['top1']:.3f} | {r['macro_f1']:.3f} "
@@ -99,18 +148,23 @@ def probe_table(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
-    """``out/report.md`` (+ PNGs) comparing the given pretraining, finetuning and probe directories."""
+    """``out/report.md`` (+ PNGs) comparing the given pretraining, finetuning, metric-learning, ``verify`` and
+    probe directories."""
     runs = [read_run(Path(d)) for d in run_dirs]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pretrain = [r for r in runs if "metrics" in r and "val" not in r["metrics"]]
-    finetune = [r for r in runs if "metrics" in r and "val" in r["metrics"]]
+    pretrain, finetune, metric = ([r for r in runs if run_kind(r) == k] for k in ("pretrain", "finetune", "metric"))
     probes = [row for r in runs for row in r.get("probe", [])]
+    verified = [r["verify"] for r in runs if "verify" in r]
     lines = ["# ssl-siam report", "", "Runs: " + ", ".join(f"`{r['dir']}`" for r in runs), ""]
     if pretrain:
         lines += _pretrain_section(pretrain, out)
     if finetune:
         lines += _finetune_section(finetune, out)
+    if metric:
+        lines += _metric_section(metric, out)
+    if verified:
+        lines += ["## Verification (`ssl-siam verify`)", "", *verify_table(verified), ""]
     if probes:
         lines += ["## Frozen-feature probes", "", *probe_table(probes), ""]
     report = out / "report.md"

@@ -33,10 +33,34 @@ def test_report_tables_and_plots(tmp_path: Path) -> None:
                                                    "method": "knn", "top1": 0.42, "macro_f1": 0.31, "n_train": 30,
                                                    "n_test": 10}]))
     report = write_report([pre, ft, probe], tmp_path / "out").read_text()
-    assert "| ssl | byol | resnet18 | 3 | -0.3000 | 0.970 | 12.0 |" in report
+    assert "| ssl | byol | resnet18 | 3 | -0.3000 | 0.970 | 12.0 | – |" in report
     assert "| ft | resnet18 | runs/ssl | 0.610 | 0.500 | 0.800 | 0.370 | 0.900 | 0.100 | 0.200 | 0.600 | – |" in report
     assert "| random:resnet18 | xbd-crops | knn | 0.420 | 0.310 | 30 | 10 |" in report
     assert (tmp_path / "out" / "pretrain_curves.png").stat().st_size > 1000
     assert (tmp_path / "out" / "finetune_curves.png").stat().st_size > 1000
-    with pytest.raises(DataError, match="expected metrics.json"):
+    with pytest.raises(DataError, match="expected metrics.json .* probe.json or verify.json"):
         write_report([tmp_path], tmp_path / "out2")
+
+
+def test_report_knn_pretraining_metric_runs_and_verify(tmp_path: Path) -> None:
+    """A pretraining run with a kNN monitor (it has `val`) stays a pretraining row; metric-train runs and
+    `ssl-siam verify` outputs get their own tables."""
+    knn = {"step": 4, "knn_top1": 0.5}
+    pre = fake_run(tmp_path / "ssl", {"step": 4, "loss": 0.1, "val": knn, "best_knn_top1": 0.55, "val_history": [knn],
+                                      "history": []}, "objective: simsiam\nmodel: {backbone: resnet18}\n")
+    val = {"step": 10, "roc_auc": 0.91, "eer": 0.12, "best_accuracy": 0.88}
+    metric = fake_run(tmp_path / "met", {"step": 10, "loss": 0.2, "val": val, "best_roc_auc": 0.93,
+                                         "val_history": [val]},
+                      "data: {dataset: xbd-pairs}\nmodel: {backbone: resnet18, variant: classic}\n"
+                      "loss: {name: contrastive, mining: none}\n")
+    verify = tmp_path / "verify"
+    verify.mkdir()
+    (verify / "verify.json").write_text(json.dumps({"checkpoint": "met/checkpoints/best.pt", "data": ["hold"],
+                                                    "n_pairs": 84, "roc_auc": 0.97, "eer": 0.13, "best_accuracy": 0.92,
+                                                    "oneshot_accuracy": 0.8, "oneshot_n_way": 5}))
+    report = write_report([pre, metric, verify], tmp_path / "out").read_text()
+    assert "| ssl | simsiam | resnet18 | 4 | 0.1000 | nan | 0.0 | 0.550 |" in report
+    row = "| met | xbd-pairs | resnet18 | classic | contrastive | none | 10 | 0.2000 | 0.930 | 0.910 | 0.120 | 0.880 |"
+    assert row in report
+    assert "| met/checkpoints/best.pt | hold | 84 | 0.970 | 0.130 | 0.920 | 0.800 (5-way) |" in report
+    assert "Finetuning" not in report and (tmp_path / "out" / "metric_curves.png").stat().st_size > 1000
