@@ -160,7 +160,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssl-siam", description=__doc__.split(":")[0])
+    parser = argparse.ArgumentParser(prog="ssl-siam", description="Self-supervised pretraining, Siamese damage "
+                                     "finetuning and Siamese metric learning for satellite imagery.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -247,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("report", help="one markdown report comparing pretraining, finetune and probe runs")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (metrics.json) or probe outputs")
+    p = sub.add_parser("report", help="one markdown report across pretrain, finetune, metric, verify and probe runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (metrics.json), probe or verify outputs")
     p.add_argument("--out", default="report", help="folder for report.md and its plots")
     p.set_defaults(func=cmd_report)
 
