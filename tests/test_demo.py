@@ -21,5 +21,9 @@ def test_quick_demo_runs_every_stage(tmp_path: Path) -> None:
         overlays = list((runs / name / "hold_predictions").glob("*_overlay.png"))
         assert len(overlays) == 4  # every held-out pair predicted
     assert "SSL (SimSiam)" in text and "random init" in text and "_overlay.png" in text
+    for name in ("metric_ssl", "metric_random"):
+        result = json.loads((runs / name / "verify" / "verify.json").read_text())
+        assert 0.0 <= result["roc_auc"] <= 1.0 and f"**{result['roc_auc']:.3f}**" in text
+        assert (runs / name / "verify" / "roc.png").is_file()
     probe = json.loads((tmp_path / "demo" / "probe" / "probe.json").read_text())
     assert len(probe) == 4 and f"| {probe[0]['top1']:.3f} |" in text
