@@ -108,11 +108,24 @@ def _make_record(root: Path, image_id: str, phases: dict[str, list[Path]], requi
     size = None
     for path in (pre, post, damage, loc):
         if path is not None:
-            with open_raster(path) as src:  # reads the header only, no pixels
-                size = size or (src.width, src.height)
-                if (src.width, src.height) != size:
-                    raise DataError(f"{path}: size {src.width}x{src.height}, expected {size[0]}x{size[1]} like {pre}")
+            width, height = _image_size(path)
+            size = size or (width, height)
+            if (width, height) != size:
+                raise DataError(f"{path}: size {width}x{height}, expected {size[0]}x{size[1]} like {pre}")
     return PairRecord(image_id, root, pre, post, *(p if p.is_file() else None for p in labels), damage, loc)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the header only: PIL for PNG/JPEG (≈10× faster than opening with GDAL, which counts
+    when pairing tens of thousands of xBD images), rasterio otherwise."""
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        try:
+            with Image.open(path) as image:
+                return image.size
+        except (OSError, SyntaxError) as exc:
+            raise DataError(f"{path}: cannot open as a raster image ({exc})") from None
+    with open_raster(path) as src:
+        return src.width, src.height
 
 
 def _find_target(root: Path, stem: str) -> Path | None:
