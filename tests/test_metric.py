@@ -298,6 +298,8 @@ def test_bad_combinations_are_one_line_errors(tmp_path: Path, dates: list[Path],
     code = main(["metric-train", *TINY, root, f"run_dir={tmp_path / 'run'}", "train.max_steps=1", *overrides])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    if "backbone" not in overrides[0]:  # a config combination is refused before the run dir is created
+        assert not (tmp_path / "run").exists()
 
 
 def test_object_series_average_disjoint_halves_of_each_object(tmp_path: Path) -> None:

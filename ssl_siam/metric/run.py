@@ -20,8 +20,8 @@ from ssl_siam.data.tiles import TileDataset
 from ssl_siam.distributed import barrier, init_distributed
 from ssl_siam.engine import Trainer, resolve_device
 from ssl_siam.errors import ConfigError, DataError
-from ssl_siam.metric.datasets import PairDataset, open_pair_dataset
-from ssl_siam.metric.losses import PAIR_LOSSES, TRIPLET_LOSSES, build_metric_loss
+from ssl_siam.metric.datasets import METRIC_DATASETS, PairDataset, open_pair_dataset
+from ssl_siam.metric.losses import METRIC_LOSSES, PAIR_LOSSES, TRIPLET_LOSSES, build_metric_loss
 from ssl_siam.metric.model import SEQUENCE_ENCODERS, build_siamese
 from ssl_siam.metric.task import InputPipeline, MetricTask
 from ssl_siam.metric.verification import one_shot_accuracy, plot_roc, roc_curve, verification_report
@@ -37,8 +37,8 @@ VAL_LOCATIONS = 512  # verification pairs drawn from location data: 512 positive
 def resolve_mining(cfg: MetricConfig, labelled: bool) -> str:
     """``loss.mining`` with ``auto`` resolved; ConfigError for a combination that cannot work."""
     mining, name = cfg.loss.mining, cfg.loss.name
-    if name not in PAIR_LOSSES + TRIPLET_LOSSES:
-        build_metric_loss(name, cfg.model.embed_dim, cfg.loss.margin, cfg.loss.distance)  # raises naming loss.name
+    if name not in METRIC_LOSSES:
+        raise ConfigError(f"loss.name={name!r}: metric losses are {', '.join(METRIC_LOSSES)}")
     if mining == "auto":
         mining = "none" if labelled else "batch-hard"
     if labelled and (mining != "none" or name in TRIPLET_LOSSES):
@@ -127,13 +127,13 @@ class VerificationValidator:
 
 def run_metric_train(cfg: MetricConfig) -> Path:
     """Train (or resume) a Siamese embedding as configured; returns the run directory."""
+    mining = resolve_mining(cfg, METRIC_DATASETS.get(cfg.data.dataset).labelled)  # before touching the disk
+    if not cfg.data.root:
+        raise ConfigError("data.root is required (see data.dataset for its form)")
     world, device = init_distributed(resolve_device(cfg.train.device))
     run_dir, resume_from = prepare_shared_run_dir(cfg, f"metric-{cfg.loss.name}", world)
     torch.manual_seed(cfg.train.seed)
-    if not cfg.data.root:
-        raise ConfigError("data.root is required (see data.dataset for its form)")
     dataset = open_data(cfg, cfg.data.root, cfg.train.seed, cfg.data.samples_per_epoch)
-    mining = resolve_mining(cfg, dataset.labelled)
     if world.is_main:
         resolve_stats(cfg, dataset, run_dir)
     barrier(world)
