@@ -43,7 +43,7 @@ class SequenceEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 4 and x.shape[-1] == 1:  # [B, C, T, 1] (the band-statistics layout) → [B, C, T]
             x = x.squeeze(-1)
-        _, hidden = self.rnn(x.transpose(1, 2))  # input [B, T, C]
+        _, hidden = self.rnn(x.transpose(1, 2).contiguous())  # input [B, T, C]
         h = hidden[0] if isinstance(hidden, tuple) else hidden  # LSTM returns (h, c); h: [layers·dirs, B, H]
         return torch.cat(list(h[-self.directions:]), dim=1)
 
