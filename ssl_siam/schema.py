@@ -273,6 +273,7 @@ class MetricLossConfig:
     # location); all | semi-hard | batch-hard: mined among every embedding of the batch (location data only);
     # auto: batch-hard for location data, none for labelled pairs
     mining: Literal["auto", "none", "all", "semi-hard", "batch-hard"] = "auto"
+    gather: bool = False  # torchrun: mine among the embeddings of all processes (anchors stay local)
     metric_hidden_dim: int = 256  # learned_metric MLP
 
 

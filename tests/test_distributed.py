@@ -108,3 +108,49 @@ def test_xview2_validation_sums_counts_across_ranks(tmp_path: Path) -> None:
     assert 0 < one["localization_f1"] < 1
     assert two == one
     assert one["images"] == 3  # each image scored once, on one rank
+
+
+def _mining_points() -> tuple[torch.Tensor, torch.Tensor]:
+    """8 points of 4 places (2 each); rank r holds rows 4r..4r+3, so hardest negatives often live on the other rank."""
+    points = torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
+    return points, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+
+
+def _mining_losses(embeddings: torch.Tensor, labels: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    from ssl_siam.metric.losses import TripletLoss, distance_matrix
+    from ssl_siam.metric.mining import mine_triplets
+
+    a, p, n = mine_triplets(distance_matrix(embeddings.detach(), "euclidean"), labels, "batch-hard")
+    a, p, n = (t[local[a]] for t in (a, p, n))
+    return TripletLoss(margin=1.0)(embeddings[a], embeddings[p], embeddings[n])[0]
+
+
+def _gather_worker(rank: int, size: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from ssl_siam.metric.mining import gather_batch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=size)
+    points, labels = _mining_points()
+    mine = points[4 * rank:4 * rank + 4].clone().requires_grad_()
+    embeddings, all_labels, local = gather_batch(mine, labels[4 * rank:4 * rank + 4])
+    assert torch.equal(all_labels, labels) and int(local.sum()) == 4
+    _mining_losses(embeddings, all_labels, local).backward()
+    torch.save(mine.grad, Path(out) / f"grad{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_mining_across_ranks_equals_one_process(tmp_path: Path) -> None:
+    """loss.gather: each rank mines its own anchors among every rank's embeddings; the gradients that reach each
+    rank's rows equal those of one process summing both ranks' losses over all 8 embeddings."""
+    import torch.multiprocessing as mp
+
+    points, labels = _mining_points()
+    reference = points.clone().requires_grad_()
+    blocks = [torch.arange(8) // 4 == r for r in range(2)]
+    sum(_mining_losses(reference, labels, block) for block in blocks).backward()
+    mp.spawn(_gather_worker, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    gathered = torch.cat([torch.load(tmp_path / f"grad{r}.pt") for r in range(2)])
+    torch.testing.assert_close(gathered, reference.grad)
+    assert reference.grad[4:].abs().sum() > 0 and reference.grad[:4].abs().sum() > 0

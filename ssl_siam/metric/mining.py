@@ -8,6 +8,8 @@ over the whole batch (``±inf`` outside the candidates), no loop over anchors. T
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+from lightly.utils.dist import gather, rank, world_size
 from torch import Tensor
 
 from ssl_siam.errors import ConfigError
@@ -82,3 +84,18 @@ def mine_pairs(distances: Tensor, labels: Tensor, strategy: str) -> tuple[Tensor
     anchors, hardest_pos, hardest_neg = _hardest(d, pos, neg)
     y = torch.cat([torch.ones_like(anchors), torch.zeros_like(anchors)]).float()
     return anchors.repeat(2), torch.cat([hardest_pos, hardest_neg]), y
+
+
+def gather_batch(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Mining candidates from every process (torchrun): all embeddings ``[W·N, D]`` — gradients flow back to the
+    process that owns each row (lightly's ``GatherLayer``) — their labels ``[W·N]``, and the mask ``[W·N]`` of this
+    process's own rows, the anchors it mines for (so each anchor is mined once, on its own process). Every
+    process must hold the same ``N``. Identity (all rows local) on a single process."""
+    if world_size() == 1:
+        return embeddings, labels, torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+    everything = torch.cat(gather(embeddings))
+    all_labels = [torch.empty_like(labels) for _ in range(world_size())]
+    dist.all_gather(all_labels, labels.contiguous())
+    local = torch.zeros(len(everything), dtype=torch.bool, device=labels.device)
+    local[rank() * len(labels):(rank() + 1) * len(labels)] = True
+    return everything, torch.cat(all_labels), local

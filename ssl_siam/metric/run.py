@@ -91,7 +91,7 @@ def build_task(cfg: MetricConfig, in_chans: int, series: bool, stats: BandStats,
                                   cfg.loss.metric_hidden_dim)
     pipeline = InputPipeline(stats, cfg.augment, cfg.data.crop_size, series)
     return MetricTask(model, criterion, pipeline, cfg.loss.name, mining, cfg.loss.distance, cfg.train.seed,
-                      memory_format)
+                      memory_format, cfg.loss.gather)
 
 
 @torch.no_grad()

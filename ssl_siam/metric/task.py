@@ -11,7 +11,7 @@ from ssl_siam.data.augment import MultiViewAugment, ViewSpec
 from ssl_siam.data.stats import BandStats
 from ssl_siam.engine import param_groups
 from ssl_siam.metric.losses import TRIPLET_LOSSES, distance_matrix
-from ssl_siam.metric.mining import mine_pairs, mine_triplets
+from ssl_siam.metric.mining import gather_batch, mine_pairs, mine_triplets
 from ssl_siam.metric.model import SiameseEmbedding
 from ssl_siam.schema import MetricAugmentConfig
 from ssl_siam.ssl.views import seeded_generator
@@ -62,16 +62,17 @@ class MetricTask(nn.Module):
     Labelled pairs use their labels. Location batches (``group``) either use the pairs they hold
     (``mining="none"``: positive ``(a_i, b_i)``, negative ``(a_i, b_{i-1})`` or the given ``n``) or mine pairs /
     triplets among all ``2B`` (``3B``) embeddings of the batch, two embeddings being positive when their groups
-    are equal.
+    are equal — with ``gather``, among the embeddings of every process (anchors stay this process's own).
     """
 
     def __init__(self, model: SiameseEmbedding, criterion: nn.Module, pipeline: InputPipeline, loss_name: str,
                  mining: str, distance: str, seed: int,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                 memory_format: torch.memory_format = torch.contiguous_format, gather: bool = False) -> None:
         super().__init__()
         self.model, self.criterion, self.pipeline = model, criterion, pipeline
         self.triplet = loss_name in TRIPLET_LOSSES
         self.mining, self.distance, self.seed, self.memory_format = mining, distance, seed, memory_format
+        self.gather = gather
 
     def configure(self, total_steps: int, steps_per_epoch: int) -> None:
         """No schedules of its own."""
@@ -112,20 +113,26 @@ class MetricTask(nn.Module):
 
     def _mined(self, ea: Tensor, eb: Tensor, en: Tensor | None,
                batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        embeddings = torch.cat([t for t in (ea, eb, en) if t is not None])
+        own = torch.cat([t for t in (ea, eb, en) if t is not None])
         groups = [batch["group"], batch["group"]] + ([batch["group_n"]] if en is not None else [])
         labels = torch.cat(groups)
+        if self.gather:  # candidates from every process; anchors only among this process's rows
+            embeddings, labels, local = gather_batch(own, labels)
+        else:
+            embeddings, local = own, torch.ones(len(labels), dtype=torch.bool, device=labels.device)
         with torch.no_grad():
             distances = distance_matrix(embeddings.detach().float(), self.distance)
         if self.triplet:
             a, p, n = mine_triplets(distances, labels, self.mining)
+            a, p, n = (t[local[a]] for t in (a, p, n))
             loss, parts = self.criterion(embeddings[a], embeddings[p], embeddings[n])
             parts = {**parts, "triplets": torch.tensor(float(a.numel()))}
         else:
             i, j, y = mine_pairs(distances, labels, self.mining)
+            i, j, y = (t[local[i]] for t in (i, j, y))
             loss, parts = self.criterion(embeddings[i], embeddings[j], y)
             parts = {**parts, "pairs": torch.tensor(float(i.numel()))}
-        return loss, parts, embeddings
+        return loss, parts, own
 
     def forward(self, batch: object, step: int, micro: int) -> dict[str, Any]:
         """The training step (what DistributedDataParallel wraps)."""
