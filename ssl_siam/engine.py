@@ -213,8 +213,9 @@ class Trainer:
                 group["weight_decay"] = wd_end + (base - wd_end) * 0.5 * (1 + math.cos(math.pi * progress))
         return lr
 
-    def train_step(self, batches: Iterator[Any], step: int) -> dict[str, Any]:
-        """One optimizer step over ``accumulate`` micro-batches; returns the outputs with a float loss."""
+    def train_step(self, batches: Iterator[Any], step: int) -> tuple[dict[str, Any], bool]:
+        """One optimizer step over ``accumulate`` micro-batches; returns the outputs (float loss) and whether the
+        step was applied: a non-finite loss or gradient norm skips it (fp16's GradScaler handles its own)."""
         self.task.train()
         total, outputs = 0.0, {}
         for micro in range(self.cfg.accumulate):
@@ -232,16 +233,21 @@ class Trainer:
         outputs["loss"] = total
         if not math.isfinite(total):
             self.optimizer.zero_grad(set_to_none=True)
-            return outputs
+            return outputs, False
         self.scaler.unscale_(self.optimizer)
+        # max_norm=inf only measures; gradients are all-reduced already, so every rank takes the same decision
+        grad_norm = nn.utils.clip_grad_norm_(self.task.parameters(), self.optim_cfg.clip_grad or math.inf)
+        if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return outputs, False
         if self.optim_cfg.clip_grad:
-            outputs["grad_norm"] = nn.utils.clip_grad_norm_(self.task.parameters(), self.optim_cfg.clip_grad)
+            outputs["grad_norm"] = grad_norm
         self.task.before_optimizer_step(step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.task.after_optimizer_step(step)
-        return outputs
+        return outputs, True
 
     def fit(self) -> dict[str, float]:
         """Train to ``total_steps`` (resuming from ``last.pt`` first if asked), checkpoint, return last metrics."""
@@ -262,11 +268,12 @@ class Trainer:
                                     f"{self.ckpt_path}; run the same command again to resume")
                 step = self.state.step
                 lr = self.set_schedules(step)
-                out = self.train_step(batches, step)
-                if not math.isfinite(out["loss"]):
+                out, applied = self.train_step(batches, step)
+                if not applied:
                     bad_in_row += 1
                     self.state.bad_steps += 1
-                    warnings.warn(f"step {step}: non-finite loss, step skipped ({bad_in_row} in a row)", stacklevel=1)
+                    warnings.warn(f"step {step}: non-finite loss or gradients, step skipped ({bad_in_row} in a row)",
+                                  stacklevel=1)
                     if bad_in_row > self.cfg.max_bad_steps:
                         raise TrainingError(f"{bad_in_row} non-finite steps in a row at step {step}; "
                                             f"last good checkpoint: {self.ckpt_path}")

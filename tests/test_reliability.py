@@ -64,15 +64,17 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path, tile_dir: Path
     assert [p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()] == ["last.pt"]  # no temp file left
 
 
-def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path: Path, tile_dir: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_signal_checkpoints_and_exits_for_requeue(tmp_path: Path, tile_dir: Path,
+                                                             sig: signal.Signals) -> None:
     run_dir = tmp_path / "pre"
     proc = start(tile_dir, run_dir, steps=400, every=1000)
     wait_for(lambda: (run_dir / "tb").is_dir())
     time.sleep(3)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     assert proc.wait(timeout=120) == Preempted.exit_code
     stderr = proc.stderr.read()
-    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    assert f"stopped by {sig.name}" in stderr and "Traceback" not in stderr
     stopped = checkpoint_step(run_dir)
     assert 0 < stopped < 400
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -103,6 +105,26 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path: Path, tile_dir: Path,
     monkeypatch.setattr(SimSiam, "forward", nan_at_steps(set(range(100))))
     with pytest.raises(TrainingError, match=r"3 non-finite steps in a row .* last good checkpoint"):
         run_pretrain(cfg("stop", 10))
+
+
+def test_non_finite_gradients_with_a_finite_loss_are_skipped(tmp_path: Path, tile_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqrt(|0·w|) is 0 but its gradient is NaN: the loss stays finite, the step must still be skipped."""
+    forward = SimSiam.forward
+
+    def nan_gradient(self, views, step):
+        out = forward(self, views, step)
+        if step != 1:
+            return out
+        weight = next(self.parameters())
+        return {**out, "loss": out["loss"] + (weight.sum() * 0.0).abs().sqrt()}
+
+    monkeypatch.setattr(SimSiam, "forward", nan_gradient)
+    run_dir = run_pretrain(load_config(PretrainConfig, None, tiny_overrides("simsiam", tile_dir, tmp_path / "r", 3)))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["step"] == 3 and metrics["bad_steps"] == 1
+    assert all(torch.isfinite(v.float()).all() for v in load_checkpoint(run_dir / "checkpoints" / "last.pt")
+               ["model"].values())
 
 
 def test_collapse_warns_or_stops(tmp_path: Path, tile_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,6 +208,23 @@ def test_corrupted_checkpoint_is_refused(tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match="corrupted"):
+        load_checkpoint(path)
+
+
+class _Exploit:
+    """Unpickling this would run a shell command: what weights_only loading must refuse."""
+
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_checkpoints_with_code_are_refused(tmp_path: Path) -> None:
+    from ssl_siam.checkpoint import FORMAT
+    from ssl_siam.errors import DataError
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "step": 1, "payload": _Exploit()}, path)
+    with pytest.raises(DataError, match="evil.pt is not a readable checkpoint"):
         load_checkpoint(path)
 
 
@@ -355,6 +394,24 @@ def test_bad_inputs_of_every_command(tmp_path: Path, tile_dir: Path, xbd_pairs: 
     _one_line_exit_2(["finetune", f"data.root={xbd_pairs}", f"run_dir={tmp_path / 'r4'}", "model.backbone=resnet18",
                       f"model.encoder_weights={four}", "train.device=cpu", "data.num_workers=0",
                       "train.max_steps=1", "data.stats_samples=4"], "4 bands", capsys)
+    # a GeoTIFF pair whose post image is in another CRS
+    import numpy as np
+    import rasterio
+
+    geo = tmp_path / "geo"
+    (geo / "images").mkdir(parents=True)
+    label = sorted((xbd_pairs / "labels").glob("*_post_disaster.json"))[0]
+    image_id = label.name.removesuffix("_post_disaster.json")
+    (geo / "labels").mkdir()
+    for phase, crs in (("pre", "EPSG:32636"), ("post", "EPSG:32637")):
+        (geo / "labels" / f"{image_id}_{phase}_disaster.json").write_text(
+            (xbd_pairs / "labels" / f"{image_id}_{phase}_disaster.json").read_text())
+        with rasterio.open(geo / "images" / f"{image_id}_{phase}_disaster.tif", "w", driver="GTiff", width=128,
+                           height=128, count=3, dtype="uint8", crs=crs,
+                           transform=rasterio.Affine(0.5, 0, 500_000, 0, -0.5, 4_000_000)) as dst:
+            dst.write(np.zeros((3, 128, 128), np.uint8))
+    _one_line_exit_2(["finetune", f"data.root={geo}", f"run_dir={tmp_path / 'r5'}", "train.device=cpu"],
+                     "pre and post must share a CRS", capsys)
     # a checkpoint that is not one, and one of pretraining given to predict
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00" * 100)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
@@ -105,27 +106,29 @@ def _make_record(root: Path, image_id: str, phases: dict[str, list[Path]], requi
     if require_labels and damage is None and not all(label.is_file() for label in labels):
         missing = next(label for label in labels if not label.is_file())
         raise DataError(f"{post}: no labels and no targets, expected {missing} or targets/{image_id}_damage_target.png")
-    size = None
+    size, crs = None, None
     for path in (pre, post, damage, loc):
         if path is not None:
-            width, height = _image_size(path)
-            size = size or (width, height)
+            (width, height), path_crs = _image_header(path)
+            size, crs = size or (width, height), crs or path_crs
             if (width, height) != size:
                 raise DataError(f"{path}: size {width}x{height}, expected {size[0]}x{size[1]} like {pre}")
+            if path_crs is not None and path_crs != crs:
+                raise DataError(f"{path}: CRS {path_crs} differs from {crs} of {pre}; pre and post must share a CRS")
     return PairRecord(image_id, root, pre, post, *(p if p.is_file() else None for p in labels), damage, loc)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header only: PIL for PNG/JPEG (≈10× faster than opening with GDAL, which counts
-    when pairing tens of thousands of xBD images), rasterio otherwise."""
+def _image_header(path: Path) -> tuple[tuple[int, int], CRS | None]:
+    """(width, height) and CRS from the header only: PIL for PNG/JPEG (≈10× faster than opening with GDAL, which
+    counts when pairing tens of thousands of xBD images; no CRS), rasterio otherwise."""
     if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
         try:
             with Image.open(path) as image:
-                return image.size
+                return image.size, None
         except (OSError, SyntaxError) as exc:
             raise DataError(f"{path}: cannot open as a raster image ({exc})") from None
     with open_raster(path) as src:
-        return src.width, src.height
+        return (src.width, src.height), src.crs
 
 
 def _find_target(root: Path, stem: str) -> Path | None:
