@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ssl_siam.checkpoint import FORMAT, atomic_save, load_checkpoint, rng_state, set_rng_state
 from ssl_siam.data.sampling import ResumableSampler
 from ssl_siam.distributed import World, broadcast, mean_across
-from ssl_siam.errors import DataError, Preempted, UserError
+from ssl_siam.errors import ConfigError, DataError, Preempted, UserError
 from ssl_siam.schema import OptimConfig, TrainConfig
 
 
@@ -113,6 +113,8 @@ class Trainer:
                  world: World | None = None) -> None:
         self.task, self.loader, self.cfg, self.run_dir, self.config = task, loader, train_cfg, run_dir, config
         self.world = world or World()
+        if train_cfg.sync_bn and self.world.size > 1 and device.type != "cuda":
+            raise ConfigError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel); unset it")
         self.device, self.validate, self.best_metric, self.extra = device, validate, best_metric, extra or {}
         self.sampler: ResumableSampler = loader.sampler  # type: ignore[assignment]
         self.batches_per_epoch = self.sampler.batches_per_epoch

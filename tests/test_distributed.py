@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import ROOT, tiny_overrides
 
@@ -36,14 +37,17 @@ def run(cmd: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_two_processes_equal_one(tmp_path: Path, tile_dir: Path) -> None:
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_two_processes_equal_one(tmp_path: Path, tile_dir: Path, accumulate: int) -> None:
+    """Global micro-batch 8 / accumulate (one process) vs half of it on each of 2 processes; with accumulation
+    the DDP all-reduce is skipped (no_sync) on all but the last micro-batch."""
     def overrides(name: str, batch: int) -> list[str]:
         return [*tiny_overrides("dino", tile_dir, tmp_path / name, steps=3), *DETERMINISTIC,
-                f"train.batch_size={batch}"]
+                f"train.batch_size={batch}", f"train.accumulate={accumulate}"]
 
-    run([sys.executable, "pretrain/pretrain.py", *overrides("one", 8)])
+    run([sys.executable, "pretrain/pretrain.py", *overrides("one", 8 // accumulate)])
     run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-         "pretrain/pretrain.py", *overrides("two", 4)])
+         "pretrain/pretrain.py", *overrides("two", 4 // accumulate)])
 
     one, two = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt") for n in ("one", "two"))
     assert one["step"] == two["step"] == 3
@@ -154,3 +158,20 @@ def test_mining_across_ranks_equals_one_process(tmp_path: Path) -> None:
     gathered = torch.cat([torch.load(tmp_path / f"grad{r}.pt") for r in range(2)])
     torch.testing.assert_close(gathered, reference.grad)
     assert reference.grad[4:].abs().sum() > 0 and reference.grad[:4].abs().sum() > 0
+
+
+def test_finetune_under_torchrun(tmp_path: Path) -> None:
+    """finetune/finetune.py unchanged under torchrun (2 gloo processes): trains, validates every held-out image once
+    across the ranks, rank 0 writes the checkpoints."""
+    from ssl_siam.synthetic import make_xbd_split
+
+    make_xbd_split(tmp_path / "train", 4, size=96, seed=0)
+    make_xbd_split(tmp_path / "val", 3, size=96, seed=1)
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+         "finetune/finetune.py", f"data.root={tmp_path / 'train'}", f"data.val_root={tmp_path / 'val'}",
+         f"run_dir={tmp_path / 'run'}", "model.backbone=resnet18", "data.crop_size=64", "data.val_window=64",
+         "train.batch_size=2", "train.max_steps=2", "train.val_every=2", "train.device=cpu", "data.num_workers=0",
+         "train.progress=false", "data.stats_samples=4", "model.decoder_channels=[16,16,8,8,8]"])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["val"]["images"] == 3 and 0.0 <= metrics["val"]["score"] <= 1.0
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]

@@ -148,3 +148,17 @@ def test_compiled_backbones_train_like_eager_ones(tmp_path: Path, tile_dir: Path
     assert compiled == pytest.approx(eager, rel=1e-3, abs=1e-4)
     keys = [set(load_checkpoint(tmp_path / n / "checkpoints" / "last.pt")["model"]) for n in ("eager", "compiled")]
     assert keys[0] == keys[1]
+
+
+def test_sync_bn_without_cuda_is_a_config_error(tmp_path: Path) -> None:
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from ssl_siam.distributed import World
+    from ssl_siam.errors import ConfigError
+    from ssl_siam.schema import OptimConfig, TrainConfig
+
+    loader = DataLoader(list(range(4)), batch_size=2, sampler=ResumableSampler(4, 2))
+    with pytest.raises(ConfigError, match="train.sync_bn=true needs CUDA"):
+        Trainer(nn.Linear(1, 1), loader, OptimConfig(), TrainConfig(sync_bn=True), tmp_path, {}, torch.device("cpu"),
+                world=World(0, 2))
