@@ -25,6 +25,11 @@ from ssl_siam.synthetic import make_geotiff_scenes, make_xbd_split
 
 log = logging.getLogger(__name__)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
+# `--quick` (tests): a few steps on small crops
+QUICK_FINETUNE = ["train.max_steps=2", "train.val_every=2", "train.batch_size=2", "data.crop_size=64",
+                  "data.num_workers=0", "data.stats_samples=8"]
+QUICK_METRIC = ["train.max_steps=2", "train.val_every=2", "train.batch_size=8", "data.crop_size=32",
+                "data.num_workers=0", "data.stats_samples=4"]
 
 
 def make_demo_data(data: Path, quick: bool) -> dict[str, Path]:
@@ -54,15 +59,17 @@ def pretrain_stage(paths: dict[str, Path], runs: Path, quick: bool, device: str)
     return {"run_dir": run_dir, "seconds": time.perf_counter() - start, **metrics}
 
 
+def stage_overrides(name: str, paths: dict[str, Path], runs: Path, device: str, encoder: Path | None) -> list[str]:
+    """What a supervised demo stage sets: train and held-out splits, run dir, device, starting encoder."""
+    return [f"data.root={paths['train']}", f"data.val_root={paths['hold']}", f"run_dir={runs / name}",
+            f"train.device={device}", f"model.encoder_weights={encoder or 'null'}"]
+
+
 def finetune_stage(name: str, paths: dict[str, Path], runs: Path, quick: bool, device: str,
                    encoder: Path | None) -> dict[str, Any]:
     """Finetune the Siamese UNet on the train split (validated on the hold split), predict the hold split with
     ``best.pt`` and score the predictions against xView2 targets, exactly as the CLI commands do."""
-    overrides = [f"data.root={paths['train']}", f"data.val_root={paths['hold']}", f"run_dir={runs / name}",
-                 f"train.device={device}", f"model.encoder_weights={encoder or 'null'}"]
-    if quick:
-        overrides += ["train.max_steps=2", "train.val_every=2", "train.batch_size=2", "data.crop_size=64",
-                      "data.num_workers=0", "data.stats_samples=8"]
+    overrides = stage_overrides(name, paths, runs, device, encoder) + (QUICK_FINETUNE if quick else [])
     start = time.perf_counter()
     run_dir = run_finetune(load_config(FinetuneConfig, CONFIGS / "finetune_resnet18.yaml", overrides))
     seconds = time.perf_counter() - start
@@ -80,11 +87,7 @@ def finetune_stage(name: str, paths: dict[str, Path], runs: Path, quick: bool, d
 def metric_stage(name: str, paths: dict[str, Path], runs: Path, quick: bool, device: str,
                  encoder: Path | None) -> dict[str, Any]:
     """Siamese metric learning on the train split's building pairs; ``ssl-siam verify`` on the held-out split."""
-    overrides = [f"data.root={paths['train']}", f"data.val_root={paths['hold']}", f"run_dir={runs / name}",
-                 f"train.device={device}", f"model.encoder_weights={encoder or 'null'}"]
-    if quick:
-        overrides += ["train.max_steps=2", "train.val_every=2", "train.batch_size=8", "data.crop_size=32",
-                      "data.num_workers=0", "data.stats_samples=4"]
+    overrides = stage_overrides(name, paths, runs, device, encoder) + (QUICK_METRIC if quick else [])
     start = time.perf_counter()
     run_dir = run_metric_train(load_config(MetricConfig, CONFIGS / "metric_resnet18.yaml", overrides))
     seconds = time.perf_counter() - start

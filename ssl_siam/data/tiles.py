@@ -192,7 +192,7 @@ class TileDataset(torch.utils.data.Dataset):
             indexes = [scene.bands[k].index for k in slots]
             masked = [k for k in slots if scene.bands[k].masked]
             try:
-                src = self._handle(path)
+                src = self.handle(path)
                 data[slots, :height, :width] = src.read(indexes, window=window)
                 if need_valid and masked:
                     masks = src.read_masks([scene.bands[k].index for k in masked], window=window)
@@ -212,8 +212,9 @@ class TileDataset(torch.utils.data.Dataset):
             valid[:height, :width] = ~nodata.all(axis=0)
         return data, valid
 
-    def _handle(self, path: Path) -> DatasetReader:
-        """Open file handle of this process (a forked worker must not reuse its parent's handles)."""
+    def handle(self, path: Path) -> DatasetReader:
+        """Open file handle of this process (a forked worker must not reuse its parent's handles); at most
+        ``_MAX_OPEN`` are kept, least recently used closed first."""
         if self._pid != os.getpid():
             self._handles, self._pid = OrderedDict(), os.getpid()
         if path in self._handles:

@@ -20,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import rasterio.windows
 import torch
+from rasterio.features import geometry_mask
+from rasterio.windows import Window, from_bounds
+from rasterio.windows import transform as window_transform
+from shapely.geometry import box, shape
 
 from ssl_siam.data.tiles import TileDataset, open_raster
 from ssl_siam.errors import ConfigError, DataError
@@ -85,13 +88,17 @@ class _Dates(PairDataset):
         return int(first), int(second)
 
     def _observe(self, index: int, date: int) -> torch.Tensor:
+        """Location ``index`` on ``date``."""
+        raise NotImplementedError
+
+    def _pair(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two observations of location ``index`` (the positive pair)."""
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index, 7])
-        first, second = self._two_dates(rng)
-        item = {"a": self._observe(index, first), "b": self._observe(index, second),
-                "group": torch.tensor(index)}
+        a, b = self._pair(index, rng)
+        item = {"a": a, "b": b, "group": torch.tensor(index)}
         if self.negatives:  # another location: a fixed far-away index (windows are independent draws)
             other = index + 1 + int(rng.integers(1 << 40))
             item.update(n=self._observe(other, int(rng.integers(len(self.dates)))), group_n=torch.tensor(other))
@@ -108,6 +115,10 @@ class DateWindowPairs(_Dates):
 
     def _observe(self, index: int, date: int) -> torch.Tensor:
         return self.dates[date][index]
+
+    def _pair(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        first, second = self._two_dates(rng)
+        return self._observe(index, first), self._observe(index, second)
 
 
 @METRIC_DATASETS.register("pixel-series")
@@ -129,23 +140,21 @@ class PixelSeriesPairs(_Dates):
         """[T, C, w, w] the location's window on every date."""
         return np.stack([date[index].numpy() for date in self.dates])
 
-    def _observe(self, index: int, date: int) -> torch.Tensor:
-        centre = self.radius
-        return torch.from_numpy(self._windows(index)[:, :, centre, centre].T.copy())[..., None]  # [C, T, 1]
+    @staticmethod
+    def _series(windows: np.ndarray, row: int, col: int) -> torch.Tensor:
+        """Pixel (row, col) of ``[T, C, w, w]`` windows as a ``[C, T, 1]`` series."""
+        return torch.from_numpy(windows[:, :, row, col].T.copy())[..., None]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, index, 11])
-        windows = self._windows(index)
-        size = 2 * self.radius + 1
+    def _observe(self, index: int, date: int) -> torch.Tensor:
+        """The centre pixel's series (all dates: ``date`` is not used)."""
+        return self._series(self._windows(index), self.radius, self.radius)
+
+    def _pair(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        windows, size = self._windows(index), 2 * self.radius + 1
         neighbour = int(rng.integers(size * size - 1)) if size > 1 else 0
         neighbour += neighbour >= size * size // 2  # skip the centre pixel itself
         row, col = divmod(neighbour, size) if size > 1 else (0, 0)
-        item = {"a": torch.from_numpy(windows[:, :, self.radius, self.radius].T.copy())[..., None],
-                "b": torch.from_numpy(windows[:, :, row, col].T.copy())[..., None], "group": torch.tensor(index)}
-        if self.negatives:
-            other = index + 1 + int(rng.integers(1 << 40))
-            item.update(n=self._observe(other, 0), group_n=torch.tensor(other))
-        return item
+        return self._series(windows, self.radius, self.radius), self._series(windows, row, col)
 
 
 @METRIC_DATASETS.register("object-series")
@@ -183,20 +192,15 @@ class ObjectSeriesPairs(PairDataset):
         return len(self.geometries)
 
     def _pixels(self, index: int) -> np.ndarray:
-        """[T, C, P] float32: the object's pixels on every date (windowed reads of its bounding box)."""
-        from rasterio.features import geometry_mask
-        from rasterio.windows import from_bounds
-
+        """[T, C, P] float32: the object's pixels on every date (windowed reads of its bounding box through the
+        dates' cached file handles)."""
         geometry = self.geometries[index % len(self.geometries)]
         window = from_bounds(*geometry.bounds, transform=self.transform).round_offsets().round_lengths()
-        window = window.intersection(rasterio.windows.Window(0, 0, self.shape[1], self.shape[0]))
+        window = window.intersection(Window(0, 0, self.shape[1], self.shape[0]))
         inside = ~geometry_mask([geometry], out_shape=(int(window.height), int(window.width)),
-                                transform=rasterio.windows.transform(window, self.transform), all_touched=True)
-        stack = []
-        for path in self.paths:
-            with open_raster(path) as src:
-                stack.append(src.read(self.bands, window=window)[:, inside].astype(np.float32))
-        return np.stack(stack)
+                                transform=window_transform(window, self.transform), all_touched=True)
+        return np.stack([date.handle(path).read(self.bands, window=window)[:, inside].astype(np.float32)
+                         for date, path in zip(self.dates, self.paths)])
 
     def _halves(self, index: int, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = self._pixels(index)  # [T, C, P]
@@ -218,18 +222,15 @@ class ObjectSeriesPairs(PairDataset):
         return item
 
 
-def _read_polygons(path: Path, transform: rasterio.Affine, shape: tuple[int, int]) -> list:
+def _read_polygons(path: Path, transform: rasterio.Affine, scene_shape: tuple[int, int]) -> list:
     """Shapely polygons of a GeoJSON FeatureCollection that overlap the scene (at least one pixel)."""
-    import shapely.geometry
-    from shapely.geometry import box
-
     try:
         features = json.loads(path.read_text())["features"]
-        geometries = [shapely.geometry.shape(f["geometry"]) for f in features]
+        geometries = [shape(f["geometry"]) for f in features]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path}: expected a GeoJSON FeatureCollection of polygons ({exc})") from None
     west, north = transform @ (0, 0)
-    east, south = transform @ (shape[1], shape[0])
+    east, south = transform @ (scene_shape[1], scene_shape[0])
     scene = box(min(west, east), min(south, north), max(west, east), max(south, north))
     kept = [g for g in geometries if not g.is_empty and g.geom_type in ("Polygon", "MultiPolygon")
             and g.intersects(scene)]

@@ -51,23 +51,25 @@ def resolve_mining(cfg: MetricConfig, labelled: bool) -> str:
     return mining
 
 
-def open_data(cfg: MetricConfig, roots: list[str], seed: int, samples: int, objects: str | None = None
-              ) -> PairDataset:
+def open_data(cfg: MetricConfig, roots: list[str], seed: int, samples: int, objects: str | None = None,
+              negatives: bool = False) -> PairDataset:
+    """The configured dataset over ``roots``; ``negatives`` (the triplet variant's third input) only for training,
+    as verification builds its negative pairs from the batch."""
     d = cfg.data
     return open_pair_dataset(d.dataset, roots, crop_size=d.crop_size, bands=d.bands, samples_per_epoch=samples,
-                             seed=seed, negatives=cfg.model.variant == "triplet", neighbour_px=d.neighbour_px,
-                             objects=objects or d.objects)
+                             seed=seed, negatives=negatives, neighbour_px=d.neighbour_px, objects=objects or d.objects)
 
 
 def resolve_stats(cfg: MetricConfig, dataset: PairDataset, run_dir: Path) -> BandStats:
     """``data.stats``, else the run's saved ``stats.json``, else the SSL encoder's, else computed and saved."""
     saved = run_dir / "stats.json"
+    encoder_meta = read_encoder_meta(cfg.model.encoder_weights)[1] if cfg.model.encoder_weights else {}
     if cfg.data.stats:
         stats = BandStats.load(cfg.data.stats)
     elif saved.is_file():
         stats = BandStats.load(saved)
-    elif cfg.model.encoder_weights and "normalization" in read_encoder_meta(cfg.model.encoder_weights)[1]:
-        stats = BandStats(**read_encoder_meta(cfg.model.encoder_weights)[1]["normalization"])
+    elif "normalization" in encoder_meta:
+        stats = BandStats(**encoder_meta["normalization"])
     else:
         tiles = TileDataset(dataset.stats_sources, tile_size=64, bands=dataset.stats_bands, seed=cfg.train.seed)
         stats = compute_stats(tiles, num_samples=cfg.data.stats_samples, seed=cfg.train.seed)
@@ -133,7 +135,8 @@ def run_metric_train(cfg: MetricConfig) -> Path:
     world, device = init_distributed(resolve_device(cfg.train.device))
     run_dir, resume_from = prepare_shared_run_dir(cfg, f"metric-{cfg.loss.name}", world)
     torch.manual_seed(cfg.train.seed)
-    dataset = open_data(cfg, cfg.data.root, cfg.train.seed, cfg.data.samples_per_epoch)
+    dataset = open_data(cfg, cfg.data.root, cfg.train.seed, cfg.data.samples_per_epoch,
+                        negatives=cfg.model.variant == "triplet")
     if world.is_main:
         resolve_stats(cfg, dataset, run_dir)
     barrier(world)
