@@ -48,6 +48,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+ACCELERATED = ("cuda",)  # device types where train.precision and train.channels_last apply; CPU runs fp32, NCHW
+
+
+def memory_format(device: torch.device, cfg: TrainConfig) -> torch.memory_format:
+    """channels_last where ``train.channels_last`` asks for it and the device is accelerated."""
+    return torch.channels_last if device.type in ACCELERATED and cfg.channels_last else torch.contiguous_format
+
+
+def autocast_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` on an accelerated device; None means fp32."""
+    if device.type not in ACCELERATED or cfg.precision == "fp32":
+        return None
+    return torch.float16 if cfg.precision == "fp16" else torch.bfloat16
+
+
 def lr_at(step: int, total: int, base: float, warmup: int, min_lr: float) -> float:
     """Linear warm-up to ``base`` then half-cosine to ``min_lr``: a pure function of the step."""
     if step < warmup:
@@ -130,7 +145,7 @@ class Trainer:
         warmup = optim_cfg.warmup_steps or round(optim_cfg.warmup_epochs * steps_per_epoch)
         self.warmup = min(warmup, self.total_steps)
         task.configure(self.total_steps, steps_per_epoch)
-        task.to(device, memory_format=self.memory_format)
+        task.to(device, memory_format=memory_format(device, train_cfg))
         if train_cfg.compile:
             for backbone in backbones(task):
                 backbone.compile(mode=train_cfg.compile_mode)
@@ -141,16 +156,10 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(task, device_ids=ids)
         self.optimizer = build_optimizer(task.param_groups(), optim_cfg, self.base_lr)
-        self.use_amp = device.type == "cuda" and train_cfg.precision != "fp32"
-        self.amp_dtype = torch.float16 if train_cfg.precision == "fp16" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.use_amp and train_cfg.precision == "fp16")
+        self.amp_dtype = autocast_dtype(device, train_cfg)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.state = RunState()
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        on_cuda = self.device.type == "cuda" and self.cfg.channels_last
-        return torch.channels_last if on_cuda else torch.contiguous_format
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self, name: str = "last.pt") -> None:
@@ -226,7 +235,7 @@ class Trainer:
             last_micro = micro == self.cfg.accumulate - 1
             sync = self.model.no_sync() if self.world.size > 1 and not last_micro else contextlib.nullcontext()
             with sync:  # DDP: gradients are all-reduced once, on the last micro-batch
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     outputs = self.model(batch, step, micro)
                 loss = outputs["loss"].float() / self.cfg.accumulate
                 self.scaler.scale(loss).backward()

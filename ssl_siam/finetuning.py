@@ -24,7 +24,7 @@ from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.data.xbd import PairRecord, XBDPairDataset, ensure_targets, find_pairs
 from ssl_siam.distributed import World, barrier, init_distributed, sum_across
-from ssl_siam.engine import Trainer, param_groups, resolve_device
+from ssl_siam.engine import Trainer, autocast_dtype, memory_format, param_groups, resolve_device
 from ssl_siam.errors import ConfigError
 from ssl_siam.losses import DeepSupervisionLoss, build_loss
 from ssl_siam.metrics import XView2Accumulator
@@ -208,9 +208,8 @@ def build_pipeline(cfg: FinetuneConfig, records: list[PairRecord], run_dir: Path
                              ignore_index=d.ignore_index, seed=cfg.train.seed)
     pre_stats, post_stats = resolve_pair_stats(cfg, records, run_dir)
     model = build_model(cfg, dataset.num_bands_pre, dataset.num_bands_post)
-    on_cuda = device.type == "cuda" and cfg.train.channels_last
     task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
-                        cfg.train.encoder_lr_scale, torch.channels_last if on_cuda else torch.contiguous_format)
+                        cfg.train.encoder_lr_scale, memory_format(device, cfg.train))
     per_epoch = d.samples_per_epoch or max(len(dataset), cfg.train.batch_size)
     sampler = ResumableSampler(per_epoch, cfg.train.batch_size, seed=cfg.train.seed, rank=world.rank,
                                num_replicas=world.size)
@@ -235,10 +234,8 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     val_set = XBDPairDataset(val_records, None, train=False, bands=cfg.data.bands, post_bands=cfg.data.post_bands,
                              ignore_index=cfg.data.ignore_index, seed=cfg.train.seed) if val_records else None
     pre_stats, post_stats = task.pre_stats, task.post_stats
-    use_amp = device.type == "cuda" and cfg.train.precision != "fp32"
-    amp_dtype = (torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16) if use_amp else None
     validate = XView2Validator(task, val_set, device, cfg.data.val_window, cfg.train.tta, cfg.data.ignore_index,
-                               amp_dtype, world) if val_set is not None else None
+                               autocast_dtype(device, cfg.train), world) if val_set is not None else None
     trainer = Trainer(task, loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), device, validate=validate,
                       val_every=cfg.train.val_every, world=world, extra={
                           "pre_stats": dataclasses.asdict(pre_stats), "post_stats": dataclasses.asdict(post_stats),

@@ -17,7 +17,7 @@ from ssl_siam.data.sampling import IndexedDataset, ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.distributed import World, barrier, init_distributed
-from ssl_siam.engine import Trainer, resolve_device
+from ssl_siam.engine import Trainer, memory_format, resolve_device
 from ssl_siam.errors import ConfigError, DataError
 from ssl_siam.models.encoders import create_encoder, export_encoder
 from ssl_siam.probe.datasets import open_dataset
@@ -98,8 +98,7 @@ def build_pipeline(cfg: PretrainConfig, run_dir: Path, device: torch.device, wor
                                      **cfg.model.timm_kwargs)
     objective = OBJECTIVES.get(cfg.objective)(make_encoder, cfg)
     views = ViewPipeline(stats, cfg.augment, cfg.data.tile_size)
-    on_cuda = device.type == "cuda" and cfg.train.channels_last
-    task = PretrainTask(objective, views, cfg.train.seed, torch.channels_last if on_cuda else torch.contiguous_format)
+    task = PretrainTask(objective, views, cfg.train.seed, memory_format(device, cfg.train))
     loader = build_loader(dataset, cfg, views, device, world.rank, world.size)
     return PretrainPipeline(dataset, stats, objective, views, task, loader)
 

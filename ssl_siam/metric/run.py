@@ -18,7 +18,7 @@ from ssl_siam.data.sampling import ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.distributed import barrier, init_distributed
-from ssl_siam.engine import Trainer, resolve_device
+from ssl_siam.engine import Trainer, memory_format, resolve_device
 from ssl_siam.errors import ConfigError, DataError
 from ssl_siam.metric.datasets import METRIC_DATASETS, PairDataset, open_pair_dataset
 from ssl_siam.metric.losses import METRIC_LOSSES, PAIR_LOSSES, TRIPLET_LOSSES, build_metric_loss
@@ -141,9 +141,8 @@ def run_metric_train(cfg: MetricConfig) -> Path:
         resolve_stats(cfg, dataset, run_dir)
     barrier(world)
     stats = BandStats.load(run_dir / "stats.json")
-    on_cuda = device.type == "cuda" and cfg.train.channels_last
     task = build_task(cfg, dataset.num_bands, dataset.series, stats, mining,
-                      memory_format=torch.channels_last if on_cuda else torch.contiguous_format)
+                      memory_format=memory_format(device, cfg.train))
     sampler = ResumableSampler(len(dataset), cfg.train.batch_size, seed=cfg.train.seed, rank=world.rank,
                                num_replicas=world.size)
     loader = make_loader(dataset, sampler, num_workers=cfg.data.num_workers,

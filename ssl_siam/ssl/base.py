@@ -23,6 +23,20 @@ def copy_buffers(source: nn.Module, target: nn.Module) -> None:
         dst.copy_(src)
 
 
+def fp32_loss(criterion: Callable[..., torch.Tensor], *args: torch.Tensor | list[torch.Tensor],
+              **kwargs: object) -> torch.Tensor:
+    """``criterion`` on float32 copies of its tensor (or list-of-tensor) arguments with autocast off.
+
+    Autocast would run e.g. lightly DINOLoss's einsum as a bf16 matmul over out_dim probabilities; the loss
+    must not depend on the device's autocast op lists."""
+    def fp32(x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        return [t.float() for t in x] if isinstance(x, list) else x.float()
+
+    first = args[0][0] if isinstance(args[0], list) else args[0]
+    with torch.autocast(first.device.type, enabled=False):
+        return criterion(*(fp32(a) for a in args), **kwargs)
+
+
 class Objective(nn.Module):
     """An SSL method: ``forward(views, step)`` returns ``{"loss", "embedding", ...scalars to log}``.
 

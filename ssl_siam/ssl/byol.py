@@ -13,7 +13,7 @@ from torch import nn
 
 from ssl_siam.engine import param_groups
 from ssl_siam.schema import BYOLConfig, PretrainConfig
-from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers
+from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers, fp32_loss
 
 
 class BYOL(Objective):
@@ -49,7 +49,7 @@ class BYOL(Objective):
         with torch.no_grad():
             t1 = self.target_projector(self.target_encoder(x1))
             t2 = self.target_projector(self.target_encoder(x2))
-        loss = 4 + 2 * (self.criterion(p1, t2) + self.criterion(p2, t1))
+        loss = 4 + 2 * (fp32_loss(self.criterion, p1, t2) + fp32_loss(self.criterion, p2, t1))
         return {"loss": loss, "embedding": z1.detach(), "momentum": torch.tensor(self.momentum(step))}
 
     def param_groups(self) -> list[dict]:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ssl_siam.engine import param_groups
 from ssl_siam.schema import DINOConfig, PretrainConfig
-from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers
+from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers, fp32_loss
 
 
 def multicrop_forward(backbone: nn.Module, head: DINOProjectionHead,
@@ -72,7 +72,7 @@ class DINO(Objective):
             teacher_out, _ = multicrop_forward(self.teacher_backbone, self.teacher_head, views[: self.n_global])
         student_out, embedding = multicrop_forward(self.student_backbone, self.student_head, views)
         temp = self.teacher_temp(step)
-        loss = self.criterion(teacher_out, student_out, teacher_temp=temp)
+        loss = fp32_loss(self.criterion, teacher_out, student_out, teacher_temp=temp)
         return {"loss": loss, "embedding": embedding.detach(), "teacher_temp": torch.tensor(temp),
                 "momentum": torch.tensor(self.momentum(step))}
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from ssl_siam.engine import param_groups
 from ssl_siam.schema import PretrainConfig, SimSiamConfig
-from ssl_siam.ssl.base import OBJECTIVES, Objective
+from ssl_siam.ssl.base import OBJECTIVES, Objective, fp32_loss
 
 
 class SimSiam(Objective):
@@ -29,7 +29,7 @@ class SimSiam(Objective):
         x1, x2 = views[:2]
         z1, z2 = self.projector(self.encoder(x1)), self.projector(self.encoder(x2))  # [B, D]
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        loss = 0.5 * (self.criterion(p1, z2.detach()) + self.criterion(p2, z1.detach()))
+        loss = 0.5 * (fp32_loss(self.criterion, p1, z2.detach()) + fp32_loss(self.criterion, p2, z1.detach()))
         return {"loss": loss, "embedding": z1.detach()}
 
     def param_groups(self) -> list[dict]:
