@@ -15,10 +15,11 @@ from PIL import Image
 
 from ssl_siam.cli import main
 from ssl_siam.config import load_config
+from ssl_siam.data.stats import BandStats
 from ssl_siam.errors import ConfigError, DataError
 from ssl_siam.metric.datasets import open_pair_dataset
 from ssl_siam.metric.model import build_siamese
-from ssl_siam.metric.run import embed_pairs, load_metric_task, run_metric_train
+from ssl_siam.metric.run import build_task, embed_pairs, load_metric_task, model_similarity, run_metric_train
 from ssl_siam.metric.verification import one_shot_accuracy, roc_auc
 from ssl_siam.probe.datasets import FolderDataset
 from ssl_siam.schema import MetricConfig
@@ -214,6 +215,22 @@ def test_xbd_pairs_label_unchanged_buildings(tmp_path: Path) -> None:
     assert data[0]["a"].shape == data[0]["b"].shape == (3, 16, 16)
     with pytest.raises(ConfigError, match="triplet variant needs location data"):
         open_pair_dataset("xbd-pairs", [str(split)], crop_size=16, negatives=True)
+
+
+def test_one_shot_scores_with_the_models_own_similarity() -> None:
+    """A learned metric ranks supports by its head's probability, not by the embeddings' cosine."""
+    cfg = load_config(MetricConfig, None, [*TINY, "loss.name=learned_metric", "data.dataset=pairs-csv"])
+    task = build_task(cfg, 3, False, BandStats([0.0] * 3, [1.0] * 3, [0.5] * 3, [0.25] * 3), "none").eval()
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=(7, 16)).astype(np.float32)
+    supports = rng.normal(size=(7, 4, 16)).astype(np.float32)
+    scores = model_similarity(task)(query, supports)
+    with torch.no_grad():
+        head = torch.sigmoid(task.criterion.logits(torch.from_numpy(np.repeat(query, 4, 0)),
+                                                   torch.from_numpy(supports.reshape(28, 16)))).view(7, 4)
+    np.testing.assert_allclose(scores, head.numpy(), rtol=1e-6)
+    cosine = np.einsum("td,tnd->tn", query, supports) / np.linalg.norm(supports, axis=2)
+    assert (scores.argmax(1) != cosine.argmax(1)).any()  # a different ranking: the head really decides
 
 
 # ---------------------------------------------------------------- training and verification

@@ -139,6 +139,26 @@ def test_one_shot_separated_clusters(n_way, metric):
     assert one_shot_accuracy(embeddings, labels, n_way, trials=500, metric=metric) == 1.0
 
 
+def test_one_shot_with_a_similarity_function():
+    embeddings, labels = clusters(10, 5, noise=1e-3)
+    calls = []
+
+    def negated_cosine(query, supports):  # [T, D], [T, N, D] -> [T, N]
+        calls.append((query.shape, supports.shape))
+        q = query / np.linalg.norm(query, axis=1, keepdims=True)
+        s = supports / np.linalg.norm(supports, axis=2, keepdims=True)
+        return -np.einsum("td,tnd->tn", q, s)
+
+    assert one_shot_accuracy(embeddings, labels, 5, trials=300, metric=negated_cosine) == 0.0  # least similar wins
+    assert calls == [((300, 16), (300, 5, 16))]
+    rng = np.random.default_rng(3)
+    noisy = rng.normal(size=(60, 8))
+    labels = np.repeat(np.arange(12), 5)
+    cosine = one_shot_accuracy(noisy, labels, 5, trials=400, seed=1)
+    assert one_shot_accuracy(noisy, labels, 5, trials=400, seed=1,
+                             metric=lambda q, s: -negated_cosine(q, s)) == pytest.approx(cosine)
+
+
 def test_one_shot_random_embeddings_near_chance():
     rng = np.random.default_rng(1)
     embeddings, labels = rng.normal(size=(100, 32)), np.repeat(np.arange(20), 5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,20 @@ def load_metric_task(ckpt_path: str | Path, device: torch.device) -> tuple[Metri
     return task.to(device).eval(), cfg
 
 
+def model_similarity(task: MetricTask) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The trained loss's own score (−distance, or the learned head's probability) as a one-shot metric:
+    query vectors ``[T, D]`` and support vectors ``[T, N, D]`` → ``[T, N]``."""
+    device = next(task.parameters()).device
+
+    def similarity(query: np.ndarray, supports: np.ndarray) -> np.ndarray:
+        n = supports.shape[1]
+        q = torch.from_numpy(np.repeat(query, n, axis=0)).to(device)
+        with torch.no_grad():
+            return task.similarity(q, torch.from_numpy(supports.reshape(q.shape)).to(device)).view(-1, n).cpu().numpy()
+
+    return similarity
+
+
 def verify(ckpt_path: str | Path, data: list[str], out: str | Path, *, dataset: str | None = None,
            objects: str | None = None, oneshot: str | None = None, n_way: int = 5, trials: int = 1000,
            device: str = "auto", batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
@@ -209,7 +224,8 @@ def verify(ckpt_path: str | Path, data: list[str], out: str | Path, *, dataset: 
         loader = DataLoader(folder, batch_size=batch_size)
         with torch.no_grad():
             embeddings = torch.cat([task.embed(x[:, 0].to(torch_device), 0) for x in loader]).float().cpu().numpy()
+        accuracy = one_shot_accuracy(embeddings, folder.labels, n_way, trials, seed, model_similarity(task))
         result.update(oneshot_n_way=n_way, oneshot_trials=trials, oneshot_classes=len(folder.classes),
-                      oneshot_accuracy=one_shot_accuracy(embeddings, folder.labels, n_way, trials, seed))
+                      oneshot_accuracy=accuracy)
     (out / "verify.json").write_text(json.dumps(result, indent=2))
     return result

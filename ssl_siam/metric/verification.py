@@ -6,6 +6,7 @@ when ``score >= threshold``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -89,19 +90,21 @@ def one_shot_accuracy(
     n_way: int,
     trials: int = 1000,
     seed: int = 0,
-    metric: str = "cosine",
+    metric: str | Callable[[np.ndarray, np.ndarray], np.ndarray] = "cosine",
 ) -> float:
     """N-way one-shot accuracy (Koch et al. 2015; Vinyals et al. 2016), vectorised over trials.
 
     Each trial draws a query class uniformly among the classes with >= 2 samples, ``n_way - 1`` other distinct
     classes uniformly among the rest, one support sample per class and a query sample of the query class distinct
-    from its support. The prediction is the most similar support (cosine similarity, or negative euclidean distance);
-    a tie for the maximum counts as 1 / (number of tied supports) when the true support is among them.
+    from its support. The prediction is the most similar support by ``metric``: cosine similarity, negative euclidean
+    distance, or a function (query vectors ``[T, D]``, support vectors ``[T, N, D]``) → similarities ``[T, N]``,
+    e.g. a trained model's own score; a tie for the maximum counts as 1 / (number of tied supports) when the true
+    support is among them.
     """
     embeddings, labels = np.asarray(embeddings), np.asarray(labels)
     if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
         raise ValueError(f"expected [N, D] embeddings and [N] labels, got {embeddings.shape} and {labels.shape}")
-    if metric not in ("cosine", "euclidean"):
+    if not callable(metric) and metric not in ("cosine", "euclidean"):
         raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
     if n_way < 2 or trials < 1:
         raise ValueError(f"need n_way >= 2 and trials >= 1, got n_way={n_way}, trials={trials}")
@@ -129,7 +132,9 @@ def one_shot_accuracy(
     )  # [trials, n_way], the true support first
 
     vectors = embeddings.astype(np.result_type(embeddings.dtype, np.float32))  # gathered as [trials, n_way, D]
-    if metric == "cosine":
+    if callable(metric):
+        similarity = np.asarray(metric(vectors[query], vectors[supports]))
+    elif metric == "cosine":
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         similarity = np.einsum("td,tkd->tk", vectors[query], vectors[supports])
     else:
