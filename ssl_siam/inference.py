@@ -4,24 +4,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ssl_siam.data.xbd import find_pairs
 from ssl_siam.finetuning import FinetuneTask
 from ssl_siam.outputs import to_display_rgb, write_outputs
-from ssl_siam.predict import decode, output_stem, read_pair, sliding_window
+from ssl_siam.predict import RasterPair, decode, output_stem, sliding_window_rows
 
 
 def predict_pair(task: FinetuneTask, pre_path: Path, post_path: Path, out_dir: Path, *, bands: list[int] | None,
                  post_bands: list[int] | None, window: int, overlap: float, tta: bool, batch_size: int,
                  device: torch.device) -> list[Path]:
-    """Predict one pair and write the xView2 PNGs, the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON."""
-    pre, post, profile = read_pair(pre_path, post_path, bands=bands, post_bands=post_bands)
-    pre_t, post_t = task.normalize(torch.from_numpy(pre)[None].to(device), torch.from_numpy(post)[None].to(device))
-    probs = sliding_window(task.model, pre_t[0], post_t[0], window=window, overlap=overlap, batch_size=batch_size,
-                           tta=tta, device=device)
-    loc, damage, confidence = decode(probs)
-    return write_outputs(out_dir, output_stem(post_path), loc, damage, confidence, to_display_rgb(pre), profile)
+    """Predict one pair and write the xView2 PNGs, the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON.
+
+    The pair is read, normalised, predicted and decoded one row of windows at a time (windowed reads of
+    GeoTIFFs), so only the uint8 / float32 output maps are held whole, never the scene's probabilities."""
+    with RasterPair(pre_path, post_path, bands, post_bands) as pair:
+        loc = np.empty((pair.height, pair.width), np.uint8)
+        damage, confidence = np.empty_like(loc), np.empty(loc.shape, np.float32)
+
+        def read(top: int, bottom: int) -> tuple[torch.Tensor, torch.Tensor]:
+            pre, post = (torch.from_numpy(a)[None].to(device) for a in pair.rows(top, bottom))
+            pre, post = task.normalize(pre, post)
+            return pre[0], post[0]
+
+        for top, probs in sliding_window_rows(task.model, read, pair.height, pair.width, window=window,
+                                              overlap=overlap, batch_size=batch_size, tta=tta, device=device,
+                                              out_device=device):
+            rows = slice(top, top + probs.shape[1])
+            loc[rows], damage[rows], confidence[rows] = decode(probs)
+        display, profile = to_display_rgb(pair.display_bands()), pair.profile
+    return write_outputs(out_dir, output_stem(post_path), loc, damage, confidence, display, profile)
 
 
 def predict_split(task: FinetuneTask, split_dir: Path, out_dir: Path, **kwargs: object) -> list[Path]:

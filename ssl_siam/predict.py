@@ -4,13 +4,14 @@ reading a pre / post image pair (PNG, JPEG or GeoTIFF)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from rasterio.errors import RasterioError
+from rasterio.windows import Window
 from torch import nn
 
 from ssl_siam.data.tiles import open_raster
@@ -55,41 +56,85 @@ def sliding_window(
     32). ``tta`` averages the identity, horizontal, vertical and double flips (un-flipped) in probability space.
     The model (``forward(pre, post) -> {"logits": [B, K, h, w]}``) runs in eval mode on ``device`` (default: its
     parameters' device) under autocast with ``amp_dtype`` when given; its training mode is restored afterwards.
+    :func:`sliding_window_rows` is the same computation streamed over row blocks.
     """
     if pre.dim() != 3 or post.dim() != 3 or pre.shape[1:] != post.shape[1:]:
         raise ValueError(f"expected pre [C, H, W] and post [C', H, W], got {tuple(pre.shape)} and {tuple(post.shape)}")
     if not (pre.is_floating_point() and post.is_floating_point()):
         raise ValueError(f"expected normalised float images, got {pre.dtype} and {post.dtype}")
+    height, width = pre.shape[1:]
+    probs: torch.Tensor | None = None
+    for top, block in sliding_window_rows(model, lambda a, b: (pre[:, a:b], post[:, a:b]), height, width,
+                                          window=window, overlap=overlap, batch_size=batch_size, tta=tta,
+                                          device=device, amp_dtype=amp_dtype, out_device=pre.device):
+        if probs is None:
+            probs = torch.empty(block.shape[0], height, width, device=pre.device)
+        probs[:, top : top + block.shape[1]] = block
+    assert probs is not None  # at least one row of windows
+    return probs
+
+
+RowReader = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def sliding_window_rows(
+    model: nn.Module,
+    read: RowReader,
+    height: int,
+    width: int,
+    *,
+    window: int = 512,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    tta: bool = False,
+    device: torch.device | str | None = None,
+    amp_dtype: torch.dtype | None = None,
+    out_device: torch.device | str = "cpu",
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """:func:`sliding_window` streamed: yields ``(top, probs [K, h, W])`` for consecutive row blocks, top to
+    bottom, each final when yielded. ``read(top, bottom)`` returns rows ``[top, bottom)`` of the normalised pair
+    (pre [C, h, W], post [C', h, W]); it is called once per row of windows, so at most ``window + stride`` rows
+    of probabilities and one row of windows of input are held: a scene of any height streams through memory.
+    """
     if window < 1 or batch_size < 1 or not 0.0 <= overlap < 1.0:
         raise ValueError(
             f"expected window >= 1, batch_size >= 1, 0 <= overlap < 1, got {window}, {batch_size}, {overlap}"
         )
-    height, width = pre.shape[1:]
     size = _window_size(window, height, width)
     stride = max(1, round(size * (1.0 - overlap)))
-    corners = [(r, c) for r in _starts(height, size, stride) for c in _starts(width, size, stride)]
+    rows, cols = _starts(height, size, stride), _starts(width, size, stride)
     if device is None:
-        device = next((p.device for p in model.parameters()), pre.device)
-    weights = window_weights(size, pre.device)
-    probs: torch.Tensor | None = None  # [K, H, W] weighted sum, allocated once K is known
-    total = torch.zeros(height, width, device=pre.device)
+        device = next((p.device for p in model.parameters()), out_device)
+    weights = window_weights(size, out_device)
+    probs: torch.Tensor | None = None  # [K, h, W] weighted sums of image rows [done, top + size)
+    total = torch.zeros(size, width, device=out_device)
+    done = 0  # rows above are final and yielded
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for start in range(0, len(corners), batch_size):
-                batch = corners[start : start + batch_size]
-                pre_b = torch.stack([pre[:, r : r + size, c : c + size] for r, c in batch]).to(device)
-                post_b = torch.stack([post[:, r : r + size, c : c + size] for r, c in batch]).to(device)
-                out = _window_probs(model, pre_b, post_b, tta, amp_dtype).to(pre.device)  # [B, K, size, size]
-                if probs is None:
-                    probs = torch.zeros(out.shape[1], height, width, device=pre.device)
-                for (r, c), p in zip(batch, out):
-                    probs[:, r : r + size, c : c + size] += p * weights
-                    total[r : r + size, c : c + size] += weights
+            for i, top in enumerate(rows):
+                pre, post = read(top, top + size)
+                if probs is not None:  # extend the accumulators down to this row of windows' bottom
+                    grow = top + size - done - probs.shape[1]
+                    probs = torch.cat([probs, probs.new_zeros(probs.shape[0], grow, width)], dim=1)
+                    total = torch.cat([total, total.new_zeros(grow, width)])
+                for start in range(0, len(cols), batch_size):
+                    batch = cols[start : start + batch_size]
+                    pre_b = torch.stack([pre[:, :, c : c + size] for c in batch]).to(device)
+                    post_b = torch.stack([post[:, :, c : c + size] for c in batch]).to(device)
+                    out = _window_probs(model, pre_b, post_b, tta, amp_dtype).to(out_device)  # [B, K, size, size]
+                    if probs is None:
+                        probs = torch.zeros(out.shape[1], size, width, device=out_device)
+                    for c, p in zip(batch, out):
+                        probs[:, top - done : top - done + size, c : c + size] += p * weights
+                        total[top - done : top - done + size, c : c + size] += weights
+                assert probs is not None
+                bottom = rows[i + 1] if i + 1 < len(rows) else height  # no later window reaches above it
+                yield done, probs[:, : bottom - done] / total[: bottom - done]
+                probs, total, done = probs[:, bottom - done :], total[bottom - done :], bottom
     finally:
         model.train(was_training)
-    return probs / total
 
 
 def _window_size(window: int, height: int, width: int) -> int:
@@ -137,53 +182,101 @@ def decode(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return loc.numpy().astype(np.uint8), damage.numpy().astype(np.uint8), confidence.numpy()
 
 
+class RasterPair:
+    """An opened pre / post image pair, checked at opening, read by row ranges.
+
+    DataError naming the files when one is unreadable, a band index is out of range, the sizes differ, or both
+    are georeferenced with different CRSs or footprints (transforms more than 0.01 px apart at any corner).
+    ``bands``: 1-based band indices (default all), read from both images unless ``post_bands`` selects the post
+    image's own. ``profile`` is the pre image's {"crs", "transform"} when georeferenced (None for PNG / JPEG).
+    GeoTIFFs are read window by window; PNG and JPEG (sequential formats, where each window would decode the
+    file again from its start) are decoded once, whole.
+    """
+
+    def __init__(self, pre_path: str | Path, post_path: str | Path, bands: Sequence[int] | None = None,
+                 post_bands: Sequence[int] | None = None) -> None:
+        self.paths = (Path(pre_path), Path(post_path))
+        self._sources: list[Any] = []
+        self._indexes: list[list[int]] = []
+        try:
+            for path, selection in zip(self.paths, (bands, bands if post_bands is None else post_bands)):
+                self._sources.append(open_raster(path))
+                self._indexes.append(self._band_indexes(path, self._sources[-1], selection))
+            self._check_pair()
+            self._whole = [None if src.driver == "GTiff" else self._read(i, None)
+                           for i, src in enumerate(self._sources)]
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _band_indexes(path: Path, src: Any, selection: Sequence[int] | None) -> list[int]:
+        indexes = list(selection) if selection is not None else list(src.indexes)
+        if not indexes or any(not 1 <= b <= src.count for b in indexes):
+            raise DataError(f"{path}: bands {indexes} requested, expected 1-based indices in 1..{src.count}")
+        return indexes
+
+    def _check_pair(self) -> None:
+        (pre, post), pair = self._sources, f"{self.paths[0]} and {self.paths[1]}"
+        if pre.shape != post.shape:
+            raise DataError(f"{pair}: sizes {pre.height}×{pre.width} and {post.height}×{post.width} differ, "
+                            "expected a pre / post pair of the same size")
+        self.height, self.width = pre.shape
+        self.profile: Profile | None = {"crs": pre.crs, "transform": pre.transform} if pre.crs is not None else None
+        if self.profile is None or post.crs is None:
+            return
+        if pre.crs != post.crs:
+            raise DataError(f"{pair}: CRS {pre.crs} and {post.crs} differ, expected a pre / post pair in one CRS")
+        shift = _footprint_shift(pre.transform, post.transform, self.height, self.width)
+        if shift > _MAX_SHIFT_PX:
+            raise DataError(f"{pair}: transforms differ (footprints {shift:.2f} px apart), expected co-registered "
+                            "images with the same transform")
+
+    def _read(self, which: int, rows: tuple[int, int] | None) -> np.ndarray:
+        src = self._sources[which]
+        window = None if rows is None else Window(0, rows[0], src.width, rows[1] - rows[0])
+        try:
+            return src.read(self._indexes[which], window=window)
+        except RasterioError as exc:
+            raise DataError(f"{self.paths[which]}: cannot read as a PNG / JPEG / GeoTIFF image ({exc})") from exc
+
+    def rows(self, top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``[top, bottom)`` of the pre [C, h, W] and post [C', h, W] images, in their native dtype."""
+        pre, post = (self._read(i, (top, bottom)) if whole is None else whole[:, top:bottom]
+                     for i, whole in enumerate(self._whole))
+        return pre, post
+
+    def display_bands(self) -> np.ndarray:
+        """The pre image's first three selected bands [3, H, W] (its first band [1, H, W] when it has fewer),
+        whole, in their native dtype: what ``outputs.to_display_rgb`` shows."""
+        indexes = self._indexes[0][:3] if len(self._indexes[0]) >= 3 else self._indexes[0][:1]
+        whole = self._whole[0]
+        if whole is not None:
+            return whole[[self._indexes[0].index(b) for b in indexes]]
+        return self._sources[0].read(indexes)
+
+    def close(self) -> None:
+        for src in self._sources:
+            src.close()
+
+    def __enter__(self) -> RasterPair:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def read_pair(
     pre_path: str | Path,
     post_path: str | Path,
     bands: Sequence[int] | None = None,
     post_bands: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Profile | None]:
-    """Pre [C, H, W] and post [C', H, W] images in their native dtype, and the pre image's {"crs", "transform"}
-    when it is georeferenced (None for PNG / JPEG). ``bands``: 1-based band indices (default all), read from both
-    images unless ``post_bands`` selects the post image's own.
-
-    DataError naming the files when one is unreadable, the sizes differ, or both are georeferenced with
-    different CRSs or footprints (transforms more than 0.01 px apart at any corner).
-    """
-    pre_path, post_path = Path(pre_path), Path(post_path)
-    pre, pre_geo = _read(pre_path, bands)
-    post, post_geo = _read(post_path, bands if post_bands is None else post_bands)
-    pair = f"{pre_path} and {post_path}"
-    if pre.shape[1:] != post.shape[1:]:
-        raise DataError(
-            f"{pair}: sizes {pre.shape[1]}×{pre.shape[2]} and {post.shape[1]}×{post.shape[2]} differ, "
-            "expected a pre / post pair of the same size"
-        )
-    if pre_geo is not None and post_geo is not None:
-        if pre_geo["crs"] != post_geo["crs"]:
-            raise DataError(
-                f"{pair}: CRS {pre_geo['crs']} and {post_geo['crs']} differ, expected a pre / post pair in one CRS"
-            )
-        shift = _footprint_shift(pre_geo["transform"], post_geo["transform"], pre.shape[1], pre.shape[2])
-        if shift > _MAX_SHIFT_PX:
-            raise DataError(
-                f"{pair}: transforms differ (footprints {shift:.2f} px apart), expected co-registered images with "
-                "the same transform"
-            )
-    return pre, post, pre_geo
-
-
-def _read(path: Path, bands: Sequence[int] | None) -> tuple[np.ndarray, Profile | None]:
-    try:
-        with open_raster(path) as src:
-            indexes = list(bands) if bands is not None else list(src.indexes)
-            if not indexes or any(not 1 <= b <= src.count for b in indexes):
-                raise DataError(f"{path}: bands {indexes} requested, expected 1-based indices in 1..{src.count}")
-            image = src.read(indexes)
-            geo = {"crs": src.crs, "transform": src.transform} if src.crs is not None else None
-    except RasterioError as exc:
-        raise DataError(f"{path}: cannot read as a PNG / JPEG / GeoTIFF image ({exc})") from exc
-    return image, geo
+    """Whole pre [C, H, W] and post [C', H, W] images in their native dtype and the pre image's profile, checked
+    as :class:`RasterPair` checks them."""
+    with RasterPair(pre_path, post_path, bands, post_bands) as pair:
+        pre, post = pair.rows(0, pair.height)
+        return pre, post, pair.profile
 
 
 def _footprint_shift(pre_transform: Any, post_transform: Any, height: int, width: int) -> float:

@@ -15,9 +15,12 @@ from PIL import Image
 from rasterio.crs import CRS
 from torch import nn
 
+from ssl_siam.data.stats import BandStats
 from ssl_siam.errors import DataError
+from ssl_siam.finetuning import FinetuneTask
+from ssl_siam.inference import predict_pair
 from ssl_siam.outputs import DAMAGE_COLOURS, overlay_image, to_display_rgb, write_outputs
-from ssl_siam.predict import decode, output_stem, read_pair, sliding_window
+from ssl_siam.predict import RasterPair, decode, output_stem, read_pair, sliding_window, sliding_window_rows
 
 TRANSFORM = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 3500000.0)  # UTM 36N, 0.5 m pixels
 
@@ -80,6 +83,25 @@ def test_sliding_window_equals_whole_image(height: int, width: int, window: int,
     assert torch.isfinite(probs).all()  # every pixel covered by some window
     torch.testing.assert_close(probs, _whole(model, pre, post), rtol=0, atol=1e-5)
     assert set(model.sizes[:-1]) == {(window, window)}
+
+
+def test_rows_stream_the_same_probabilities():
+    model = PixelModel()
+    pre, post = _pair(300, 90, seed=3)
+    reads = []
+
+    def read(top: int, bottom: int) -> tuple[torch.Tensor, torch.Tensor]:
+        reads.append((top, bottom))
+        return pre[:, top:bottom], post[:, top:bottom]
+
+    blocks = list(sliding_window_rows(model, read, 300, 90, window=64, overlap=0.25, batch_size=2))
+    tops = [top for top, _ in blocks]
+    assert tops[0] == 0 and all(t + b.shape[1] == n for (t, b), n in zip(blocks, [*tops[1:], 300]))  # contiguous
+    assert all(bottom - top == 64 for top, bottom in reads)  # one row of windows read at a time
+    assert max(b.shape[1] for _, b in blocks) <= 64  # rows are handed over as soon as no window can add to them
+    whole = sliding_window(model, pre, post, window=64, overlap=0.25, batch_size=2)
+    torch.testing.assert_close(torch.cat([b for _, b in blocks], dim=1), whole, rtol=0, atol=0)
+    torch.testing.assert_close(whole, _whole(model, pre, post), rtol=0, atol=1e-5)
 
 
 def test_blending_down_weights_window_borders():
@@ -210,6 +232,35 @@ def test_geotiff_round_trip(tmp_path: Path):
         assert polygon.within(bounds)
         assert polygon.area == pytest.approx(feature["properties"]["area_px"] * 0.25)  # 0.5 m pixels
         assert polygon.bounds[0] == 500000.0 + col * 0.5 and polygon.bounds[3] == 3500000.0 - row * 0.5
+
+
+def test_predict_pair_reads_geotiffs_window_by_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    rng = np.random.default_rng(1)
+    pre = _write_tif(tmp_path / "s_pre_disaster.tif", rng.integers(0, 3000, (3, 200, 150), dtype=np.uint16))
+    post = _write_tif(tmp_path / "s_post_disaster.tif", rng.integers(0, 3000, (3, 200, 150), dtype=np.uint16))
+    stats = BandStats([0.0] * 3, [3000.0] * 3, [0.5] * 3, [0.3] * 3)
+    task = FinetuneTask(PixelModel(), nn.Identity(), stats, stats)
+    windows = []
+    read = RasterPair._read
+    monkeypatch.setattr(RasterPair, "_read", lambda self, which, rows: windows.append(rows) or read(self, which, rows))
+    paths = predict_pair(task, pre, post, tmp_path / "out", bands=None, post_bands=None, window=64, overlap=0.25,
+                         tta=False, batch_size=4, device=torch.device("cpu"))
+    assert windows and all(rows is not None and rows[1] - rows[0] == 64 for rows in windows)  # never whole
+    pre_img, post_img, _ = read_pair(pre, post)  # the whole-image computation, for comparison
+    pre_t, post_t = task.normalize(torch.from_numpy(pre_img)[None], torch.from_numpy(post_img)[None])
+    loc, damage, _ = decode(sliding_window(task.model, pre_t[0], post_t[0], window=64, overlap=0.25))
+    assert 0 < loc.mean() < 1
+    with rasterio.open(tmp_path / "out" / "s_damage.tif") as src:
+        assert src.crs == CRS.from_epsg(32636) and src.transform == TRANSFORM
+        np.testing.assert_array_equal(src.read(1), damage)
+    np.testing.assert_array_equal(np.asarray(Image.open(paths[0])), loc)
+
+
+def test_two_band_pair_is_shown_in_grey(tmp_path: Path):
+    data = np.random.default_rng(2).integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    with RasterPair(_write_tif(tmp_path / "a.tif", data), _write_tif(tmp_path / "b.tif", data)) as pair:
+        np.testing.assert_array_equal(pair.display_bands(), data[:1])
+        np.testing.assert_array_equal(pair.rows(10, 20)[1], data[:, 10:20])
 
 
 def test_read_pair_errors(tmp_path: Path):
