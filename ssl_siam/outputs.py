@@ -22,6 +22,7 @@ from ssl_siam.metrics import DAMAGE_NAMES
 DAMAGE_COLOURS = ((0, 200, 0), (255, 230, 0), (255, 130, 0), (230, 0, 0))
 _ALPHA = 0.45  # weight of the class colour over building pixels
 _STRETCH_PIXELS = 2**20  # pixels per band sampled for the display percentiles
+_CHUNK_ROWS = 1024  # rows per block of the float computations of the overlay
 
 
 def to_display_rgb(
@@ -38,12 +39,16 @@ def to_display_rgb(
     bands = img[list(rgb_bands)]
     if bands.dtype == np.uint8:
         return np.ascontiguousarray(bands.transpose(1, 2, 0))
-    bands = bands.astype(np.float32)
     step = max(1, math.isqrt(bands[0].size // _STRETCH_PIXELS))
-    low, high = np.nanpercentile(bands[:, ::step, ::step], percentiles, axis=(1, 2))  # [3] each
-    scaled = (bands - low[:, None, None]) / np.maximum(high - low, np.finfo(np.float32).tiny)[:, None, None]
-    rgb = np.nan_to_num(np.clip(scaled, 0.0, 1.0)) * 255
-    return np.ascontiguousarray(rgb.round().astype(np.uint8).transpose(1, 2, 0))
+    sample = bands[:, ::step, ::step].astype(np.float32)
+    low, high = np.nanpercentile(sample, percentiles, axis=(1, 2))[..., None, None]  # [3, 1, 1] each
+    scale = 255 / np.maximum(high - low, np.finfo(np.float32).tiny)
+    rgb = np.empty((*bands.shape[1:], 3), np.uint8)
+    for top in range(0, bands.shape[1], _CHUNK_ROWS):  # row blocks: float temporaries stay small on a scene
+        rows = slice(top, top + _CHUNK_ROWS)
+        scaled = np.nan_to_num(np.clip((bands[:, rows].astype(np.float32) - low) * scale, 0.0, 255.0))
+        rgb[rows] = scaled.round().astype(np.uint8).transpose(1, 2, 0)
+    return rgb
 
 
 def overlay_image(pre_rgb: np.ndarray, damage: np.ndarray) -> np.ndarray:
@@ -53,8 +58,11 @@ def overlay_image(pre_rgb: np.ndarray, damage: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected pre_rgb uint8 {(*damage.shape, 3)}, got {pre_rgb.dtype} {pre_rgb.shape}")
     _check_classes(damage, "damage", 4)
     palette = np.array([(0, 0, 0), *DAMAGE_COLOURS], dtype=np.float32)  # [5, 3]
-    alpha = np.where(damage > 0, _ALPHA, 0.0)[..., None].astype(np.float32)
-    out = ((1 - alpha) * pre_rgb + alpha * palette[damage]).round().astype(np.uint8)
+    out = np.empty_like(pre_rgb)
+    for top in range(0, damage.shape[0], _CHUNK_ROWS):  # row blocks: float temporaries stay small on a scene
+        rows = slice(top, top + _CHUNK_ROWS)
+        alpha = np.where(damage[rows] > 0, _ALPHA, 0.0)[..., None].astype(np.float32)
+        out[rows] = ((1 - alpha) * pre_rgb[rows] + alpha * palette[damage[rows]]).round().astype(np.uint8)
     for cls, colour in enumerate(DAMAGE_COLOURS, start=1):
         region = np.ascontiguousarray(damage == cls, dtype=np.uint8)
         contours, _ = cv2.findContours(region, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)

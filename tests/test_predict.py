@@ -15,6 +15,7 @@ from PIL import Image
 from rasterio.crs import CRS
 from torch import nn
 
+from ssl_siam import outputs
 from ssl_siam.data.stats import BandStats
 from ssl_siam.errors import DataError
 from ssl_siam.finetuning import FinetuneTask
@@ -299,6 +300,16 @@ def test_overlay_changes_buildings_only():
     for cls, colour in enumerate(DAMAGE_COLOURS, start=1):
         outline = np.argwhere(damage == cls)[0]  # top-left pixel of the building is on its outline
         assert tuple(overlay[tuple(outline)]) == colour
+
+
+def test_display_and_overlay_by_row_blocks_equal_whole(monkeypatch: pytest.MonkeyPatch):
+    rng = np.random.default_rng(4)
+    img16, damage = rng.integers(0, 4000, (3, 50, 40), dtype=np.uint16), rng.integers(0, 5, (50, 40), dtype=np.uint8)
+    whole_rgb = to_display_rgb(img16)
+    whole_overlay = overlay_image(whole_rgb, damage)
+    monkeypatch.setattr(outputs, "_CHUNK_ROWS", 7)
+    np.testing.assert_array_equal(to_display_rgb(img16), whole_rgb)
+    np.testing.assert_array_equal(overlay_image(whole_rgb, damage), whole_overlay)
 
 
 def test_display_rgb_and_stem():
