@@ -85,7 +85,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ssl_siam.engine import resolve_device
+    from ssl_siam.engine import autocast_dtype, resolve_device
     from ssl_siam.finetuning import load_finetuned
     from ssl_siam.inference import predict_pair, predict_split
 
@@ -94,7 +94,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     task, cfg = load_finetuned(args.ckpt, device)
     kwargs = dict(bands=cfg.data.bands, post_bands=cfg.data.post_bands, window=args.window, overlap=args.overlap,
-                  tta=args.tta, batch_size=args.batch_size, device=device)
+                  tta=args.tta, batch_size=args.batch_size, device=device, amp_dtype=autocast_dtype(device, cfg.train))
     out = Path(args.out)
     if args.data:
         written = predict_split(task, Path(args.data), out, **kwargs)

@@ -248,7 +248,8 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
 
 
 def load_finetuned(ckpt_path: str | Path, device: torch.device) -> tuple[FinetuneTask, FinetuneConfig]:
-    """Rebuild the finetuned model (eval mode) and its normalization from a checkpoint file alone."""
+    """Rebuild the finetuned model (eval mode) and its normalization from a checkpoint file alone; on CUDA in the
+    run's ``train.channels_last`` memory format."""
     ckpt = load_checkpoint(ckpt_path)
     if "pre_stats" not in ckpt.get("extra", {}):
         raise ConfigError(f"{ckpt_path} is not a finetuning checkpoint (no damage model in it)")
@@ -257,5 +258,7 @@ def load_finetuned(ckpt_path: str | Path, device: torch.device) -> tuple[Finetun
     model = build_model(cfg, extra["in_chans"], extra["post_in_chans"], with_weights=False)
     state = {k.removeprefix("model."): v for k, v in ckpt["model"].items() if k.startswith("model.")}
     model.load_state_dict(state)
-    task = FinetuneTask(model, nn.Identity(), BandStats(**extra["pre_stats"]), BandStats(**extra["post_stats"]))
-    return task.to(device).eval(), cfg
+    fmt = memory_format(device, cfg.train)
+    task = FinetuneTask(model, nn.Identity(), BandStats(**extra["pre_stats"]), BandStats(**extra["post_stats"]),
+                        memory_format=fmt)
+    return task.to(device, memory_format=fmt).eval(), cfg

@@ -15,11 +15,12 @@ from ssl_siam.predict import RasterPair, decode, output_stem, sliding_window_row
 
 def predict_pair(task: FinetuneTask, pre_path: Path, post_path: Path, out_dir: Path, *, bands: list[int] | None,
                  post_bands: list[int] | None, window: int, overlap: float, tta: bool, batch_size: int,
-                 device: torch.device) -> list[Path]:
+                 device: torch.device, amp_dtype: torch.dtype | None = None) -> list[Path]:
     """Predict one pair and write the xView2 PNGs, the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON.
 
-    The pair is read, normalised, predicted and decoded one row of windows at a time (windowed reads of
-    GeoTIFFs), so only the uint8 / float32 output maps are held whole, never the scene's probabilities."""
+    The pair is read, normalised, predicted (under autocast with ``amp_dtype`` when given) and decoded one row of
+    windows at a time (windowed reads of GeoTIFFs), so only the uint8 / float32 output maps are held whole, never
+    the scene's probabilities."""
     with RasterPair(pre_path, post_path, bands, post_bands) as pair:
         loc = np.empty((pair.height, pair.width), np.uint8)
         damage, confidence = np.empty_like(loc), np.empty(loc.shape, np.float32)
@@ -31,7 +32,7 @@ def predict_pair(task: FinetuneTask, pre_path: Path, post_path: Path, out_dir: P
 
         for top, probs in sliding_window_rows(task.model, read, pair.height, pair.width, window=window,
                                               overlap=overlap, batch_size=batch_size, tta=tta, device=device,
-                                              out_device=device):
+                                              amp_dtype=amp_dtype, out_device=device):
             rows = slice(top, top + probs.shape[1])
             loc[rows], damage[rows], confidence[rows] = decode(probs)
         display, profile = to_display_rgb(pair.display_bands()), pair.profile

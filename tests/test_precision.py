@@ -15,8 +15,9 @@ import pytest
 import torch
 from conftest import tiny_overrides
 from lightly.loss import DINOLoss
+from PIL import Image
 
-from ssl_siam import engine
+from ssl_siam import engine, predict
 from ssl_siam.cli import main
 from ssl_siam.config import load_config, to_dict
 from ssl_siam.engine import Trainer, autocast_dtype, memory_format
@@ -111,12 +112,26 @@ def finetune_losses(split: Path, run: Path, precision: str) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-def test_finetune_and_validation_under_bf16(cpu_accelerated: None, xbd_split: Path, tmp_path: Path) -> None:
+def test_finetune_validation_and_predict_under_bf16(cpu_accelerated: None, xbd_split: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     bf16 = finetune_losses(xbd_split, tmp_path / "bf16", "bf16")
     fp32 = finetune_losses(xbd_split, tmp_path / "fp32", "fp32")
     assert bf16["history"][0]["loss"] == pytest.approx(fp32["history"][0]["loss"], rel=0.02)
     assert all(np.isfinite(h["loss"]) for h in bf16["history"])
     assert bf16["val"]["images"] == 2 and 0 <= bf16["val"]["score"] <= 1  # validation ran under autocast too
+
+    dtypes = []
+    window_probs = predict._window_probs
+    monkeypatch.setattr(predict, "_window_probs", lambda *a: dtypes.append(a[-1]) or window_probs(*a))
+    maps = {}
+    for name, accelerated in (("bf16", ("cuda", "cpu")), ("fp32", ("cuda",))):  # the bf16 run's checkpoint
+        monkeypatch.setattr(engine, "ACCELERATED", accelerated)
+        out = tmp_path / f"predict_{name}"
+        assert main(["predict", "--ckpt", str(tmp_path / "bf16" / "checkpoints" / "last.pt"), "--data",
+                     str(xbd_split), "--out", str(out), "--device", "cpu", "--window", "64"]) == 0
+        maps[name] = np.stack([np.asarray(Image.open(f)) for f in sorted(out.glob("*_damage_prediction.png"))])
+    assert set(dtypes) == {torch.bfloat16, None}
+    assert maps["bf16"].shape == maps["fp32"].shape and (maps["bf16"] == maps["fp32"]).mean() > 0.98
 
 
 def test_metric_learning_under_bf16(cpu_accelerated: None, tmp_path: Path) -> None:
