@@ -5,6 +5,7 @@ All measurements drive the same model, objective and optimizer (one :class:`Trai
 
 * ``ceiling``: synthetic batches already on the device, shaped as the objective expects them;
 * ``ours``: the DataLoader ``ssl-siam pretrain`` builds (tiles read in workers, views made on the device);
+* ``loader``: that DataLoader alone, no model: above ``ceiling``, data loading is not the bottleneck;
 * ``lightly``: lightly's PIL transforms (SimSiam / BYOL / DINO) run per image in the DataLoader workers.
 """
 
@@ -69,6 +70,18 @@ def lightly_transform(objective: str, global_size: int, local_size: int, cfg: Pr
     return SimSiamTransform(input_size=global_size)
 
 
+def loader_rate(loader: torch.utils.data.DataLoader, batch: int, steps: int, warmup: int) -> float:
+    """Samples/s of the DataLoader alone (workers read, crop and collate; nothing consumes the batches): the most
+    the data side can feed, to hold against ``ceiling``."""
+    batches = iter(loader)
+    for _ in range(warmup):
+        next(batches)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(batches)
+    return steps * batch / (time.perf_counter() - start)
+
+
 def measure(trainer: Trainer, batches: Iterator[Any], steps: int, warmup: int) -> float:
     """Samples/s over ``steps`` optimizer steps after ``warmup`` untimed ones, timed between device syncs."""
 
@@ -106,6 +119,7 @@ def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, b
     rates: dict[str, float | None] = {
         "ceiling": measure(trainer, itertools.repeat((torch.arange(batch, device=device), views)), steps, warmup),
         "ours": measure(trainer, iter(loader), steps, warmup),
+        "loader": loader_rate(loader, batch, steps, warmup),
     }
     del views
     transform = lightly_transform(objective, specs[0].size, specs[-1].size, cfg)
@@ -140,7 +154,8 @@ def _finetune(split: Path, run_dir: Path, device: torch.device, backbone: str, c
         "mask": torch.randint(0, cfg.model.num_classes, (batch, crop, crop), device=device),
     }
     return {"ceiling": measure(trainer, itertools.repeat(synthetic), steps, warmup),
-            "ours": measure(trainer, iter(loader), steps, warmup), "lightly": None,
+            "ours": measure(trainer, iter(loader), steps, warmup), "loader": loader_rate(loader, batch, steps, warmup),
+            "lightly": None,
             "aug_ours_per_core": None, "aug_lightly_per_core": None}
 
 
@@ -186,6 +201,7 @@ def run_bench(objective: str = "simsiam", *, backbone: str | None = None, image_
     return {"device": name, "objective": objective, "backbone": backbone, "image_size": size, "batch_size": batch,
             "workers": workers, "samples_per_s": rates,
             "ratios": {"ours_vs_ceiling": ratio(rates["ours"], rates["ceiling"]),
+                       "loader_vs_ceiling": ratio(rates["loader"], rates["ceiling"]),
                        "ours_vs_lightly": ratio(rates["ours"], rates["lightly"]),
                        "aug_ours_vs_lightly": ratio(rates["aug_ours_per_core"], rates["aug_lightly_per_core"])}}
 
@@ -200,6 +216,7 @@ def format_bench(result: dict) -> str:
     rows = [
         ("ceiling (model only, data on device)", rates["ceiling"], ""),
         ("ours (end to end)", rates["ours"], times("ours_vs_ceiling", "{:.2f}× ceiling")),
+        ("ours, data loading alone", rates["loader"], times("loader_vs_ceiling", "{:.2f}× ceiling")),
         ("lightly (end to end)", rates["lightly"], times("ours_vs_lightly", "ours {:.2f}×")),
         ("augmentation per core, ours", rates["aug_ours_per_core"], ""),
         ("augmentation per core, lightly", rates["aug_lightly_per_core"], times("aug_ours_vs_lightly", "ours {:.2f}×")),

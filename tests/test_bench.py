@@ -11,8 +11,9 @@ import torch
 from ssl_siam.bench import format_bench, run_bench
 from ssl_siam.errors import ConfigError
 
-RATES = {"ceiling", "ours", "lightly", "aug_ours_per_core", "aug_lightly_per_core"}
-RATIOS = {"ours_vs_ceiling": ("ours", "ceiling"), "ours_vs_lightly": ("ours", "lightly"),
+RATES = {"ceiling", "ours", "loader", "lightly", "aug_ours_per_core", "aug_lightly_per_core"}
+RATIOS = {"ours_vs_ceiling": ("ours", "ceiling"), "loader_vs_ceiling": ("loader", "ceiling"),
+          "ours_vs_lightly": ("ours", "lightly"),
           "aug_ours_vs_lightly": ("aug_ours_per_core", "aug_lightly_per_core")}
 
 
