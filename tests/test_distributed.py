@@ -31,14 +31,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
 def run(cmd: list[str]) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_two_processes_equal_one(tmp_path: Path, tile_dir: Path, accumulate: int) -> None:
+def run_two(launcher: str, script: list[str]) -> None:
+    """``script`` as 2 processes: torchrun on one node, torchrun on 2 "nodes" (one process each, static
+    rendezvous: every process has LOCAL_RANK 0), or as srun starts tasks (SLURM_* variables, no torchrun)."""
+    port = free_port()
+    if launcher == "torchrun":
+        run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", *script])
+        return
+    procs = []
+    for rank in range(2):
+        if launcher == "two-nodes":
+            cmd, env = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}",
+                        "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}", *script], ENV
+        else:  # srun on 2 nodes × 1 task
+            cmd = [sys.executable, *script]
+            env = {**ENV, "SLURM_PROCID": str(rank), "SLURM_LOCALID": "0", "SLURM_NTASKS": "2",
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                      cwd=ROOT))
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+
+
+@pytest.mark.parametrize(("launcher", "accumulate"), [("torchrun", 1), ("torchrun", 2), ("two-nodes", 1),
+                                                      ("srun", 1)])
+def test_two_processes_equal_one(tmp_path: Path, tile_dir: Path, launcher: str, accumulate: int) -> None:
     """Global micro-batch 8 / accumulate (one process) vs half of it on each of 2 processes; with accumulation
     the DDP all-reduce is skipped (no_sync) on all but the last micro-batch."""
     def overrides(name: str, batch: int) -> list[str]:
@@ -46,8 +72,7 @@ def test_two_processes_equal_one(tmp_path: Path, tile_dir: Path, accumulate: int
                 f"train.batch_size={batch}", f"train.accumulate={accumulate}"]
 
     run([sys.executable, "pretrain/pretrain.py", *overrides("one", 8 // accumulate)])
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-         "pretrain/pretrain.py", *overrides("two", 4 // accumulate)])
+    run_two(launcher, ["pretrain/pretrain.py", *overrides("two", 4 // accumulate)])
 
     one, two = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt") for n in ("one", "two"))
     assert one["step"] == two["step"] == 3
