@@ -22,6 +22,7 @@ NUM_CLASSES = 5  # background + the four xBD damage classes
 _FLIPS = ((), (-1,), (-2,), (-2, -1))  # identity, hflip, vflip, both, as dims of [B, C, H, W]
 _MAX_SHIFT_PX = 0.01  # pre / post footprints further apart than this many pixels are a mismatch
 
+_SEQUENTIAL_DRIVERS = ("PNG", "JPEG", "GIF", "BMP")  # GDAL drivers without random access: decoded whole once
 Profile = dict[str, Any]  # {"crs": rasterio CRS, "transform": affine.Affine}
 
 
@@ -189,8 +190,8 @@ class RasterPair:
     are georeferenced with different CRSs or footprints (transforms more than 0.01 px apart at any corner).
     ``bands``: 1-based band indices (default all), read from both images unless ``post_bands`` selects the post
     image's own. ``profile`` is the pre image's {"crs", "transform"} when georeferenced (None for PNG / JPEG).
-    GeoTIFFs are read window by window; PNG and JPEG (sequential formats, where each window would decode the
-    file again from its start) are decoded once, whole.
+    GeoTIFFs (and other random-access rasters, e.g. VRT mosaics) are read window by window; PNG and JPEG
+    (sequential formats, where each window would decode the file again from its start) are decoded once, whole.
     """
 
     def __init__(self, pre_path: str | Path, post_path: str | Path, bands: Sequence[int] | None = None,
@@ -203,7 +204,7 @@ class RasterPair:
                 self._sources.append(open_raster(path))
                 self._indexes.append(self._band_indexes(path, self._sources[-1], selection))
             self._check_pair()
-            self._whole = [None if src.driver == "GTiff" else self._read(i, None)
+            self._whole = [self._read(i, None) if src.driver in _SEQUENTIAL_DRIVERS else None
                            for i, src in enumerate(self._sources)]
         except BaseException:
             self.close()
