@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import tiny_overrides
 from lightly.loss import DINOLoss
+from lightly.models.modules import DINOProjectionHead
 from PIL import Image
 
 from ssl_siam import engine, predict
@@ -24,6 +25,7 @@ from ssl_siam.engine import Trainer, autocast_dtype, memory_format
 from ssl_siam.pretraining import build_pipeline
 from ssl_siam.schema import PretrainConfig, TrainConfig
 from ssl_siam.ssl.base import fp32_loss
+from ssl_siam.ssl.dino import multicrop_forward
 from ssl_siam.synthetic import make_xbd_split
 
 CPU = torch.device("cpu")
@@ -57,6 +59,18 @@ def test_fp32_loss_is_immune_to_autocast() -> None:
     assert rounded.dtype is torch.bfloat16 and abs(rounded.item() - exact.item()) > 1e-3
     assert ours.dtype is torch.float32 and ours.item() == pytest.approx(exact.item(), abs=1e-6)
     assert bf16_inputs.dtype is torch.float32
+
+
+def test_dino_last_layer_runs_in_float32_under_autocast() -> None:
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32))
+    head = DINOProjectionHead(32, 64, 16, 256)
+    views = [torch.randn(4, 3, 8, 8) for _ in range(3)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs, bottleneck = multicrop_forward(backbone, head, views)
+        assert head.last_layer(bottleneck).dtype is torch.bfloat16  # what the head alone would give
+    assert all(o.dtype is torch.float32 for o in outputs) and bottleneck.dtype is torch.bfloat16
+    torch.testing.assert_close(outputs[0], head.last_layer(bottleneck.float()), rtol=0, atol=0)
 
 
 def first_step(objective: str, tile_dir: Path, run_dir: Path, precision: str) -> tuple[float, dict[str, object]]:

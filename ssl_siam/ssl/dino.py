@@ -22,12 +22,16 @@ def multicrop_forward(backbone: nn.Module, head: DINOProjectionHead,
                       views: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Run same-resolution views through the backbone together (as DINO's MultiCropWrapper), the head once.
 
-    Returns one ``[B, out_dim]`` tensor per view, in order, and the first view's L2-normalised bottleneck
-    embedding ``[B, bottleneck_dim]`` (the input of the weight-normed last layer) for the collapse monitor.
+    Returns one ``[B, out_dim]`` float32 tensor per view, in order, and the first view's L2-normalised bottleneck
+    embedding ``[B, bottleneck_dim]`` (the input of the weight-normed last layer) for the collapse monitor. The
+    last layer runs in float32 even under autocast: its outputs are divided by temperatures down to 0.04, where a
+    bf16 rounding (2⁻⁸ relative) would shift the teacher's softmax by ~10 %.
     """
     feats = [backbone(torch.cat(list(group))) for _, group in itertools.groupby(views, key=lambda v: v.shape[-1])]
     bottleneck = F.normalize(head.layers(torch.cat(feats)), dim=-1)  # DINOProjectionHead.forward, unrolled
-    return list(head.last_layer(bottleneck).chunk(len(views))), bottleneck[: len(views[0])]
+    with torch.autocast(bottleneck.device.type, enabled=False):
+        logits = head.last_layer(bottleneck.float())
+    return list(logits.chunk(len(views))), bottleneck[: len(views[0])]
 
 
 class DINO(Objective):
