@@ -152,6 +152,7 @@ def _finetune(split: Path, run_dir: Path, device: torch.device, backbone: str, c
         "pre": torch.randint(0, 256, (batch, *item["pre"].shape), device=device).to(item["pre"].dtype),
         "post": torch.randint(0, 256, (batch, *item["post"].shape), device=device).to(item["post"].dtype),
         "mask": torch.randint(0, cfg.model.num_classes, (batch, crop, crop), device=device),
+        "index": torch.arange(batch, device=device),
     }
     return {"ceiling": measure(trainer, itertools.repeat(synthetic), steps, warmup),
             "ours": measure(trainer, iter(loader), steps, warmup), "loader": loader_rate(loader, batch, steps, warmup),

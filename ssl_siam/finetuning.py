@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from ssl_siam.change import SiameseDamageNet, build_damage_net
 from ssl_siam.checkpoint import load_checkpoint
 from ssl_siam.config import from_dict, to_dict
+from ssl_siam.data.photometric import photometric_jitter
 from ssl_siam.data.sampling import ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
@@ -32,6 +33,7 @@ from ssl_siam.models.encoders import read_encoder_meta
 from ssl_siam.predict import decode, sliding_window
 from ssl_siam.rundir import prepare_shared_run_dir
 from ssl_siam.schema import FinetuneConfig
+from ssl_siam.ssl.views import seeded_generator
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +43,35 @@ class FinetuneTask(nn.Module):
 
     def __init__(self, model: SiameseDamageNet, criterion: nn.Module, pre_stats: BandStats, post_stats: BandStats,
                  freeze_encoder_epochs: float = 0.0, encoder_lr_scale: float = 1.0,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                 memory_format: torch.memory_format = torch.contiguous_format, jitter_seed: int | None = None) -> None:
         super().__init__()
         self.model, self.criterion = model, criterion
         self.pre_stats, self.post_stats = pre_stats, post_stats
         self.freeze_epochs, self.encoder_lr_scale = freeze_encoder_epochs, encoder_lr_scale
-        self.memory_format, self.freeze_steps = memory_format, 0
+        self.memory_format, self.freeze_steps, self.jitter_seed = memory_format, 0, jitter_seed
 
     def configure(self, total_steps: int, steps_per_epoch: int) -> None:
         self.freeze_steps = round(self.freeze_epochs * steps_per_epoch)
 
-    def normalize(self, pre: torch.Tensor, post: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw ``[B, C, H, W]`` pair → standardised float pair in the training memory format."""
-        pre = self.pre_stats.standardize(self.pre_stats.to_unit(pre))
-        post = self.post_stats.standardize(self.post_stats.to_unit(post))
-        return pre.contiguous(memory_format=self.memory_format), post.contiguous(memory_format=self.memory_format)
+    def normalize(self, pre: torch.Tensor, post: torch.Tensor,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw ``[B, C, H, W]`` pair → standardised float pair in the training memory format. With ``generator``,
+        photometric jitter (drawn independently for pre and post) runs between unit scaling and standardisation;
+        pixels that are 0 in every raw band (padding, nodata) keep their value."""
+        out = []
+        for raw, stats in ((pre, self.pre_stats), (post, self.post_stats)):
+            raw = raw.to(torch.float32)
+            unit = stats.to_unit(raw)
+            if generator is not None:
+                unit = photometric_jitter(unit, generator, keep=(raw == 0).all(dim=1))
+            out.append(stats.standardize(unit).contiguous(memory_format=self.memory_format))
+        return out[0], out[1]
 
     def training_step(self, batch: dict[str, Any], step: int, micro: int) -> dict[str, torch.Tensor]:
-        pre, post = self.normalize(batch["pre"], batch["post"])
+        generator = None  # seeded by the batch's first sample index: a resumed run jitters exactly the same
+        if self.jitter_seed is not None:
+            generator = seeded_generator(batch["pre"].device, self.jitter_seed, int(batch["index"][0]))
+        pre, post = self.normalize(batch["pre"], batch["post"], generator)
         total, parts = self.criterion(self.model(pre, post), batch["mask"])
         return {"loss": total, **{k: v for k, v in parts.items() if k != "total"}}
 
@@ -205,11 +218,13 @@ def build_pipeline(cfg: FinetuneConfig, records: list[PairRecord], run_dir: Path
     d = cfg.data
     dataset = XBDPairDataset(records, d.crop_size, train=True, bands=d.bands, post_bands=d.post_bands,
                              building_bias=d.building_bias, misregistration_px=d.misregistration_px,
+                             photometric=not d.photometric_on_device,
                              ignore_index=d.ignore_index, seed=cfg.train.seed)
     pre_stats, post_stats = resolve_pair_stats(cfg, records, run_dir)
     model = build_model(cfg, dataset.num_bands_pre, dataset.num_bands_post)
     task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
-                        cfg.train.encoder_lr_scale, memory_format(device, cfg.train))
+                        cfg.train.encoder_lr_scale, memory_format(device, cfg.train),
+                        jitter_seed=cfg.train.seed if d.photometric_on_device else None)
     per_epoch = d.samples_per_epoch or max(len(dataset), cfg.train.batch_size)
     sampler = ResumableSampler(per_epoch, cfg.train.batch_size, seed=cfg.train.seed, rank=world.rank,
                                num_replicas=world.size)

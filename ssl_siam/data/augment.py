@@ -169,7 +169,7 @@ def _draw(rand: Rand, spec: ViewSpec, shape: torch.Size, rgb: torch.Tensor | Non
     return _Draw(lin, boxes[:, :2], scale, shift, mix, sigma, solarize)
 
 
-def _gaussian_blur(view: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
+def gaussian_blur(view: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
     """Separable Gaussian blur, one sigma (pixels) per sample, reflect padding: [N, C, H, W] → same.
 
     One grouped convolution per axis; kernels are truncated at ``radius`` (and where below 1e-6 of the
@@ -209,7 +209,7 @@ def _render(x: torch.Tensor, d: _Draw, spec: ViewSpec, radius: int) -> torch.Ten
     if d.sigma is not None and radius > 0:
         idx = d.sigma.nonzero().squeeze(1)
         if idx.numel():
-            view[idx] = _gaussian_blur(view[idx], d.sigma[idx], radius).clamp_(0.0, 1.0)
+            view[idx] = gaussian_blur(view[idx], d.sigma[idx], radius).clamp_(0.0, 1.0)
     if d.solarize is not None:
         flip = d.solarize[:, None, None, None] & (view >= spec.solarize_threshold)
         view = torch.where(flip, 1 - view, view)

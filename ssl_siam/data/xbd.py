@@ -220,6 +220,7 @@ class XBDPairDataset(torch.utils.data.Dataset):
         building_bias: float = 0.8,
         misregistration_px: int = 0,
         augment: bool = True,
+        photometric: bool = True,
         seed: int = 0,
         ignore_index: int = 255,
     ) -> None:
@@ -239,7 +240,7 @@ class XBDPairDataset(torch.utils.data.Dataset):
         with open_raster(first.pre_image) as pre, open_raster(first.post_image) as post:
             self.num_bands_pre = len(_indexes(first.pre_image, pre.count, self._bands_pre))
             self.num_bands_post = len(_indexes(first.post_image, post.count, self._bands_post))
-        self.augment = PairAugment(misregistration_px, geometric=augment, photometric=augment,
+        self.augment = PairAugment(misregistration_px, geometric=augment, photometric=augment and photometric,
                                    ignore_index=ignore_index) if train else None
 
     def __len__(self) -> int:
