@@ -15,9 +15,11 @@ import torch
 from conftest import ROOT
 from rasterio.transform import from_origin
 
+from ssl_siam.checkpoint import load_checkpoint
 from ssl_siam.config import load_config
 from ssl_siam.data.stats import BandStats
-from ssl_siam.finetuning import FinetuneTask, build_criterion, build_model, load_finetuned
+from ssl_siam.engine import Trainer
+from ssl_siam.finetuning import FinetuneTask, build_criterion, build_model, load_finetuned, run_finetune
 from ssl_siam.models.encoders import create_encoder, export_encoder
 from ssl_siam.schema import FinetuneConfig
 from ssl_siam.synthetic import make_xbd_split
@@ -125,3 +127,30 @@ def test_finetune_cli_contract_then_predict(xbd_split: Path, tmp_path: Path) -> 
 
     task, cfg = load_finetuned(run_dir / "checkpoints" / "last.pt", torch.device("cpu"))
     assert cfg.model.backbone == "resnet18" and not task.training
+
+
+def test_resume_equals_uninterrupted(xbd_split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crops, worker geometry and the device-side photometric jitter are functions of the sample index, so a run
+    cut after its step-3 checkpoint and resumed ends with the uninterrupted run's weights, bit for bit."""
+    def finetune(name: str) -> Path:
+        cfg = load_config(FinetuneConfig, None, [*tiny(xbd_split, tmp_path / name, steps=6), "train.val_every=100",
+                                                 "train.checkpoint_every=3", "data.misregistration_px=2"])
+        return run_finetune(cfg)
+
+    full = finetune("full")
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self: Trainer, name: str = "last.pt") -> None:
+        original(self, name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        finetune("cut")
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    resumed = finetune("cut")
+    a, b = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (full, resumed))
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
