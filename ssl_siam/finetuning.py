@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from ssl_siam.change import SiameseDamageNet, build_damage_net
 from ssl_siam.checkpoint import load_checkpoint
 from ssl_siam.config import from_dict, to_dict
-from ssl_siam.data.photometric import photometric_jitter
+from ssl_siam.data.photometric import jitter_raw
 from ssl_siam.data.sampling import ResumableSampler, make_loader
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
@@ -56,15 +56,14 @@ class FinetuneTask(nn.Module):
     def normalize(self, pre: torch.Tensor, post: torch.Tensor,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw ``[B, C, H, W]`` pair → standardised float pair in the training memory format. With ``generator``,
-        photometric jitter (drawn independently for pre and post) runs between unit scaling and standardisation;
-        pixels that are 0 in every raw band (padding, nodata) keep their value."""
+        the raw values are first photometrically jittered (:func:`jitter_raw`, drawn independently for pre and post;
+        pixels that are 0 in every band stay 0)."""
         out = []
         for raw, stats in ((pre, self.pre_stats), (post, self.post_stats)):
-            raw = raw.to(torch.float32)
-            unit = stats.to_unit(raw)
+            values = raw.to(torch.float32)
             if generator is not None:
-                unit = photometric_jitter(unit, generator, keep=(raw == 0).all(dim=1))
-            out.append(stats.standardize(unit).contiguous(memory_format=self.memory_format))
+                values = jitter_raw(values, raw.dtype, generator)
+            out.append(stats.standardize(stats.to_unit(values)).contiguous(memory_format=self.memory_format))
         return out[0], out[1]
 
     def training_step(self, batch: dict[str, Any], step: int, micro: int) -> dict[str, torch.Tensor]:

@@ -174,7 +174,7 @@ class XBDDataConfig(LoaderConfig):
     samples_per_epoch: int | None = None  # random crops per epoch; None = one per training pair (≥ one batch)
     building_bias: float = 0.8  # probability that a training crop is centred on a building pixel
     misregistration_px: int = 0  # max independent shift of the post image (augmentation)
-    photometric_on_device: bool = True  # jitter on the training device; false: albumentations in the workers
+    photometric_on_device: bool = False  # true: jitter on the training device instead of in the workers (see README)
     bands: list[int] | None = None  # 1-based bands of the pre image (and post, unless post_bands)
     post_bands: list[int] | None = None
     ignore_index: int = 255  # `un-classified` buildings in training masks

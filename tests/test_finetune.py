@@ -134,7 +134,8 @@ def test_resume_equals_uninterrupted(xbd_split: Path, tmp_path: Path, monkeypatc
     cut after its step-3 checkpoint and resumed ends with the uninterrupted run's weights, bit for bit."""
     def finetune(name: str) -> Path:
         cfg = load_config(FinetuneConfig, None, [*tiny(xbd_split, tmp_path / name, steps=6), "train.val_every=100",
-                                                 "train.checkpoint_every=3", "data.misregistration_px=2"])
+                                                 "train.checkpoint_every=3", "data.misregistration_px=2",
+                                                 "data.photometric_on_device=true"])
         return run_finetune(cfg)
 
     full = finetune("full")

@@ -1,7 +1,7 @@
 """Batched photometric jitter of damage-finetuning images on the training device, any band count.
 
 The device-side counterpart of the per-image albumentations jitter of :class:`~ssl_siam.data.pair_augment.PairAugment`
-(same operations, probabilities and ranges), applied to unit-scaled ``[B, C, H, W]`` batches: workers then only read,
+(same operations, probabilities, ranges and scaling), applied to raw ``[B, C, H, W]`` batches: workers then only read,
 crop and flip, as in pretraining. Every sample draws its own parameters from a seeded generator.
 """
 
@@ -67,3 +67,15 @@ def photometric_jitter(x: torch.Tensor, generator: torch.Generator, spec: Jitter
         if keep is not None:
             out = torch.where(keep[:, None], x.float(), out)
     return out.to(x.dtype)
+
+
+def jitter_raw(raw: torch.Tensor, dtype: torch.dtype, generator: torch.Generator,
+               spec: Jitter = Jitter()) -> torch.Tensor:
+    """:func:`photometric_jitter` of raw float32 values ``[B, C, H, W]`` (read as ``dtype``) in albumentations' float
+    convention, as the worker path applies it: divided by 255 for uint8, else by each image's maximum (at least 1 for
+    integers), jittered in [0, 1], multiplied back. Pixels that are 0 in every band stay 0."""
+    if dtype == torch.uint8:
+        scale = raw.new_full((raw.shape[0], 1, 1, 1), 255.0)
+    else:
+        scale = raw.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12 if dtype.is_floating_point else 1.0)
+    return photometric_jitter(raw / scale, generator, spec, keep=(raw == 0).all(dim=1)) * scale
