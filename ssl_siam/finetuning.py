@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 
 class FinetuneTask(nn.Module):
-    """Batches ``{"pre", "post": raw [B, C, H, W], "mask": [B, H, W]}`` → normalised pair → model → loss."""
+    """Batches ``{"pre", "post": raw [B, C, H, W], "mask": [B, H, W], "index"}`` → normalised pair → model → loss;
+    with ``jitter_seed`` the training pairs are photometrically jittered on the device first."""
 
     def __init__(self, model: SiameseDamageNet, criterion: nn.Module, pre_stats: BandStats, post_stats: BandStats,
                  freeze_encoder_epochs: float = 0.0, encoder_lr_scale: float = 1.0,
