@@ -166,7 +166,7 @@ def render_report(out: Path, paths: dict[str, Path], pre: dict[str, Any], probe_
         score_row("SSL (SimSiam)", ssl), score_row("random init", random), "",
         f"Score = 0.3·localization F1 + 0.7·damage F1 (harmonic mean over the 4 classes). "
         f"Difference SSL − random: {ssl['score'].score - random['score'].score:+.3f} (one seed each: at this scale "
-        "changing `train.seed` alone moves a score by about 0.1, see README).", "",
+        "changing `train.seed` alone moves a score by up to ~0.2, see README).", "",
         f"![validation curves, SSL]({rel(ssl['run_dir'])}/val_curves.png)", "",
         "### Predictions on held-out pairs (SSL model; green no-damage, yellow minor, orange major, red destroyed)",
         "", *[f"![{p.stem}]({rel(p)})" for p in overlays], "",
