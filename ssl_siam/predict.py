@@ -14,7 +14,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from torch import nn
 
-from ssl_siam.data.tiles import open_raster
+from ssl_siam.data.tiles import SEQUENTIAL_DRIVERS, open_raster
 from ssl_siam.errors import DataError
 
 REDUCTION = 32  # encoder output stride: a shrunk window is a multiple of it
@@ -22,7 +22,6 @@ NUM_CLASSES = 5  # background + the four xBD damage classes
 _FLIPS = ((), (-1,), (-2,), (-2, -1))  # identity, hflip, vflip, both, as dims of [B, C, H, W]
 _MAX_SHIFT_PX = 0.01  # pre / post footprints further apart than this many pixels are a mismatch
 
-_SEQUENTIAL_DRIVERS = ("PNG", "JPEG", "GIF", "BMP")  # GDAL drivers without random access: decoded whole once
 Profile = dict[str, Any]  # {"crs": rasterio CRS, "transform": affine.Affine}
 
 
@@ -204,7 +203,7 @@ class RasterPair:
                 self._sources.append(open_raster(path))
                 self._indexes.append(self._band_indexes(path, self._sources[-1], selection))
             self._check_pair()
-            self._whole = [self._read(i, None) if src.driver in _SEQUENTIAL_DRIVERS else None
+            self._whole = [self._read(i, None) if src.driver in SEQUENTIAL_DRIVERS else None
                            for i, src in enumerate(self._sources)]
         except BaseException:
             self.close()

@@ -9,11 +9,12 @@ from pathlib import Path
 from ssl_siam.config import save_config
 from ssl_siam.distributed import World, broadcast
 from ssl_siam.errors import UserError
+from ssl_siam.schema import RunConfig
 
 MIN_FREE_BYTES = 200 * 2**20
 
 
-def prepare_run_dir(config: object, default_name: str) -> tuple[Path, Path | None]:
+def prepare_run_dir(config: RunConfig, default_name: str) -> tuple[Path, Path | None]:
     """Create the run dir (``config.run_dir`` or ``runs/<name>-<time>``), save ``config.yaml`` there, and
     return ``(run_dir, checkpoint to resume from or None)`` according to ``config.resume``."""
     run_dir = Path(config.run_dir or f"runs/{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -41,7 +42,7 @@ def prepare_run_dir(config: object, default_name: str) -> tuple[Path, Path | Non
     return run_dir, ckpt if ckpt.is_file() and config.resume is not False else None
 
 
-def prepare_shared_run_dir(config: object, default_name: str, world: World) -> tuple[Path, Path | None]:
+def prepare_shared_run_dir(config: RunConfig, default_name: str, world: World) -> tuple[Path, Path | None]:
     """:func:`prepare_run_dir` on rank 0; every process gets its run dir and resume checkpoint."""
     result = prepare_run_dir(config, default_name) if world.is_main else None
     run_dir, resume_from = broadcast(result, world)  # type: ignore[misc]

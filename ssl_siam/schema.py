@@ -149,10 +149,16 @@ class KNNMonitorConfig:
 
 
 @dataclass
-class PretrainConfig:
-    objective: str = "simsiam"
-    run_dir: str = ""  # default: runs/<objective>-<timestamp>
+class RunConfig:
+    """What every training command's config starts with: where the run lives and whether to resume it."""
+
+    run_dir: str = ""  # default: runs/<command or objective>-<timestamp>
     resume: Literal["auto", True, False] = "auto"  # auto: resume when run_dir has a checkpoint
+
+
+@dataclass
+class PretrainConfig(RunConfig):
+    objective: str = "simsiam"
     data: TileDataConfig = field(default_factory=TileDataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -220,9 +226,7 @@ class FinetuneTrainConfig(TrainConfig):
 
 
 @dataclass
-class FinetuneConfig:
-    run_dir: str = ""
-    resume: Literal["auto", True, False] = "auto"
+class FinetuneConfig(RunConfig):
     data: XBDDataConfig = field(default_factory=XBDDataConfig)
     model: DamageModelConfig = field(default_factory=DamageModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -300,9 +304,7 @@ class MetricTrainConfig(TrainConfig):
 
 
 @dataclass
-class MetricConfig:
-    run_dir: str = ""
-    resume: Literal["auto", True, False] = "auto"
+class MetricConfig(RunConfig):
     data: MetricDataConfig = field(default_factory=MetricDataConfig)
     model: MetricModelConfig = field(default_factory=MetricModelConfig)
     loss: MetricLossConfig = field(default_factory=MetricLossConfig)

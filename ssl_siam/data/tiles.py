@@ -235,6 +235,10 @@ def _fill_value(nodata: float | None, dtype: np.dtype) -> float:
     return cast.item() if cast == nodata or (np.isnan(cast) and math.isnan(nodata)) else 0
 
 
+#: GDAL drivers without random access: a window read decodes from the top, so these files are read whole.
+SEQUENTIAL_DRIVERS = ("PNG", "JPEG", "GIF", "BMP")
+
+
 def open_raster(path: Path) -> DatasetReader:
     """``rasterio.open`` with a one-line DataError for unreadable files, including truncated PNGs (which GDAL
     would otherwise read as zero-filled rows)."""

@@ -22,7 +22,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ssl_siam.data.pair_augment import PairAugment
-from ssl_siam.data.tiles import open_raster
+from ssl_siam.data.tiles import SEQUENTIAL_DRIVERS, open_raster
 from ssl_siam.data.xbd_labels import damage_mask, load_label, localization_mask
 from ssl_siam.errors import DataError
 
@@ -306,9 +306,9 @@ def _indexes(path: Path, count: int, bands: list[int] | None) -> list[int]:
 
 
 def _read(src: DatasetReader, path: Path, indexes: list[int], window: Window | None) -> np.ndarray:
-    """[C, h, w] of ``window`` (None: all). Only GeoTIFFs are read window-only: PNG / JPEG decode from the top
-    row, so reading them whole and slicing is faster."""
-    windowed = src.driver == "GTiff"
+    """[C, h, w] of ``window`` (None: all). Random-access rasters (GeoTIFF, VRT, ...) are read window-only;
+    sequential ones (PNG, JPEG) decode from the top row, so reading them whole and slicing is faster."""
+    windowed = src.driver not in SEQUENTIAL_DRIVERS
     try:
         data = src.read(indexes, window=window if windowed else None)
     except RasterioError as exc:
