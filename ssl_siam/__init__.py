@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # Lazy, so that light commands (`ssl-siam score`, `targets`) start without importing torch and timm.
     if name == "load_encoder":
-        from ssl_siam.models.encoders import load_encoder
+        from ssl_siam.encoders import load_encoder
 
         return load_encoder
     raise AttributeError(f"module 'ssl_siam' has no attribute {name!r}")

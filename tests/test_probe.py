@@ -16,22 +16,15 @@ from conftest import SHARED_DATA, TEST_DATA, texture
 from PIL import Image
 
 import ssl_siam.probe.features as probe_features
+from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.stats import BandStats
-from ssl_siam.data.xbd_labels import DAMAGE_CLASSES
-from ssl_siam.errors import ConfigError, DataError
-from ssl_siam.models.encoders import create_encoder, export_encoder
-from ssl_siam.probe import (
-    XBDCropDataset,
-    confusion_matrix,
-    knn_predict,
-    knn_votes,
-    linear_probe,
-    macro_f1,
-    open_dataset,
-    per_class_f1,
-    run_probe,
-)
-from ssl_siam.synthetic import make_xbd_split
+from ssl_siam.data.xbd.labels import DAMAGE_CLASSES
+from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
+from ssl_siam.probe.classifiers import knn_predict, knn_votes, linear_probe
+from ssl_siam.probe.datasets import XBDCropDataset, open_dataset
+from ssl_siam.probe.run import run_probe
+from ssl_siam.probe.scores import confusion_matrix, macro_f1, per_class_f1
+from ssl_siam.tools.synthetic import make_xbd_split
 
 REQUIRED = {"encoder", "dataset", "method", "top1", "macro_f1", "n_train", "n_test", "per_class_f1", "confusion",
             "classes"}
@@ -98,7 +91,7 @@ def test_xbd_crops_on_sample_data() -> None:
     crops = data[0]
     assert crops.shape == (2, 3, 32, 32) and crops.dtype == torch.float32
     pre = np.array(Image.open(split / "images" / "joplin-tornado_00000000_pre_disaster.png"))
-    corners = [(round(y - 16), round(x - 16)) for x, y in data.centres]  # crops centred on the centroids
+    corners = [(round(b.y - 16), round(b.x - 16)) for b in data.crops.buildings]  # centred on the centroids
     inside = [i for i, (top, left) in enumerate(corners) if 0 <= top <= 256 - 32 and 0 <= left <= 256 - 32]
     top, left = corners[inside[0]]
     expected_crop = pre[top : top + 32, left : left + 32].transpose(2, 0, 1)
@@ -112,11 +105,11 @@ def test_xbd_crops_on_sample_data() -> None:
 @pytest.mark.skipif(not (SHARED_DATA / "xbd").is_dir(), reason="shared xBD sample data not present")
 def test_xbd_crops_on_two_shared_images() -> None:
     data = XBDCropDataset(SHARED_DATA / "xbd", None, 32, seed=0)
+    groups = [data.records[b.record].id for b in data.crops.buildings]
     expected = expected_buildings(SHARED_DATA / "xbd")
     assert Counter(data.classes[i] for i in data.labels) == expected
-    assert len({data.groups[i] for i in np.flatnonzero(data.is_test)}) == 1  # one of two images
-    assert not {data.groups[i] for i in np.flatnonzero(data.is_test)} & {data.groups[i] for i in
-                                                                         np.flatnonzero(~data.is_test)}
+    assert len({groups[i] for i in np.flatnonzero(data.is_test)}) == 1  # one of two images
+    assert not {groups[i] for i in np.flatnonzero(data.is_test)} & {groups[i] for i in np.flatnonzero(~data.is_test)}
 
 
 def test_xbd_split_by_image_never_by_building(tmp_path: Path) -> None:
@@ -126,9 +119,10 @@ def test_xbd_split_by_image_never_by_building(tmp_path: Path) -> None:
         data = XBDCropDataset(tmp_path / "xbd", None, 32, seed=seed)
         test, train = np.flatnonzero(data.is_test), np.flatnonzero(~data.is_test)
         assert len(test) and len(train)
-        assert len({data.records[data.record_index[i]].disaster for i in test}) == 1  # whole disasters
-        test_images = {data.groups[i] for i in test}
-        assert not test_images & {data.groups[i] for i in train}
+        records = [data.records[b.record] for b in data.crops.buildings]
+        assert len({records[i].disaster for i in test}) == 1  # whole disasters
+        test_images = {records[i].id for i in test}
+        assert not test_images & {records[i].id for i in train}
         assert not {data.ids[i] for i in test} & {data.ids[i] for i in train}
         assert not {data.ids[i].split("/")[1] for i in test} & {data.ids[i].split("/")[1] for i in train}
 
@@ -137,7 +131,7 @@ def test_run_probe_end_to_end_with_cache(tmp_path: Path, monkeypatch: pytest.Mon
     make_xbd_split(tmp_path / "xbd", 4, size=128, seed=0)
     stats = BandStats([0.0] * 3, [255.0] * 3, [0.4] * 3, [0.2] * 3)
     weights = export_encoder(create_encoder("resnet18", 3), tmp_path / "ssl-run",
-                             {"backbone": "resnet18", "in_chans": 3, "normalization": asdict(stats)})
+                             EncoderMeta("resnet18", 3, normalization=stats))
     encoders = [str(weights), "random:resnet18"]
     rows = run_probe(encoders, tmp_path / "xbd", "xbd-crops", tmp_path / "out", crop_size=32, k=5)
     records = json.loads((tmp_path / "out" / "probe.json").read_text())

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ssl_siam.errors import DataError
+from ssl_siam.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""A resumable, shardable index sampler: batch ``k`` of epoch ``e`` is the same whatever happened before."""
+"""Reproducible sampling: a resumable, shardable index sampler (batch ``k`` of epoch ``e`` is the same whatever
+happened before) and generators seeded from integers (run seed, sample index, ...)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,11 @@ def make_loader(dataset: torch.utils.data.Dataset, sampler: ResumableSampler, *,
     extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if num_workers > 0 else {}
     return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate_fn, drop_last=True, pin_memory=pin_memory, **extra)
+
+
+def seeded_generator(device: torch.device, *seed_parts: int) -> torch.Generator:
+    """A generator on ``device`` seeded from integers (e.g. run seed, step, micro-batch)."""
+    seed = 0
+    for part in seed_parts:
+        seed = (seed * 1_000_003 + int(part)) % (2**63 - 1)
+    return torch.Generator(device=device).manual_seed(seed)

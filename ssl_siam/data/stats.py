@@ -1,17 +1,19 @@
-"""Per-band normalization statistics: robust raw-value range to unit scale, then mean / std scaling."""
+"""Per-band normalization statistics (robust raw-value range to unit scale, then mean / std scaling), computed
+from tiles, and the one resolver that decides which statistics a run uses."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.tiles import TileDataset
-from ssl_siam.errors import DataError
 
 _FIELDS = ("low", "high", "mean", "std")
 _PIXEL_BUDGET = 2**18  # sampled pixel values kept per band for the percentiles and moments
@@ -118,6 +120,12 @@ def compute_stats(
             f"{dataset.files[0].paths[0]}: all {len(indices)} sampled windows are nodata, "
             "expected some valid pixels"
         )
+    return stats_of_values(values, percentiles)
+
+
+def stats_of_values(values: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0)) -> BandStats:
+    """Statistics of sampled pixel values ``[C, N]``: the ``percentiles`` range per band, then mean and std of the
+    values scaled to [0, 1] within it (std at least 1e-6)."""
     low, high = np.percentile(values, percentiles, axis=1)
     unit = np.clip((values - low[:, None]) / np.maximum(high - low, np.finfo(np.float32).tiny)[:, None], 0, 1)
     return BandStats(
@@ -126,3 +134,44 @@ def compute_stats(
         mean=unit.mean(axis=1).tolist(),
         std=np.maximum(unit.std(axis=1), _MIN_STD).tolist(),
     )
+
+
+def given_stats(path: str | None, values: dict[str, list[float]] | None = None) -> tuple[BandStats, str] | None:
+    """Statistics a config gives — the values themselves (``data.normalization``, which win) or a stats JSON file
+    (``data.stats``) — with the name of their source; None when it gives none."""
+    if values is not None:
+        try:
+            return BandStats(**values), "data.normalization"
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"data.normalization: expected lists low, high, mean, std per band ({exc})") from None
+    if path:
+        return BandStats.load(path), path
+    return None
+
+
+def resolve_stats(saved: Path, num_bands: int, compute: Callable[[], BandStats], *,
+                  given: tuple[BandStats, str] | None = None, encoder: BandStats | None = None,
+                  save: bool = True) -> BandStats:
+    """The normalization of a run, by one precedence:
+
+    1. ``given`` in the config (``data.stats`` / ``data.normalization``, see :func:`given_stats`);
+    2. the run's own ``saved`` file (a resumed run keeps the statistics it started with);
+    3. ``encoder``: the statistics of the pretrained encoder the model starts from (its inputs must look alike);
+    4. ``compute()``: computed from the training data.
+
+    The result must have ``num_bands`` bands (DataError naming its source otherwise) and, with ``save``, is
+    written to ``saved``.
+    """
+    if given is not None:
+        stats, source = given
+    elif saved.is_file():
+        stats, source = BandStats.load(saved), str(saved)
+    elif encoder is not None:
+        stats, source = encoder, "the encoder's normalization"
+    else:
+        stats, source = compute(), "the computed statistics"
+    if stats.num_bands != num_bands:
+        raise DataError(f"{source}: stats for {stats.num_bands} bands, the data has {num_bands}")
+    if save:
+        stats.save(saved)
+    return stats

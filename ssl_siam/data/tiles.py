@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import glob
 import math
 import os
-import re
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,20 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from ssl_siam.errors import DataError
+from ssl_siam.core.errors import DataError
+from ssl_siam.data.rasters import open_raster
+from ssl_siam.data.sources import resolve_sources
 
-RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt")
 SAMPLING_MODES = ("random", "grid")
 _DTYPES = ("uint8", "uint16", "int16", "float32")  # torch.from_numpy keeps them
-_BAND = "{band}"
-_GLOB_TOKEN = re.compile(r"\{band\}|\*\*/?|\*|\?|\[!?\]?[^\]]*\]")
 _NO_MASK_DRIVERS = (
     "PNG",
     "JPEG",
@@ -108,7 +103,7 @@ class TileDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.files: list[Scene] = []
         dtypes: list[str] = []
-        for paths in _resolve_sources(sources, band_names):
+        for paths in resolve_sources(sources, band_names):
             scene, dtype = _inspect_scene(paths, bands, nodata)
             if self.files and len(scene.bands) != len(self.files[0].bands):
                 raise DataError(
@@ -234,116 +229,6 @@ def _fill_value(nodata: float | None, dtype: np.dtype) -> float:
         cast = np.array(nodata).astype(dtype)
     return cast.item() if cast == nodata or (np.isnan(cast) and math.isnan(nodata)) else 0
 
-
-#: GDAL drivers without random access: a window read decodes from the top, so these files are read whole.
-SEQUENTIAL_DRIVERS = ("PNG", "JPEG", "GIF", "BMP")
-
-
-def open_raster(path: Path) -> DatasetReader:
-    """``rasterio.open`` with a one-line DataError for unreadable files, including truncated PNGs (which GDAL
-    would otherwise read as zero-filled rows)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
-    except RasterioError as exc:
-        raise DataError(f"{path}: cannot open as a raster image ({exc})") from exc
-    if src.driver == "PNG" and not _png_complete(Path(path)):
-        src.close()
-        raise DataError(f"{path}: truncated PNG (no IEND chunk at the end of the file)")
-    return src
-
-
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk every complete PNG ends with
-
-
-def _png_complete(path: Path) -> bool:
-    """Whether the file ends with the PNG IEND chunk: O(1), reads 12 bytes."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(-len(_PNG_END), os.SEEK_END)
-            return handle.read() == _PNG_END
-    except OSError:
-        return False
-
-
-def _resolve_sources(
-    sources: str | Path | Sequence[str | Path], band_names: Sequence[str] | None
-) -> list[tuple[Path, ...]]:
-    """Scenes (one path, or one path per band name) from folders, files, glob patterns and {band} patterns."""
-    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
-    if not sources:
-        raise DataError("no tile sources given: expected a folder, file or glob pattern")
-    texts = [str(s) for s in sources]
-    if band_names and not any(_BAND in t for t in texts):
-        raise DataError(f"{texts[0]}: band_names given but no source contains {_BAND}")
-    scenes: list[tuple[Path, ...]] = []
-    for text in texts:
-        path = Path(text)
-        if _BAND in text:
-            if not band_names:
-                raise DataError(f"{text}: contains {_BAND}, expected band_names to be given")
-            scenes += _band_stacks(text, band_names)
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
-            if not found:
-                raise DataError(f"{path}: folder contains no raster files ({' '.join(RASTER_SUFFIXES)})")
-            scenes += [(p,) for p in found]
-        elif path.is_file():
-            scenes.append((path,))
-        elif any(c in text for c in "*?["):
-            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if os.path.isfile(p))
-            if not found:
-                raise DataError(f"{text}: no files match this pattern")
-            scenes += [(p,) for p in found]
-        else:
-            raise DataError(f"{text}: no such file or folder")
-    return list(dict.fromkeys(scenes))
-
-
-def _band_stacks(pattern: str, band_names: Sequence[str]) -> list[tuple[Path, ...]]:
-    """Group files matching ``pattern`` (``{band}`` = one of ``band_names``) into one stack per scene."""
-    regex = _stack_regex(pattern, band_names)
-    stacks: dict[str, dict[str, Path]] = {}
-    for name in glob.glob(pattern.replace(_BAND, "*"), recursive=True):
-        match = regex.fullmatch(name)
-        if not match or not os.path.isfile(name) or len(set(match.groupdict().values())) != 1:
-            continue
-        key = name
-        for group in sorted(match.groupdict(), key=match.start, reverse=True):
-            key = key[: match.start(group)] + _BAND + key[match.end(group) :]
-        stacks.setdefault(key, {})[match.group("band0")] = Path(name)
-    if not stacks:
-        raise DataError(f"{pattern}: no files match with {_BAND} in {', '.join(band_names)}")
-    for key, found in sorted(stacks.items()):
-        for band in band_names:
-            if band not in found:
-                raise DataError(
-                    f"{key.replace(_BAND, band)}: missing, expected one file per band "
-                    f"({', '.join(band_names)}) for {key}"
-                )
-    return [tuple(stacks[key][band] for band in band_names) for key in sorted(stacks)]
-
-
-def _stack_regex(pattern: str, band_names: Sequence[str]) -> re.Pattern[str]:
-    """Regex for paths matching glob ``pattern``; the i-th ``{band}`` is captured as group ``band<i>``."""
-    names = "|".join(re.escape(b) for b in sorted(band_names, key=len, reverse=True))
-    parts, pos, count = [], 0, 0
-    for token in _GLOB_TOKEN.finditer(pattern):
-        parts.append(re.escape(pattern[pos : token.start()]))
-        text = token.group()
-        if text == _BAND:
-            parts.append(f"(?P<band{count}>{names})")
-            count += 1
-        elif text.startswith("**"):
-            parts.append("(?:.*/)?" if text.endswith("/") else ".*")
-        elif text in ("*", "?"):
-            parts.append("[^/]*" if text == "*" else "[^/]")
-        else:
-            parts.append("[^" + text[2:] if text.startswith("[!") else text)
-        pos = token.end()
-    parts.append(re.escape(pattern[pos:]))
-    return re.compile("".join(parts))
 
 
 def _inspect_scene(

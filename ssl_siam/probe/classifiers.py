@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssl_siam.probe.metrics import accuracy
+from ssl_siam.probe.scores import accuracy
 from ssl_siam.probe.splits import stratified_split
 
 LEARNING_RATES = (1e-3, 1e-2, 1e-1)

@@ -18,9 +18,9 @@ import timm
 import torch
 from torch import nn
 
-from ssl_siam.data.stats import BandStats
-from ssl_siam.errors import ConfigError, DataError
-from ssl_siam.models.encoders import create_encoder, load_encoder, read_encoder_meta
+from ssl_siam.core.errors import ConfigError, DataError
+from ssl_siam.data.stats import BandStats, stats_of_values
+from ssl_siam.encoders import EncoderMeta, create_encoder, load_encoder
 from ssl_siam.probe.datasets import ProbeDataset
 
 _SPEC_HELP = "expected a run dir or encoder.safetensors, random:<timm name> or timm:<timm name>=<weight file>"
@@ -47,7 +47,8 @@ class EncoderSpec:
 def parse_encoder_spec(spec: str) -> EncoderSpec:
     """Check an ``--encoder`` value without loading weights (ConfigError / DataError naming it)."""
     if Path(spec).exists():
-        weights, _ = read_encoder_meta(spec)
+        weights = EncoderMeta.read(spec).weights
+        assert weights is not None
         folder = Path(spec) if Path(spec).is_dir() else Path(spec).parent
         return EncoderSpec(spec, folder.resolve().name, None, weights,
                            _file_identity(weights) + _file_identity(weights.with_suffix(".json")))
@@ -73,12 +74,10 @@ def _file_identity(path: Path) -> str:
 def build_encoder(spec: EncoderSpec, in_chans: int, seed: int) -> tuple[nn.Module, BandStats | None]:
     """The timm model (pooled features ``[B, D]``) and its band statistics (None: compute from the data)."""
     if spec.exported:
-        model = load_encoder(spec.weights)
-        meta = model.ssl_siam_meta
-        if meta["in_chans"] != in_chans:
-            raise DataError(f"{spec.weights}: encoder takes {meta['in_chans']} bands, the probe data has {in_chans}")
-        normalization = meta.get("normalization")
-        return model, BandStats(**normalization) if normalization else None
+        meta = EncoderMeta.read(spec.weights)
+        if meta.in_chans != in_chans:
+            raise DataError(f"{spec.weights}: encoder takes {meta.in_chans} bands, the probe data has {in_chans}")
+        return load_encoder(meta), meta.normalization
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return create_encoder(spec.arch, in_chans, pretrained=spec.weights), None
@@ -95,15 +94,12 @@ def data_stats(dataset: ProbeDataset, seed: int, percentiles: tuple[float, float
         pixels = dataset[int(index)].transpose(0, 1).reshape(dataset.num_bands, -1).double().numpy()  # [C, P]
         keep = rng.choice(pixels.shape[1], size=min(per_item, pixels.shape[1]), replace=False)
         chunks.append(pixels[:, keep])
-    values = np.concatenate(chunks, axis=1)
-    low, high = np.percentile(values, percentiles, axis=1)
-    unit = np.clip((values - low[:, None]) / np.maximum(high - low, np.finfo(np.float32).tiny)[:, None], 0, 1)
-    return BandStats(low.tolist(), high.tolist(), unit.mean(1).tolist(), np.maximum(unit.std(1), 1e-6).tolist())
+    return stats_of_values(np.concatenate(chunks, axis=1), percentiles)
 
 
 @torch.no_grad()
 def extract_features(
-    model: nn.Module, stats: BandStats, dataset: ProbeDataset, device: str, batch_size: int
+    model: nn.Module, stats: BandStats, dataset: ProbeDataset, device: torch.device, batch_size: int
 ) -> torch.Tensor:
     """[N, V, D] float32 features (CPU) of every item, in eval mode, ``batch_size`` items per forward."""
     model = model.to(device).eval()
@@ -122,7 +118,8 @@ def cache_key(spec: EncoderSpec, dataset: ProbeDataset, seed: int) -> str:
 
 
 def encoder_features(
-    spec: EncoderSpec, dataset: ProbeDataset, cache_dir: str | Path, device: str, batch_size: int, seed: int
+    spec: EncoderSpec, dataset: ProbeDataset, cache_dir: str | Path, device: torch.device, batch_size: int,
+    seed: int,
 ) -> torch.Tensor:
     """[N, V, D] features of ``dataset``, read from ``cache_dir/<key>.pt`` or extracted once and saved there."""
     path = Path(cache_dir) / f"{cache_key(spec, dataset, seed)}.pt"

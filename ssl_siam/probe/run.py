@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_siam.errors import ConfigError, DataError
+from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.probe.classifiers import knn_predict, linear_probe
 from ssl_siam.probe.datasets import ProbeDataset, Roots, combine_views, open_dataset
 from ssl_siam.probe.features import EncoderSpec, encoder_features, parse_encoder_spec
-from ssl_siam.probe.metrics import accuracy, confusion_matrix, macro_f1, per_class_f1
 from ssl_siam.probe.plots import plot_comparison, plot_confusion
-from ssl_siam.report import probe_table
+from ssl_siam.probe.scores import accuracy, confusion_matrix, macro_f1, per_class_f1
+from ssl_siam.tools.report import probe_table
+from ssl_siam.train.runtime import resolve_device
 
 METHODS = ("linear", "knn")
 
@@ -60,7 +61,7 @@ def run_probe(
     out: str | Path,
     *,
     val_data: Roots | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     k: int = 20,
     temperature: float = 0.07,
     crop_size: int = 64,
@@ -70,7 +71,8 @@ def run_probe(
 ) -> list[ProbeRow]:
     """Probe every encoder on ``dataset`` (``folder`` | ``xbd-crops``) with a linear classifier and kNN.
 
-    Features are extracted once per encoder and dataset and cached in ``cache_dir`` (default ``out/cache``).
+    ``device``: ``auto`` | ``cpu`` | ``cuda[:N]`` or a device. Features are extracted once per encoder and
+    dataset and cached in ``cache_dir`` (default ``out/cache``).
     Writes ``out/probe.json`` (the rows), ``out/probe.md`` (table), ``out/confusion_<encoder>_<dataset>_<method>.png``
     and ``out/probe_comparison.png``.
     """
@@ -78,7 +80,7 @@ def run_probe(
         raise ConfigError("--encoder: expected at least one encoder")
     if k < 1 or batch_size < 1:
         raise ConfigError(f"--k and --batch-size must be positive, got {k} and {batch_size}")
-    _check_device(device)
+    device = resolve_device(device, "--device") if isinstance(device, str) else device
     specs = [parse_encoder_spec(str(spec)) for spec in encoders]
     names = _row_names(specs)
     probe_data = open_dataset(dataset, data, val_data, crop_size, seed)
@@ -95,7 +97,7 @@ def run_probe(
 
 
 def _probe_features(
-    name: str, data: ProbeDataset, features: torch.Tensor, device: str, k: int, temperature: float, seed: int
+    name: str, data: ProbeDataset, features: torch.Tensor, device: torch.device, k: int, temperature: float, seed: int
 ) -> list[ProbeRow]:
     train, test = torch.from_numpy(~data.is_test), torch.from_numpy(data.is_test)
     y_train, y_test = data.labels[~data.is_test], data.labels[data.is_test]
@@ -105,13 +107,6 @@ def _probe_features(
         "knn": knn_predict(features[train].to(device), y_train, features[test], num, k, temperature),
     }
     return [evaluate(name, data.kind, m, data.classes, y_test, predictions[m], len(y_train)) for m in METHODS]
-
-
-def _check_device(device: str) -> None:
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise ConfigError(f"--device {device}: not usable here ({str(exc).splitlines()[0]})") from None
 
 
 def _row_names(specs: Sequence[EncoderSpec]) -> list[str]:

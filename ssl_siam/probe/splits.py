@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ssl_siam.errors import DataError
+from ssl_siam.core.errors import DataError
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ssl_siam.engine import param_groups
-from ssl_siam.registry import Registry
+from ssl_siam.core.registry import Registry
+from ssl_siam.train.optim import param_groups
 
 #: name → builder ``(make_encoder, cfg: PretrainConfig) -> Objective``; ``make_encoder()`` returns a fresh
 #: timm backbone (pooled features), so EMA teachers are built, not deep-copied (DINO's weight-normed head

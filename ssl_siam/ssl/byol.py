@@ -11,9 +11,9 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from ssl_siam.engine import param_groups
-from ssl_siam.schema import BYOLConfig, PretrainConfig
 from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers, fp32_loss
+from ssl_siam.ssl.config import BYOLConfig, PretrainConfig
+from ssl_siam.train.optim import param_groups
 
 
 class BYOL(Objective):

@@ -9,15 +9,19 @@ from ssl_siam.data.stats import BandStats
 from ssl_siam.probe.classifiers import knn_predict
 from ssl_siam.probe.datasets import ProbeDataset, combine_views
 from ssl_siam.probe.features import extract_features
-from ssl_siam.probe.metrics import accuracy, macro_f1
+from ssl_siam.probe.scores import accuracy, macro_f1
 
 
 class KNNMonitor:
-    """Called by the training loop as its ``validate`` function: returns ``knn_top1`` and ``knn_macro_f1``.
+    """A validator of the training loop: returns ``knn_top1`` (what ``best.pt`` follows) and ``knn_macro_f1``.
 
     ``dataset`` is a probe dataset (``folder`` or ``xbd-crops``) with its own train/test split; features are
     extracted fresh each time from ``encoder`` (the module being trained, in eval mode) with the run's ``stats``.
+    Runs on rank 0 (its metrics are broadcast to the other ranks).
     """
+
+    best_metric = "knn_top1"
+    sharded = False
 
     def __init__(self, encoder: nn.Module, stats: BandStats, dataset: ProbeDataset, device: torch.device,
                  k: int = 20, temperature: float = 0.07, batch_size: int = 64) -> None:
@@ -25,7 +29,7 @@ class KNNMonitor:
         self.k, self.temperature, self.batch_size = k, temperature, batch_size
 
     def __call__(self) -> dict[str, float]:
-        features = combine_views(extract_features(self.encoder, self.stats, self.dataset, str(self.device),
+        features = combine_views(extract_features(self.encoder, self.stats, self.dataset, self.device,
                                                   self.batch_size))
         test = self.dataset.is_test
         y_train, y_test = self.dataset.labels[~test], self.dataset.labels[test]

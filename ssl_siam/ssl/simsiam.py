@@ -9,9 +9,9 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 from torch import nn
 
-from ssl_siam.engine import param_groups
-from ssl_siam.schema import PretrainConfig, SimSiamConfig
 from ssl_siam.ssl.base import OBJECTIVES, Objective, fp32_loss
+from ssl_siam.ssl.config import PretrainConfig, SimSiamConfig
+from ssl_siam.train.optim import param_groups
 
 
 class SimSiam(Objective):

@@ -1,12 +1,19 @@
-"""The pretraining task the engine runs: raw tile batch → views → objective."""
+"""The pretraining task the loop runs: raw tile batch → views → objective; exports the trained encoder."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import dataclasses
+from pathlib import Path
+from typing import Any
 
+import torch
+
+from ssl_siam.data.sampling import seeded_generator
+from ssl_siam.encoders import EncoderMeta, export_encoder
 from ssl_siam.ssl.base import Objective
-from ssl_siam.ssl.views import ViewPipeline, seeded_generator
+from ssl_siam.ssl.views import ViewPipeline
+from ssl_siam.train.collapse import CollapseMonitor
+from ssl_siam.train.task import TrainingTask
 
 
 class AugmentCollate:
@@ -21,17 +28,21 @@ class AugmentCollate:
         return index, self.pipeline(tiles, seeded_generator(tiles.device, self.seed, int(index[0])))
 
 
-class PretrainTask(nn.Module):
+class PretrainTask(TrainingTask):
     """Batches are ``(index [B], tiles [B, C, H, W])`` or ``(index, views)`` when workers augmented.
 
     The augmentation generator is seeded from (seed, first sample index), so a batch's views do not depend
-    on where they were computed or on whether the run was resumed.
+    on where they were computed or on whether the run was resumed. ``export_meta`` describes the encoder that
+    :meth:`export` writes (its ``step`` is filled in then).
     """
 
-    def __init__(self, objective: Objective, pipeline: ViewPipeline, seed: int,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+    checkpoint_kind = "pretrain"
+
+    def __init__(self, objective: Objective, pipeline: ViewPipeline, seed: int, collapse: CollapseMonitor,
+                 export_meta: EncoderMeta, memory_format: torch.memory_format = torch.contiguous_format) -> None:
         super().__init__()
         self.objective, self.pipeline, self.seed, self.memory_format = objective, pipeline, seed, memory_format
+        self.collapse, self.export_meta = collapse, export_meta
 
     def configure(self, total_steps: int, steps_per_epoch: int) -> None:
         self.objective.configure(total_steps, steps_per_epoch)
@@ -47,12 +58,16 @@ class PretrainTask(nn.Module):
         views = [v.contiguous(memory_format=self.memory_format) for v in data]
         return self.objective(views, step)
 
-    def forward(self, batch: object, step: int, micro: int) -> dict[str, torch.Tensor]:
-        """The training step (what DistributedDataParallel wraps)."""
-        return self.training_step(batch, step, micro)  # type: ignore[arg-type]
-
     def before_optimizer_step(self, step: int) -> None:
         self.objective.before_optimizer_step(step)
 
     def after_optimizer_step(self, step: int) -> None:
         self.objective.after_optimizer_step(step)
+
+    def step_metrics(self, outputs: dict[str, Any], step: int) -> dict[str, float]:
+        return self.collapse(outputs.get("embedding"), step)
+
+    def export(self, run_dir: Path, step: int) -> None:
+        encoder = self.objective.export_encoder()
+        export_encoder(encoder, run_dir, dataclasses.replace(self.export_meta, step=step,
+                                                             num_features=encoder.num_features))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssl_siam.data.augment import MultiViewAugment, ViewSpec
 from ssl_siam.data.stats import BandStats
-from ssl_siam.schema import AugmentConfig
+from ssl_siam.data.transforms.multiview import MultiViewAugment, ViewSpec
+from ssl_siam.ssl.config import AugmentConfig
 
 
 def view_specs(cfg: AugmentConfig, tile_size: int | None = None) -> list[ViewSpec]:
@@ -49,11 +49,3 @@ class ViewPipeline(nn.Module):
         with torch.autocast(raw.device.type, enabled=False):
             views = self.augment(self.stats.to_unit(raw), generator=generator)
             return [self.stats.standardize(v) for v in views]
-
-
-def seeded_generator(device: torch.device, *seed_parts: int) -> torch.Generator:
-    """A generator on ``device`` seeded from integers (e.g. run seed, step, micro-batch)."""
-    seed = 0
-    for part in seed_parts:
-        seed = (seed * 1_000_003 + int(part)) % (2**63 - 1)
-    return torch.Generator(device=device).manual_seed(seed)

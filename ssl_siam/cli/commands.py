@@ -1,0 +1,163 @@
+"""The ``ssl-siam`` subcommands: each turns parsed arguments into one library call and reports the result.
+
+Imports are local to each command, so light commands (``score``, ``targets``, ``recipes``) start without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from ssl_siam.core.errors import UserError
+
+
+def run_training(command: str, config: str | None, overrides: list[str]) -> Path:
+    """Load the config of a training ``command`` (pretrain | finetune | metric-train) and run it."""
+    from ssl_siam.core.config import load_config
+
+    if command == "pretrain":
+        from ssl_siam.ssl.config import PretrainConfig as schema
+        from ssl_siam.ssl.run import run_pretrain as run
+    elif command == "finetune":
+        from ssl_siam.damage.config import FinetuneConfig as schema
+        from ssl_siam.damage.run import run_finetune as run
+    else:
+        from ssl_siam.metric_learning.config import MetricConfig as schema
+        from ssl_siam.metric_learning.run import run_metric_train as run
+    return run(load_config(schema, config, overrides))
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    run_dir = run_training("pretrain", args.config, args.overrides)
+    print(f"encoder: {run_dir / 'encoder.safetensors'}  (load with ssl_siam.load_encoder('{run_dir}'))")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    run_dir = run_training("finetune", args.config, args.overrides)
+    print(f"checkpoints: {run_dir / 'checkpoints'} (best.pt = best validation xView2 score)")
+    return 0
+
+
+def cmd_metric_train(args: argparse.Namespace) -> int:
+    run_dir = run_training("metric-train", args.config, args.overrides)
+    print(f"checkpoints: {run_dir / 'checkpoints'} (verify with: ssl-siam verify --ckpt "
+          f"{run_dir / 'checkpoints' / 'last.pt'} --data ...)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ssl_siam.metric_learning.verify import verify
+
+    result = verify(args.ckpt, args.data, args.out, dataset=args.dataset, objects=args.objects,
+                    oneshot=args.oneshot, n_way=args.n_way, trials=args.trials, device=args.device,
+                    batch_size=args.batch_size, seed=args.seed)
+    print(f"pairs {result['n_pairs']} ({result['n_positive']} same)  ROC AUC {result['roc_auc']:.4f}  "
+          f"EER {result['eer']:.4f}  best accuracy {result['best_accuracy']:.4f} "
+          f"(threshold {result['best_threshold']:.4g})")
+    if "oneshot_accuracy" in result:
+        print(f"one-shot {result['oneshot_n_way']}-way accuracy {result['oneshot_accuracy']:.4f} "
+              f"({result['oneshot_trials']} trials over {result['oneshot_classes']} held-out classes)")
+    print(f"written to {Path(args.out) / 'verify.json'} and roc.png")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ssl_siam.damage.xview2 import score_dirs
+
+    score = score_dirs(args.pred, args.targ, workers=args.workers)
+    print(score.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(score.to_dict(), indent=2))
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from ssl_siam.data.xbd.labels import write_targets
+
+    count = write_targets(args.split_dir, args.out, unclassified=args.unclassified)
+    print(f"wrote localization and damage targets for {count} pairs to {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ssl_siam.damage.predict import predict_pair, predict_split
+    from ssl_siam.damage.run import load_finetuned
+
+    if bool(args.data) == bool(args.pre or args.post) or (args.pre is None) != (args.post is None):
+        raise UserError("give either --pre and --post, or --data XBD_SPLIT_DIR")
+    task, cfg, runtime = load_finetuned(args.ckpt, args.device)
+    kwargs = dict(bands=cfg.data.bands, post_bands=cfg.data.post_bands, window=args.window, overlap=args.overlap,
+                  tta=args.tta, batch_size=args.batch_size)
+    out = Path(args.out)
+    if args.data:
+        written = predict_split(task, runtime, Path(args.data), out, **kwargs)
+    else:
+        written = predict_pair(task, runtime, Path(args.pre), Path(args.post), out, **kwargs)
+    print(f"wrote {len(written)} files to {out}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from ssl_siam.probe.run import run_probe
+    from ssl_siam.tools.report import probe_table
+
+    rows = run_probe(args.encoder, args.data, args.dataset, args.out, val_data=args.val_data, device=args.device,
+                     k=args.k, crop_size=args.crop_size, batch_size=args.batch_size, seed=args.seed)
+    print("\n".join(probe_table([dataclasses.asdict(r) for r in rows])))
+    print(f"written to {args.out}/probe.json and probe.md")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ssl_siam.tools.bench import format_bench, run_bench
+
+    result = run_bench(args.objective, backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
+                       workers=args.workers, device=args.device, steps=args.steps, data=args.data)
+    print(format_bench(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ssl_siam.tools.report import write_report
+
+    print(f"report: {write_report(args.runs, args.out)}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from ssl_siam.data.stats import compute_stats
+    from ssl_siam.data.tiles import TileDataset
+
+    dataset = TileDataset(args.data, args.tile_size, bands=args.bands, band_names=args.band_names,
+                          nodata=args.nodata)
+    stats = compute_stats(dataset, num_samples=args.samples)
+    stats.save(args.out)
+    print(f"{'band':>4} {'low':>10} {'high':>10} {'mean':>8} {'std':>8}")
+    for i, row in enumerate(zip(stats.low, stats.high, stats.mean, stats.std), 1):
+        print(f"{i:>4} {row[0]:>10.4g} {row[1]:>10.4g} {row[2]:>8.4f} {row[3]:>8.4f}")
+    print(f"saved to {args.out}; use it with data.stats={args.out}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from ssl_siam.core.recipes import recipes
+
+    found = recipes()
+    width = max(len(r.name) for r in found)
+    for r in found:
+        print(f"{r.name:{width}}  {r.command:12}  {r.summary}")
+    print(f"use one with --config <name> (e.g. --config {found[0].name}); the files are in {found[0].path.parents[1]}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ssl_siam.tools.demo import run_demo
+
+    report = run_demo(Path(args.out), quick=args.quick, device=args.device)
+    print(f"demo finished: {report}")
+    return 0

@@ -1,0 +1,125 @@
+"""The ``ssl-siam`` argument parser: one subparser per command, wired to :mod:`ssl_siam.cli.commands`."""
+
+from __future__ import annotations
+
+import argparse
+
+from ssl_siam.cli import commands as c
+
+CONFIG_HELP = ("YAML config file or packaged recipe name (see `ssl-siam recipes`); further KEY.SUB=VALUE "
+               "arguments override it (an unknown key is an error)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssl-siam", description="Self-supervised pretraining, Siamese damage "
+                                     "finetuning and Siamese metric learning for satellite imagery.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (SimSiam, BYOL, DINO) on unlabeled tiles")
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=c.cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="Siamese damage finetuning on xBD with xView2 validation")
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=c.cmd_finetune)
+
+    p = sub.add_parser("metric-train", help="Siamese metric learning: contrastive / triplet / learned metric")
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=c.cmd_metric_train)
+
+    p = sub.add_parser("verify", help="verification (ROC AUC, EER, accuracy) and one-shot N-way of a metric model")
+    p.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a metric-train run")
+    p.add_argument("--data", nargs="+", required=True, help="held-out pairs, in the form of the run's data.root")
+    p.add_argument("--dataset", choices=["geotiff-dates", "pixel-series", "object-series", "xbd-pairs", "pairs-csv"],
+                   help="default: the run's data.dataset")
+    p.add_argument("--objects", help="object-series: GeoJSON of the held-out polygons (default: the run's)")
+    p.add_argument("--oneshot", help="image folder <class>/*.tif of classes unseen in training: N-way one-shot")
+    p.add_argument("--n-way", type=int, default=5)
+    p.add_argument("--trials", type=int, default=1000)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=c.cmd_verify)
+
+    p = sub.add_parser("score", help="the xView2 challenge metric over prediction and target PNG folders")
+    p.add_argument("--pred", required=True, help="folder of *_localization_prediction.png / *_damage_prediction.png")
+    p.add_argument("--targ", required=True, help="folder of *_localization_target.png / *_damage_target.png")
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=c.cmd_score)
+
+    p = sub.add_parser("targets", help="rasterise xBD label JSON into xView2 target PNGs")
+    p.add_argument("split_dir", help="xBD split directory (images/ and labels/)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--unclassified", choices=["no-damage", "ignore"], default="no-damage",
+                   help="un-classified buildings: no-damage (scoring targets) or 255 (training masks)")
+    p.set_defaults(func=c.cmd_targets)
+
+    p = sub.add_parser("predict", help="map damage on pre/post images with a finetuned checkpoint")
+    p.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a finetune run")
+    p.add_argument("--pre", help="pre-event image (PNG/JPEG/GeoTIFF)")
+    p.add_argument("--post", help="post-event image")
+    p.add_argument("--data", help="an xBD split directory: predict every pair")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--window", type=int, default=512, help="sliding-window size")
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.set_defaults(func=c.cmd_predict)
+
+    p = sub.add_parser("probe", help="linear-probe and kNN evaluation of frozen encoders, side by side")
+    p.add_argument("--encoder", action="append", required=True,
+                   help="RUN/encoder.safetensors, random:<timm name> or timm:<name>=<local weights>; repeatable")
+    p.add_argument("--data", nargs="+", required=True, help="image-folder root (class/*.tif) or xBD split dirs")
+    p.add_argument("--dataset", choices=["folder", "xbd-crops"], default="folder")
+    p.add_argument("--val-data", nargs="+", help="explicit held-out split instead of the automatic one")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
+    p.add_argument("--k", type=int, default=20, help="neighbours for kNN")
+    p.add_argument("--crop-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=c.cmd_probe)
+
+    p = sub.add_parser("bench", help="throughput: model-only ceiling vs our pipeline vs lightly's recipe")
+    p.add_argument("--objective", choices=["simsiam", "byol", "dino", "finetune"], default="simsiam")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backbone", help="default: resnet50 on CUDA, resnet18 on CPU")
+    p.add_argument("--image-size", type=int, help="default: 224 on CUDA (512 finetune), 64 on CPU")
+    p.add_argument("--batch-size", type=int, help="default: 256 on CUDA, 32 on CPU")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--data", help="tiles to read (default: generated sample tiles)")
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(func=c.cmd_bench)
+
+    p = sub.add_parser("report", help="one markdown report across pretrain, finetune, metric, verify and probe runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (metrics.json), probe or verify outputs")
+    p.add_argument("--out", default="report", help="folder for report.md and its plots")
+    p.set_defaults(func=c.cmd_report)
+
+    p = sub.add_parser("stats", help="per-band normalization statistics of a tile dataset, saved as JSON")
+    p.add_argument("data", help="folder, glob or file of GeoTIFF/PNG/JPEG tiles")
+    p.add_argument("--out", default="stats.json")
+    p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--bands", type=int, nargs="+", help="1-based band indices")
+    p.add_argument("--band-names", nargs="+", help="values for a {band} placeholder in DATA")
+    p.add_argument("--nodata", type=float)
+    p.add_argument("--samples", type=int, default=256, help="windows to sample")
+    p.set_defaults(func=c.cmd_stats)
+
+    p = sub.add_parser("recipes", help="list the packaged config recipes (use them by name with --config)")
+    p.set_defaults(func=c.cmd_recipes)
+
+    p = sub.add_parser("demo", help="the whole pipeline on generated sample data, on CPU, in minutes")
+    p.add_argument("--out", default="demo_output")
+    p.add_argument("--quick", action="store_true", help="fewer steps (for tests)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=c.cmd_demo)
+    return parser

@@ -1,0 +1,71 @@
+"""Map damage with a finetuned model: read a pre/post pair, predict by sliding window, decode to xView2 maps,
+write the outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssl_siam.damage.outputs import output_stem, to_display_rgb, write_outputs
+from ssl_siam.damage.sliding import sliding_window_rows
+from ssl_siam.damage.task import FinetuneTask
+from ssl_siam.data.rasters import RasterPair
+from ssl_siam.data.xbd.pairs import find_pairs
+from ssl_siam.train.runtime import Runtime
+
+NUM_CLASSES = 5  # background + the four xBD damage classes
+
+
+def decode(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities [5, H, W] -> (loc, damage, confidence) numpy [H, W] in the xView2 convention.
+
+    loc uint8 is 1 where the argmax is not background; damage uint8 is the argmax over classes 1..4 there and 0
+    elsewhere; confidence float32 is the probability of the class written in ``damage`` (background where 0).
+    """
+    if probs.dim() != 3 or probs.shape[0] != NUM_CLASSES:
+        raise ValueError(f"expected probabilities [{NUM_CLASSES}, H, W], got {tuple(probs.shape)}")
+    probs = probs.detach().float().cpu()
+    loc = probs.argmax(dim=0) != 0
+    damage = torch.where(loc, probs[1:].argmax(dim=0) + 1, 0)
+    confidence = probs.gather(0, damage[None])[0]
+    return loc.numpy().astype(np.uint8), damage.numpy().astype(np.uint8), confidence.numpy()
+
+
+def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path: Path, out_dir: Path, *,
+                 bands: list[int] | None, post_bands: list[int] | None, window: int, overlap: float, tta: bool,
+                 batch_size: int) -> list[Path]:
+    """Predict one pair and write the xView2 PNGs, the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON.
+
+    The pair is read, normalised, predicted (on the runtime's device, under its autocast) and decoded one row of
+    windows at a time (windowed reads of GeoTIFFs), so only the uint8 / float32 output maps are held whole, never
+    the scene's probabilities. Windows shrink for small images to multiples of the model's output stride."""
+    device = runtime.device
+    with RasterPair(pre_path, post_path, bands, post_bands) as pair:
+        loc = np.empty((pair.height, pair.width), np.uint8)
+        damage, confidence = np.empty_like(loc), np.empty(loc.shape, np.float32)
+
+        def read(top: int, bottom: int) -> tuple[torch.Tensor, torch.Tensor]:
+            pre, post = (torch.from_numpy(a)[None].to(device) for a in pair.rows(top, bottom))
+            pre, post = task.normalize(pre, post)
+            return pre[0], post[0]
+
+        for top, probs in sliding_window_rows(task.model, read, pair.height, pair.width,
+                                              multiple=task.model.output_stride, window=window, overlap=overlap,
+                                              batch_size=batch_size, tta=tta, device=device,
+                                              amp_dtype=runtime.amp_dtype, out_device=device):
+            rows = slice(top, top + probs.shape[1])
+            loc[rows], damage[rows], confidence[rows] = decode(probs)
+        display, profile = to_display_rgb(pair.display_bands()), pair.profile
+    return write_outputs(out_dir, output_stem(post_path), loc, damage, confidence, display, profile)
+
+
+def predict_split(task: FinetuneTask, runtime: Runtime, split_dir: Path, out_dir: Path,
+                  **kwargs: object) -> list[Path]:
+    """Every pair of an xBD split directory (labels are not needed); ``kwargs`` as :func:`predict_pair`."""
+    records, _ = find_pairs(split_dir, require_labels=False)
+    written = []
+    for record in records:
+        written += predict_pair(task, runtime, record.pre_image, record.post_image, out_dir, **kwargs)  # type: ignore[arg-type]
+    return written

@@ -1,0 +1,167 @@
+"""``ssl-siam finetune``: xBD pairs → SiameseDamageNet → Focal + Dice with deep supervision, run by the shared
+launcher; validation scores whole held-out images with the xView2 metric and ``best.pt`` keeps the best score."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssl_siam.core.config import from_dict
+from ssl_siam.core.errors import ConfigError
+from ssl_siam.damage.config import FinetuneConfig, LossConfig
+from ssl_siam.damage.losses import LOSSES, DeepSupervisionLoss, build_loss
+from ssl_siam.damage.model import SiameseDamageNet, build_damage_net
+from ssl_siam.damage.task import FinetuneTask, JitterCollate
+from ssl_siam.damage.validate import XView2Validator
+from ssl_siam.data.stats import BandStats, compute_stats, given_stats, resolve_stats
+from ssl_siam.data.tiles import TileDataset
+from ssl_siam.data.xbd.dataset import XBDPairDataset
+from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
+from ssl_siam.data.xbd.targets import ensure_targets
+from ssl_siam.encoders import EncoderMeta
+from ssl_siam.train.checkpoint import load_checkpoint
+from ssl_siam.train.distributed import main_first
+from ssl_siam.train.launch import Built, launch, training_loader
+from ssl_siam.train.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def split_records(cfg: FinetuneConfig, cache_dir: Path) -> tuple[list[PairRecord], list[PairRecord]]:
+    """Training and validation pairs (explicit ``data.val_root`` or a seeded ``val_fraction`` of the ids), with
+    their target masks rasterised into ``cache_dir`` where needed."""
+    if not cfg.data.root:
+        raise ConfigError("data.root is required: one or more xBD split directories")
+    records, skipped = find_pairs(cfg.data.root, skip_bad=cfg.data.skip_bad)
+    for reason in skipped:
+        log.warning("skipped: %s", reason)
+    if cfg.data.val_root:
+        val, skipped = find_pairs(cfg.data.val_root, skip_bad=cfg.data.skip_bad)
+    else:
+        order = np.random.default_rng(cfg.train.seed).permutation(len(records))
+        n_val = min(max(round(cfg.data.val_fraction * len(records)), 1), len(records) - 1)
+        if cfg.data.val_fraction <= 0 or n_val == 0:
+            n_val = 0
+            log.warning("no validation pairs (data.val_fraction=%s of %d pairs): validation is skipped",
+                        cfg.data.val_fraction, len(records))
+        val = [records[i] for i in sorted(order[:n_val])]
+        records = [records[i] for i in sorted(order[n_val:])]
+    if not records:
+        raise ConfigError(f"data.root {cfg.data.root}: no training pairs left after holding out validation pairs")
+    kwargs = dict(unclassified="ignore", ignore_index=cfg.data.ignore_index)
+    return ensure_targets(records, cache_dir, **kwargs), ensure_targets(val, cache_dir, **kwargs)
+
+
+def resolve_pair_stats(cfg: FinetuneConfig, dataset: XBDPairDataset, run_dir: Path, encoder: EncoderMeta | None,
+                       save: bool = True) -> tuple[BandStats, BandStats]:
+    """Normalization of the pre image (``stats_pre.json``) and of the post image: the post image shares the pre
+    one unless its bands, encoder or ``data.post_stats`` differ (``stats_post.json``). Precedence:
+    :func:`~ssl_siam.data.stats.resolve_stats` (config, the run's saved file, the SSL encoder's, computed)."""
+    d = cfg.data
+
+    def compute(images: list[Path], bands: list[int] | None) -> BandStats:
+        tiles = TileDataset(images, tile_size=min(256, d.crop_size), bands=bands, seed=cfg.train.seed)
+        return compute_stats(tiles, num_samples=d.stats_samples, seed=cfg.train.seed)
+
+    records = dataset.records
+    pre = resolve_stats(run_dir / "stats_pre.json", dataset.num_bands_pre,
+                        lambda: compute([r.pre_image for r in records], d.bands), given=given_stats(d.stats),
+                        encoder=encoder.normalization if encoder else None, save=save)
+    if not (cfg.model.siamese == "asymmetric" or d.post_bands is not None or d.post_stats):
+        return pre, pre
+    post = resolve_stats(run_dir / "stats_post.json", dataset.num_bands_post,
+                         lambda: compute([r.post_image for r in records], d.post_bands or d.bands),
+                         given=given_stats(d.post_stats), save=save)
+    return pre, post
+
+
+def build_model(cfg: FinetuneConfig, in_chans: int, post_in_chans: int,
+                encoder: EncoderMeta | None = None, with_weights: bool = True) -> SiameseDamageNet:
+    """The configured Siamese UNet; ``encoder`` is the SSL export of ``model.encoder_weights``, read once."""
+    m = cfg.model
+    return build_damage_net(
+        m.backbone, in_chans, siamese=m.siamese, encoder=encoder if with_weights else None,
+        pretrained=m.pretrained if with_weights else None, post_backbone=m.post_backbone,
+        post_in_chans=post_in_chans if m.siamese == "asymmetric" else None, fusion=m.fusion,
+        decoder_channels=m.decoder_channels, attention=m.attention, num_classes=m.num_classes,
+        deep_supervision=m.deep_supervision, timm_kwargs=m.timm_kwargs)
+
+
+_LOSS_OPTIONS = ("focal_weight", "dice_weight", "gamma", "alpha", "class_weights")  # loss.* passed to the loss
+
+
+def build_criterion(cfg: FinetuneConfig) -> nn.Module:
+    """``loss.name`` with the ``loss.*`` options its constructor takes, wrapped in deep supervision; an option set
+    to a non-default value that the chosen loss does not take is a one-line ConfigError naming it."""
+    lc, defaults = cfg.loss, LossConfig()
+    cls = LOSSES.get(lc.name)
+    accepted = inspect.signature(cls).parameters
+    for name in _LOSS_OPTIONS:
+        if name not in accepted and getattr(lc, name) != getattr(defaults, name):
+            takes = ", ".join(f"loss.{k}" for k in _LOSS_OPTIONS if k in accepted) or "none of them"
+            raise ConfigError(f"loss.{name}={getattr(lc, name)} has no effect with loss.name={lc.name} "
+                              f"(it takes {takes}); unset it or choose loss.name=focal_dice")
+    kwargs = {k: getattr(lc, k) for k in _LOSS_OPTIONS if k in accepted}
+    base = build_loss(lc.name, num_classes=cfg.model.num_classes, ignore_index=cfg.data.ignore_index, **kwargs)
+    return DeepSupervisionLoss(base, lc.aux_weights if cfg.model.deep_supervision else [])
+
+
+def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Built:
+    """Training pairs (random crops) → normalization → model + loss → loader, and the xView2 validator. Rank 0
+    rasterises the masks and resolves the normalization first; the other ranks then read them."""
+    d, world = cfg.data, runtime.world
+    encoder = EncoderMeta.read(cfg.model.encoder_weights) if cfg.model.encoder_weights else None
+    cache_dir = Path(d.cache_dir) if d.cache_dir else run_dir / "targets"
+    train_records, val_records = main_first(world, lambda: split_records(cfg, cache_dir))
+    dataset = XBDPairDataset(train_records, d.crop_size, train=True, bands=d.bands, post_bands=d.post_bands,
+                             building_bias=d.building_bias, misregistration_px=d.misregistration_px,
+                             ignore_index=d.ignore_index, seed=cfg.train.seed)
+    pre_stats, post_stats = main_first(world, lambda: resolve_pair_stats(cfg, dataset, run_dir, encoder,
+                                                                         save=world.is_main))
+    model = build_model(cfg, dataset.num_bands_pre, dataset.num_bands_post, encoder)
+    task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
+                        cfg.train.encoder_lr_scale, runtime.memory_format,
+                        jitter_seed=cfg.train.seed if d.photometric_on_device else None)
+    collate = None if d.photometric_on_device else JitterCollate(cfg.train.seed)
+    per_epoch = d.samples_per_epoch or max(len(dataset), cfg.train.batch_size)
+    loader = training_loader(dataset, cfg, runtime, per_epoch, collate)
+    built = Built(dataset, task, loader, val_every=cfg.train.val_every)
+    if val_records:
+        val_set = XBDPairDataset(val_records, None, train=False, bands=d.bands, post_bands=d.post_bands,
+                                 ignore_index=d.ignore_index, seed=cfg.train.seed)
+        built.validator = XView2Validator(task, val_set, runtime, d.val_window, cfg.train.tta, d.ignore_index)
+    return built
+
+
+def run_finetune(cfg: FinetuneConfig) -> Path:
+    """Finetune (or resume) as configured; returns the run directory (``checkpoints/best.pt``, ``last.pt``)."""
+    return launch(cfg, "finetune", build_finetuning)
+
+
+class Finetuned(NamedTuple):
+    """A finetuned model rebuilt from its checkpoint, with the run's config and the runtime it predicts on."""
+
+    task: FinetuneTask
+    cfg: FinetuneConfig
+    runtime: Runtime
+
+
+def load_finetuned(ckpt_path: str | Path, device: str | torch.device = "auto") -> Finetuned:
+    """Rebuild the finetuned model (eval mode) and its normalization from a checkpoint file alone, on ``device``
+    with the run's ``train.precision`` autocast and ``train.channels_last`` memory format (where they apply)."""
+    ckpt = load_checkpoint(ckpt_path, kind="finetune")
+    cfg = from_dict(FinetuneConfig, ckpt["config"])
+    runtime = Runtime.create(device, cfg.train.precision, cfg.train.channels_last)
+    extra = ckpt["extra"]
+    model = build_model(cfg, extra["in_chans"], extra["post_in_chans"], with_weights=False)
+    state = {k.removeprefix("model."): v for k, v in ckpt["model"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    task = FinetuneTask(model, nn.Identity(), BandStats(**extra["pre_stats"]), BandStats(**extra["post_stats"]),
+                        memory_format=runtime.memory_format)
+    return Finetuned(task.to(runtime.device, memory_format=runtime.memory_format).eval(), cfg, runtime)

@@ -1,0 +1,79 @@
+"""The damage-finetuning task the loop runs: raw pair batch → (photometric jitter) → normalise → model → loss."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from ssl_siam.damage.model import SiameseDamageNet
+from ssl_siam.data.sampling import seeded_generator
+from ssl_siam.data.stats import BandStats
+from ssl_siam.data.transforms.photometric import jitter_pair
+from ssl_siam.train.optim import param_groups
+from ssl_siam.train.task import TrainingTask
+
+
+class JitterCollate:
+    """DataLoader ``collate_fn`` that jitters the batch's pre and post images in the worker (the default;
+    ``data.photometric_on_device=true`` leaves it to :class:`FinetuneTask` on the device). Seeded by (seed, the
+    batch's first sample index), exactly as the device path, so the two placements give the same batch on CPU."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = default_collate(items)
+        generator = seeded_generator(torch.device("cpu"), self.seed, int(batch["index"][0]))
+        batch["pre"], batch["post"] = jitter_pair(batch["pre"], batch["post"], generator)
+        return batch
+
+
+class FinetuneTask(TrainingTask):
+    """Batches ``{"pre", "post": raw [B, C, H, W], "mask": [B, H, W], "index"}`` → normalised pair → model → loss;
+    with ``jitter_seed`` the training pairs are photometrically jittered on the device first (else the workers
+    did it, :class:`JitterCollate`, or nobody). The checkpoint stores both normalizations, so prediction needs
+    the checkpoint alone."""
+
+    checkpoint_kind = "finetune"
+
+    def __init__(self, model: SiameseDamageNet, criterion: nn.Module, pre_stats: BandStats, post_stats: BandStats,
+                 freeze_encoder_epochs: float = 0.0, encoder_lr_scale: float = 1.0,
+                 memory_format: torch.memory_format = torch.contiguous_format, jitter_seed: int | None = None) -> None:
+        super().__init__()
+        self.model, self.criterion = model, criterion
+        self.pre_stats, self.post_stats = pre_stats, post_stats
+        self.freeze_epochs, self.encoder_lr_scale = freeze_encoder_epochs, encoder_lr_scale
+        self.memory_format, self.freeze_steps, self.jitter_seed = memory_format, 0, jitter_seed
+
+    def configure(self, total_steps: int, steps_per_epoch: int) -> None:
+        self.freeze_steps = round(self.freeze_epochs * steps_per_epoch)
+
+    def normalize(self, pre: torch.Tensor, post: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw (or jittered float) ``[B, C, H, W]`` pair → standardised float pair in the training memory format."""
+        pre = self.pre_stats.standardize(self.pre_stats.to_unit(pre))
+        post = self.post_stats.standardize(self.post_stats.to_unit(post))
+        return pre.contiguous(memory_format=self.memory_format), post.contiguous(memory_format=self.memory_format)
+
+    def training_step(self, batch: dict[str, Any], step: int, micro: int) -> dict[str, torch.Tensor]:
+        pre, post = batch["pre"], batch["post"]
+        if self.jitter_seed is not None:  # seeded by the batch's first sample index: a resumed run jitters alike
+            pre, post = jitter_pair(pre, post, seeded_generator(pre.device, self.jitter_seed, int(batch["index"][0])))
+        total, parts = self.criterion(self.model(*self.normalize(pre, post)), batch["mask"])
+        return {"loss": total, **{k: v for k, v in parts.items() if k != "total"}}
+
+    def param_groups(self) -> list[dict]:
+        return [*param_groups(self.model.encoder_parameters(), lr_scale=self.encoder_lr_scale),
+                *param_groups(self.model.decoder_parameters())]
+
+    def before_optimizer_step(self, step: int) -> None:
+        if step < self.freeze_steps:  # encoder frozen: its weights get no update (BN statistics still adapt)
+            for param in self.model.encoder_parameters():
+                param.grad = None
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"pre_stats": dataclasses.asdict(self.pre_stats), "post_stats": dataclasses.asdict(self.post_stats),
+                "in_chans": self.pre_stats.num_bands, "post_in_chans": self.post_stats.num_bands}

@@ -1,0 +1,192 @@
+"""Opening rasters (PNG, JPEG, GeoTIFF, VRT, ...) with one-line errors, and co-registered pre / post pairs read by
+row ranges (windowed for random-access formats)."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+import torch.nn.functional as F
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from ssl_siam.core.errors import DataError
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt")
+_MAX_SHIFT_PX = 0.01  # pre / post footprints further apart than this many pixels are a mismatch
+
+Profile = dict[str, Any]  # {"crs": rasterio CRS, "transform": affine.Affine}
+
+#: GDAL drivers without random access: a window read decodes from the top, so these files are read whole.
+SEQUENTIAL_DRIVERS = ("PNG", "JPEG", "GIF", "BMP")
+
+
+def open_raster(path: Path) -> DatasetReader:
+    """``rasterio.open`` with a one-line DataError for unreadable files, including truncated PNGs (which GDAL
+    would otherwise read as zero-filled rows)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+    except RasterioError as exc:
+        raise DataError(f"{path}: cannot open as a raster image ({exc})") from exc
+    if src.driver == "PNG" and not _png_complete(Path(path)):
+        src.close()
+        raise DataError(f"{path}: truncated PNG (no IEND chunk at the end of the file)")
+    return src
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk every complete PNG ends with
+
+
+def _png_complete(path: Path) -> bool:
+    """Whether the file ends with the PNG IEND chunk: O(1), reads 12 bytes."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(-len(_PNG_END), os.SEEK_END)
+            return handle.read() == _PNG_END
+    except OSError:
+        return False
+
+
+
+class RasterPair:
+    """An opened pre / post image pair, checked at opening, read by row ranges.
+
+    DataError naming the files when one is unreadable, a band index is out of range, the sizes differ, or both
+    are georeferenced with different CRSs or footprints (transforms more than 0.01 px apart at any corner).
+    ``bands``: 1-based band indices (default all), read from both images unless ``post_bands`` selects the post
+    image's own. ``profile`` is the pre image's {"crs", "transform"} when georeferenced (None for PNG / JPEG).
+    GeoTIFFs (and other random-access rasters, e.g. VRT mosaics) are read window by window; PNG and JPEG
+    (sequential formats, where each window would decode the file again from its start) are decoded once, whole.
+    """
+
+    def __init__(self, pre_path: str | Path, post_path: str | Path, bands: Sequence[int] | None = None,
+                 post_bands: Sequence[int] | None = None) -> None:
+        self.paths = (Path(pre_path), Path(post_path))
+        self._sources: list[Any] = []
+        self._indexes: list[list[int]] = []
+        try:
+            for path, selection in zip(self.paths, (bands, bands if post_bands is None else post_bands)):
+                self._sources.append(open_raster(path))
+                self._indexes.append(self._band_indexes(path, self._sources[-1], selection))
+            self._check_pair()
+            self._whole = [self._read(i, None) if src.driver in SEQUENTIAL_DRIVERS else None
+                           for i, src in enumerate(self._sources)]
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _band_indexes(path: Path, src: Any, selection: Sequence[int] | None) -> list[int]:
+        indexes = list(selection) if selection is not None else list(src.indexes)
+        if not indexes or any(not 1 <= b <= src.count for b in indexes):
+            raise DataError(f"{path}: bands {indexes} requested, expected 1-based indices in 1..{src.count}")
+        return indexes
+
+    def _check_pair(self) -> None:
+        (pre, post), pair = self._sources, f"{self.paths[0]} and {self.paths[1]}"
+        if pre.shape != post.shape:
+            raise DataError(f"{pair}: sizes {pre.height}×{pre.width} and {post.height}×{post.width} differ, "
+                            "expected a pre / post pair of the same size")
+        self.height, self.width = pre.shape
+        self.profile: Profile | None = {"crs": pre.crs, "transform": pre.transform} if pre.crs is not None else None
+        if self.profile is None or post.crs is None:
+            return
+        if pre.crs != post.crs:
+            raise DataError(f"{pair}: CRS {pre.crs} and {post.crs} differ, expected a pre / post pair in one CRS")
+        shift = _footprint_shift(pre.transform, post.transform, self.height, self.width)
+        if shift > _MAX_SHIFT_PX:
+            raise DataError(f"{pair}: transforms differ (footprints {shift:.2f} px apart), expected co-registered "
+                            "images with the same transform")
+
+    def _read(self, which: int, rows: tuple[int, int] | None) -> np.ndarray:
+        src = self._sources[which]
+        window = None if rows is None else Window(0, rows[0], src.width, rows[1] - rows[0])
+        try:
+            return src.read(self._indexes[which], window=window)
+        except RasterioError as exc:
+            raise DataError(f"{self.paths[which]}: cannot read as a PNG / JPEG / GeoTIFF image ({exc})") from exc
+
+    def rows(self, top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``[top, bottom)`` of the pre [C, h, W] and post [C', h, W] images, in their native dtype."""
+        pre, post = (self._read(i, (top, bottom)) if whole is None else whole[:, top:bottom]
+                     for i, whole in enumerate(self._whole))
+        return pre, post
+
+    def display_bands(self) -> np.ndarray:
+        """The pre image's first three selected bands [3, H, W] (its first band [1, H, W] when it has fewer),
+        whole, in their native dtype: what ``outputs.to_display_rgb`` shows."""
+        indexes = self._indexes[0][:3] if len(self._indexes[0]) >= 3 else self._indexes[0][:1]
+        whole = self._whole[0]
+        if whole is not None:
+            return whole[[self._indexes[0].index(b) for b in indexes]]
+        return self._sources[0].read(indexes)
+
+    def close(self) -> None:
+        for src in self._sources:
+            src.close()
+
+    def __enter__(self) -> RasterPair:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_pair(
+    pre_path: str | Path,
+    post_path: str | Path,
+    bands: Sequence[int] | None = None,
+    post_bands: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, Profile | None]:
+    """Whole pre [C, H, W] and post [C', H, W] images in their native dtype and the pre image's profile, checked
+    as :class:`RasterPair` checks them."""
+    with RasterPair(pre_path, post_path, bands, post_bands) as pair:
+        pre, post = pair.rows(0, pair.height)
+        return pre, post, pair.profile
+
+
+def _footprint_shift(pre_transform: Any, post_transform: Any, height: int, width: int) -> float:
+    """Largest distance, in pre pixels, between where the pre and post transforms put the image corners."""
+    to_pre_pixels = ~pre_transform
+    corners = [(0, 0), (width, 0), (0, height), (width, height)]
+    return max(math.dist(_apply(to_pre_pixels, _apply(post_transform, corner)), corner) for corner in corners)
+
+
+def _apply(t: Any, point: tuple[float, float]) -> tuple[float, float]:
+    """Affine ``t`` applied to (x, y), spelled out: ``*`` on points is deprecated in affine 3, ``@`` new there."""
+    x, y = point
+    return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
+
+
+def read_all_bands(path: Path) -> np.ndarray:
+    """All bands [C, H, W] of a raster file."""
+    try:
+        with open_raster(path) as src:
+            return src.read()
+    except RasterioError as exc:
+        raise DataError(f"{path}: cannot read pixels ({exc})") from exc
+
+
+def load_image(path: Path, crop_size: int, num_bands: int, like: Path) -> torch.Tensor:
+    """All bands of ``path`` as float32 ``[C, S, S]``: shorter side resized to ``crop_size`` (bilinear with
+    antialiasing), then centre-cropped; DataError unless it has ``num_bands`` bands (as ``like``)."""
+    image = torch.from_numpy(read_all_bands(path).astype(np.float32))  # [C, H, W]
+    if image.shape[0] != num_bands:
+        raise DataError(f"{path}: has {image.shape[0]} bands, expected {num_bands} like {like}")
+    height, width = image.shape[1:]
+    scale = crop_size / min(height, width)
+    if scale != 1:
+        size = (max(round(height * scale), crop_size), max(round(width * scale), crop_size))
+        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    top, left = (image.shape[1] - crop_size) // 2, (image.shape[2] - crop_size) // 2
+    return image[:, top : top + crop_size, left : left + crop_size]

@@ -1,0 +1,139 @@
+"""Training and evaluation crops of xBD-style pairs: pre / post images and damage mask, any band count."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from ssl_siam.core.errors import DataError
+from ssl_siam.data.rasters import SEQUENTIAL_DRIVERS, open_raster
+from ssl_siam.data.transforms.pair import PairAugment
+from ssl_siam.data.xbd.pairs import PairRecord
+
+
+class XBDPairDataset(torch.utils.data.Dataset):
+    """Pre/post crops and damage masks of xBD-style pairs (targets set, see :func:`ensure_targets`).
+
+    Item: ``{"pre": [C, h, w], "post": [C', h, w]`` (the files' dtype), ``"mask": [h, w]`` int64 (0-4 or
+    ``ignore_index``), ``"index"``, ``"id"}``. ``index`` may exceed ``len``: the record is ``index % len`` and every
+    random draw is a pure function of ``(seed, index)``, so resumed runs and workers see the same items.
+    Train: a ``crop_size`` window, with probability ``building_bias`` centred (± crop/4 jitter) on a random
+    building pixel, then :class:`PairAugment`. Eval: the whole image or its centre crop, no augmentation. Crops
+    larger than the image are padded with 0 (images) and ``ignore_index`` (mask). ``post_bands`` defaults to ``bands``.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[PairRecord],
+        crop_size: int | None,
+        train: bool,
+        *,
+        bands: Sequence[int] | None = None,
+        post_bands: Sequence[int] | None = None,
+        building_bias: float = 0.8,
+        misregistration_px: int = 0,
+        augment: bool = True,
+        seed: int = 0,
+        ignore_index: int = 255,
+    ) -> None:
+        if not records:
+            raise DataError("no xBD pairs given: expected at least one PairRecord")
+        if crop_size is not None and crop_size < 1:
+            raise ValueError(f"crop_size must be positive or None, got {crop_size}")
+        if not 0.0 <= building_bias <= 1.0:
+            raise ValueError(f"building_bias must be in [0, 1], got {building_bias}")
+        if missing := next((r for r in records if r.damage_target is None), None):
+            raise DataError(f"{missing.post_image}: no damage target, expected ensure_targets() to be run first")
+        self.records, self.crop_size, self.train = list(records), crop_size, train
+        self._bands_pre = None if bands is None else [int(b) for b in bands]
+        self._bands_post = self._bands_pre if post_bands is None else [int(b) for b in post_bands]
+        self.building_bias, self.seed, self.ignore_index = building_bias, seed, ignore_index
+        first = self.records[0]
+        with open_raster(first.pre_image) as pre, open_raster(first.post_image) as post:
+            self.num_bands_pre = len(_indexes(first.pre_image, pre.count, self._bands_pre))
+            self.num_bands_post = len(_indexes(first.post_image, post.count, self._bands_post))
+        self.augment = PairAugment(misregistration_px, geometric=augment, ignore_index=ignore_index) if train else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int | str]:
+        index = int(index)
+        if index < 0:
+            raise IndexError(f"XBDPairDataset index must be non-negative, got {index}")
+        record = self.records[index % len(self.records)]
+        rng = np.random.default_rng([self.seed, index])
+        mask, window, size = self._read_mask(record, rng)
+        pre = self._read_image(record.pre_image, window, size, self._bands_pre, self.num_bands_pre)
+        post = self._read_image(record.post_image, window, size, self._bands_post, self.num_bands_post)
+        crop = (self.crop_size,) * 2 if self.crop_size is not None else size
+        pre, post, mask = _pad(pre, crop, 0), _pad(post, crop, 0), _pad(mask[None], crop, self.ignore_index)[0]
+        if self.augment is not None:
+            seed = int(rng.integers(2**63))
+            pre, post, mask = self.augment(pre.transpose(1, 2, 0), post.transpose(1, 2, 0), mask, seed)
+            pre, post = pre.transpose(2, 0, 1), post.transpose(2, 0, 1)
+        arrays = {"pre": pre, "post": post, "mask": mask.astype(np.int64)}
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        return {**tensors, "index": index, "id": record.id}
+
+    def _read_mask(self, record: PairRecord, rng: np.random.Generator) -> tuple[np.ndarray, Window, tuple[int, int]]:
+        """Damage target in the item's window [h, w] (uint8), the window, and the target's (height, width)."""
+        path = record.damage_target
+        with open_raster(path) as src:
+            height, width = src.height, src.width
+            crop_h, crop_w = min(self.crop_size or height, height), min(self.crop_size or width, width)
+            row, col = (height - crop_h) // 2, (width - crop_w) // 2
+            full = None
+            if self.train:
+                row, col = int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))
+                if rng.random() < self.building_bias:
+                    full = _read(src, path, [1], None)[0]
+                    rows, cols = np.nonzero((full != 0) & (full != self.ignore_index))
+                    if len(rows):
+                        k, (jy, jx) = rng.integers(len(rows)), rng.integers(-(crop_h // 4), crop_h // 4 + 1, 2)
+                        row = int(np.clip(rows[k] + jy - crop_h // 2, 0, height - crop_h))
+                        col = int(np.clip(cols[k] + jx - crop_w // 2, 0, width - crop_w))
+            window = Window(col, row, crop_w, crop_h)
+            mask = _read(src, path, [1], window)[0] if full is None else full[row : row + crop_h, col : col + crop_w]
+        return mask.astype(np.uint8), window, (height, width)
+
+    def _read_image(
+        self, path: Path, window: Window, size: tuple[int, int], bands: list[int] | None, num_bands: int
+    ) -> np.ndarray:
+        with open_raster(path) as src:
+            if (src.height, src.width) != size:
+                raise DataError(f"{path}: size {src.width}x{src.height}, expected {size[1]}x{size[0]} like its target")
+            indexes = _indexes(path, src.count, bands)
+            if len(indexes) != num_bands:
+                raise DataError(f"{path}: has {src.count} bands, expected {num_bands} like {self.records[0].id}")
+            return _read(src, path, indexes, window)
+
+
+def _indexes(path: Path, count: int, bands: list[int] | None) -> list[int]:
+    """1-based bands to read from ``path``, which has ``count`` bands (all when ``bands`` is None)."""
+    if bands is not None and not all(1 <= b <= count for b in bands):
+        raise DataError(f"{path}: has {count} bands, expected the selected bands {bands} in 1..{count}")
+    return list(range(1, count + 1)) if bands is None else bands
+
+
+def _read(src: DatasetReader, path: Path, indexes: list[int], window: Window | None) -> np.ndarray:
+    """[C, h, w] of ``window`` (None: all). Random-access rasters (GeoTIFF, VRT, ...) are read window-only;
+    sequential ones (PNG, JPEG) decode from the top row, so reading them whole and slicing is faster."""
+    windowed = src.driver not in SEQUENTIAL_DRIVERS
+    try:
+        data = src.read(indexes, window=window if windowed else None)
+    except RasterioError as exc:
+        raise DataError(f"{path}: cannot read pixels ({exc})") from exc
+    return data if windowed or window is None else data[(slice(None), *window.toslices())]
+
+
+def _pad(x: np.ndarray, size: tuple[int, int], value: int) -> np.ndarray:
+    """[C, h, w] padded at the bottom / right to ``size`` (at least h, w) with ``value``."""
+    pad = ((0, 0), (0, size[0] - x.shape[1]), (0, size[1] - x.shape[2]))
+    return x if x.shape[1:] == size else np.pad(x, pad, constant_values=value)

@@ -1,0 +1,60 @@
+"""What every training's config is made of: where the run lives, the loop, the optimizer and the DataLoader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adamw", "sgd", "lars"] = "sgd"
+    lr: float = 0.05  # base LR for `base_batch_size` samples; scaled linearly with the effective batch
+    base_batch_size: int = 256
+    weight_decay: float = 1e-4
+    weight_decay_end: float | None = None  # cosine weight-decay schedule (DINO); None = constant
+    momentum: float = 0.9  # SGD/LARS
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    warmup_steps: int = 0  # takes precedence over warmup_epochs when > 0
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0  # the cosine schedule ends here (absolute, not scaled)
+    clip_grad: float | None = None  # max global grad norm
+
+
+@dataclass
+class TrainConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
+    channels_last: bool = True  # CUDA only
+    batch_size: int = 64  # per process
+    accumulate: int = 1  # gradient accumulation steps per optimizer step
+    max_steps: int | None = None  # optimizer steps; None = `epochs` worth of steps
+    epochs: int = 100
+    checkpoint_every: int = 500  # steps
+    log_every: int = 10  # steps
+    collapse_every: int = 50  # steps between collapse-monitor readings
+    collapse_threshold: float = 0.25  # warn when std·sqrt(d) falls below this
+    stop_on_collapse: bool = False
+    max_bad_steps: int = 20  # consecutive non-finite steps tolerated (each is skipped) before stopping
+    seed: int = 0
+    progress: bool = True  # tqdm bar on a terminal
+    sync_bn: bool = False  # SyncBatchNorm across processes (torchrun / Slurm)
+    compile: bool = False  # torch.compile the backbones (in place: checkpoints stay interchangeable)
+    compile_mode: str | None = None  # torch.compile mode: default | reduce-overhead | max-autotune
+
+
+@dataclass
+class LoaderConfig:
+    """DataLoader settings shared by every data section."""
+
+    num_workers: int = 4
+    pin_memory: bool = True
+    prefetch_factor: int = 4
+
+
+@dataclass
+class RunConfig:
+    """What every training command's config starts with: where the run lives and whether to resume it."""
+
+    run_dir: str = ""  # default: runs/<command or objective>-<timestamp>
+    resume: Literal["auto", True, False] = "auto"  # auto: resume when run_dir has a checkpoint

@@ -1,0 +1,188 @@
+"""Finetuning end to end: loss goes down, validation scores with xView2, best.pt, predict round trip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import ROOT
+from rasterio.transform import from_origin
+
+from ssl_siam.core.config import load_config
+from ssl_siam.damage.config import FinetuneConfig
+from ssl_siam.damage.run import FinetuneTask, build_criterion, build_model, load_finetuned, run_finetune
+from ssl_siam.data.stats import BandStats
+from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
+from ssl_siam.tools.synthetic import make_xbd_split
+from ssl_siam.train.checkpoint import load_checkpoint
+from ssl_siam.train.loop import Trainer
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="module")
+def xbd_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("xbd") / "train"
+    make_xbd_split(root, 6, size=128, seed=0)
+    return root
+
+
+def tiny(split: Path, run_dir: Path, steps: int = 4) -> list[str]:
+    return [f"data.root={split}", f"run_dir={run_dir}", "model.backbone=resnet18", "data.crop_size=64",
+            "train.batch_size=2", f"train.max_steps={steps}", "train.device=cpu", "data.num_workers=0",
+            "train.progress=false", "train.log_every=1", "data.stats_samples=8", "data.val_fraction=0.34",
+            "model.decoder_channels=[32,16,16,8,8]", "optim.warmup_steps=0"]
+
+
+def test_loss_decreases_on_a_fixed_batch() -> None:
+    cfg = load_config(FinetuneConfig, None, ["model.backbone=resnet18", "model.decoder_channels=[32,16,16,8,8]"])
+    torch.manual_seed(0)
+    stats = BandStats(low=[0.0] * 3, high=[255.0] * 3, mean=[0.5] * 3, std=[0.25] * 3)
+    task = FinetuneTask(build_model(cfg, 3, 3), build_criterion(cfg), stats, stats)
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randint(0, 255, (2, 3, 64, 64), generator=g, dtype=torch.uint8)
+    mask = torch.zeros(2, 64, 64, dtype=torch.long)
+    mask[:, 16:40, 16:40] = 4
+    post = pre.clone()
+    post[:, :, 16:40, 16:40] = 30  # "destroyed" area changes in the post image
+    mask[0, 0, 0] = 255  # an ignored pixel
+    batch = {"pre": pre, "post": post, "mask": mask}
+    opt = torch.optim.AdamW([g for g in task.param_groups()], lr=1e-3)
+    losses = []
+    for step in range(6):
+        out = task.training_step(batch, step, 0)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+        assert {"main_focal", "main_dice", "aux0"} <= out.keys()
+    assert losses[-1] < losses[0], losses
+
+
+def test_freeze_encoder_and_encoder_lr(xbd_split: Path) -> None:
+    cfg = load_config(FinetuneConfig, None, ["model.backbone=resnet18", "model.decoder_channels=[32,16,16,8,8]"])
+    stats = BandStats(low=[0.0] * 3, high=[255.0] * 3, mean=[0.5] * 3, std=[0.25] * 3)
+    task = FinetuneTask(build_model(cfg, 3, 3), build_criterion(cfg), stats, stats, freeze_encoder_epochs=1,
+                        encoder_lr_scale=0.1)
+    task.configure(total_steps=10, steps_per_epoch=3)
+    encoder = {id(p) for p in task.model.encoder_parameters()}
+    for group in task.param_groups():
+        in_encoder = {id(p) in encoder for p in group["params"]}
+        assert len(in_encoder) == 1 and (group.get("lr_scale", 1.0) == 0.1) == in_encoder.pop()
+    for p in task.model.parameters():
+        p.grad = torch.ones_like(p)
+    task.before_optimizer_step(2)  # still in the first epoch: encoder gradients dropped
+    assert all(p.grad is None for p in task.model.encoder_parameters())
+    assert all(p.grad is not None for p in task.model.decoder_parameters())
+
+
+def test_finetune_cli_contract_then_predict(xbd_split: Path, tmp_path: Path) -> None:
+    enc_dir = tmp_path / "ssl"
+    export_encoder(create_encoder("resnet18", 3), enc_dir, EncoderMeta("resnet18", 3))
+    run_dir = tmp_path / "ft"
+    proc = subprocess.run(
+        [sys.executable, "finetune/finetune.py", "--config", "configs/finetune/xbd_resnet50.yaml",
+         *tiny(xbd_split, run_dir, steps=6), f"model.encoder_weights={enc_dir / 'encoder.safetensors'}",
+         "train.val_every=3"], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("config.yaml", "checkpoints/last.pt", "checkpoints/best.pt", "metrics.json", "targets"):
+        assert (run_dir / name).exists(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["step"] == 6 and len(metrics["val_history"]) == 2
+    val = metrics["val"]
+    assert 0.0 <= val["score"] <= 1.0 and {"localization_f1", "damage_f1", "f1_destroyed"} <= val.keys()
+    assert metrics["best_score"] == max(v["score"] for v in metrics["val_history"])
+
+    # predict on a georeferenced GeoTIFF pair: outputs keep CRS and transform
+    pre_png = sorted((xbd_split / "images").glob("*_pre_disaster.png"))[0]
+    from PIL import Image
+
+    transform = from_origin(500000.0, 4200000.0, 0.5, 0.5)
+    pair = {}
+    for phase in ("pre", "post"):
+        img = np.asarray(Image.open(str(pre_png).replace("_pre_", f"_{phase}_"))).transpose(2, 0, 1)
+        pair[phase] = tmp_path / f"scene_{phase}_disaster.tif"
+        with rasterio.open(pair[phase], "w", driver="GTiff", width=128, height=128, count=3, dtype="uint8",
+                           crs="EPSG:32636", transform=transform) as dst:
+            dst.write(img)
+    out = tmp_path / "pred"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_siam.cli", "predict", "--ckpt", str(run_dir / "checkpoints" / "best.pt"),
+         "--pre", str(pair["pre"]), "--post", str(pair["post"]), "--out", str(out), "--device", "cpu",
+         "--window", "64"], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    damage = np.asarray(Image.open(out / "scene_damage_prediction.png"))
+    assert damage.shape == (128, 128) and damage.dtype == np.uint8 and damage.max() <= 4
+    for name in ("scene_localization_prediction.png", "scene_overlay.png", "scene_buildings.geojson"):
+        assert (out / name).is_file(), name
+    with rasterio.open(out / "scene_damage.tif") as src:
+        assert src.crs.to_epsg() == 32636 and src.transform == transform
+
+    task, cfg, runtime = load_finetuned(run_dir / "checkpoints" / "last.pt", "cpu")
+    assert runtime.device == torch.device("cpu") and runtime.amp_dtype is None
+    assert cfg.model.backbone == "resnet18" and not task.training
+
+
+def test_resume_equals_uninterrupted(xbd_split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crops, worker geometry and the device-side photometric jitter are functions of the sample index, so a run
+    cut after its step-3 checkpoint and resumed ends with the uninterrupted run's weights, bit for bit."""
+    def finetune(name: str) -> Path:
+        cfg = load_config(FinetuneConfig, None, [*tiny(xbd_split, tmp_path / name, steps=6), "train.val_every=100",
+                                                 "train.checkpoint_every=3", "data.misregistration_px=2",
+                                                 "data.photometric_on_device=true"])
+        return run_finetune(cfg)
+
+    full = finetune("full")
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self: Trainer, name: str = "last.pt") -> None:
+        original(self, name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        finetune("cut")
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    resumed = finetune("cut")
+    a, b = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (full, resumed))
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+@pytest.mark.parametrize(("overrides", "kind", "expected"), [
+    (["loss.name=focal", "loss.gamma=0.5", "loss.alpha=[1,2,3,4,5]"], "FocalLoss", {"gamma": 0.5}),
+    (["loss.name=dice", "loss.class_weights=[0,1,1,1,2]"], "DiceLoss", {}),
+    (["loss.focal_weight=0.3", "loss.gamma=1.0"], "FocalDiceLoss", {"focal_weight": 0.3}),
+])
+def test_loss_options_reach_the_chosen_loss(overrides: list[str], kind: str, expected: dict) -> None:
+    cfg = load_config(FinetuneConfig, None, overrides)
+    base = build_criterion(cfg).base
+    assert type(base).__name__ == kind
+    assert all(getattr(base, k) == v for k, v in expected.items())
+    if kind == "FocalLoss":
+        torch.testing.assert_close(base.alpha, torch.tensor([1.0, 2, 3, 4, 5]))
+    if kind == "DiceLoss":
+        torch.testing.assert_close(base.class_weights, torch.tensor([0.0, 1, 1, 1, 2]))
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["loss.name=focal", "loss.class_weights=[1,1,1,1,2]"], "loss.class_weights"),
+    (["loss.name=dice", "loss.gamma=0.5"], "loss.gamma"),
+    (["loss.name=dice", "loss.alpha=[1,1,1,1,2]"], "loss.alpha"),
+    (["loss.name=focal", "loss.dice_weight=2"], "loss.dice_weight"),
+])
+def test_loss_options_the_loss_ignores_are_refused(overrides: list[str], key: str) -> None:
+    from ssl_siam.core.errors import ConfigError
+
+    cfg = load_config(FinetuneConfig, None, overrides)
+    with pytest.raises(ConfigError, match=rf"{key}=.* has no effect with loss.name="):
+        build_criterion(cfg)
