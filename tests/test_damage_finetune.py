@@ -127,6 +127,13 @@ def test_finetune_cli_contract_then_predict(xbd_split: Path, tmp_path: Path) -> 
 
     task, cfg, runtime = load_finetuned(run_dir / "checkpoints" / "last.pt", "cpu")
     assert runtime.device == torch.device("cpu") and runtime.amp_dtype is None
+    # a checkpoint written before checkpoints stored their kind (0.1) still loads, to the same weights
+    from ssl_siam.train.checkpoint import atomic_save
+
+    legacy = {k: v for k, v in load_checkpoint(run_dir / "checkpoints" / "last.pt").items() if k != "kind"}
+    atomic_save(legacy, tmp_path / "legacy.pt")
+    old = load_finetuned(tmp_path / "legacy.pt", "cpu").task
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), task.state_dict().values()))
     assert cfg.model.backbone == "resnet18" and not task.training
 
 

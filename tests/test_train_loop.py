@@ -160,3 +160,26 @@ def test_sync_bn_without_cuda_is_a_config_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(runtime, "init_distributed", lambda device: (World(0, 2), device))  # as under torchrun
     with pytest.raises(ConfigError, match="train.sync_bn=true needs CUDA"):
         runtime.Runtime.for_training(TrainConfig(device="cpu", sync_bn=True))
+
+
+def test_checkpoint_kind_is_stored_and_checked(tmp_path: Path) -> None:
+    from ssl_siam.train.checkpoint import checkpoint_kind
+
+    path = tmp_path / "last.pt"
+    atomic_save({"format": "ssl-siam-checkpoint", "kind": "metric", "extra": {}}, path)
+    assert load_checkpoint(path, kind="metric")["kind"] == "metric"
+    with pytest.raises(DataError, match="is a metric checkpoint, expected a finetune checkpoint"):
+        load_checkpoint(path, kind="finetune")
+    # checkpoints written before kinds were stored are recognised by their extra
+    assert checkpoint_kind({"extra": {"pre_stats": {}, "post_stats": {}}}) == "finetune"
+    assert checkpoint_kind({"extra": {"mining": "none", "stats": {}}}) == "metric"
+    assert checkpoint_kind({"extra": {}}) == "pretrain"
+
+
+def test_resuming_a_run_dir_of_another_training_is_refused(tmp_path: Path, tile_dir: Path) -> None:
+    run_dir = run(tmp_path, tile_dir, "r", "simsiam", steps=1)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert ckpt["kind"] == "pretrain"
+    atomic_save({**ckpt, "kind": "finetune"}, run_dir / "checkpoints" / "last.pt")
+    with pytest.raises(DataError, match="is a finetune checkpoint, this run is pretrain"):
+        run(tmp_path, tile_dir, "r", "simsiam", steps=2)

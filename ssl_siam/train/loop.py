@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from ssl_siam.train.checkpoint import FORMAT, atomic_save, checkpoint_kind, load
 from ssl_siam.train.config import OptimConfig, TrainConfig
 from ssl_siam.train.distributed import broadcast, mean_across
 from ssl_siam.train.optim import build_optimizer, set_schedules
+from ssl_siam.train.preemption import preemption_signals
 from ssl_siam.train.runtime import Runtime
 from ssl_siam.train.task import StopTraining, TrainingTask, Validator
 
@@ -207,8 +206,8 @@ class Trainer:
         batches = self.batches()
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         bad_in_row, last = 0, {}
-        stop = self.catch_preemption()
-        try:
+        logs = contextlib.closing(writer) if writer is not None else contextlib.nullcontext()
+        with preemption_signals() as stop, contextlib.closing(bar), logs:
             while self.state.step < self.total_steps:
                 if stop:
                     self.save_checkpoint()
@@ -254,26 +253,7 @@ class Trainer:
                 if self.state.step % self.cfg.checkpoint_every == 0 or final:
                     self.save_checkpoint()
                     self.write_metrics(last)
-        finally:
-            self.release_preemption()
-            bar.close()
-            if writer is not None:
-                writer.close()
         return last
-
-    def catch_preemption(self) -> list[signal.Signals]:
-        """From now on SIGTERM/SIGUSR1 (Slurm preemption) only record themselves in the returned list; the loop
-        finishes the step, checkpoints and raises :class:`Preempted`."""
-        received: list[signal.Signals] = []
-        self._previous_handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGUSR1):
-                self._previous_handlers[sig] = signal.signal(sig, lambda s, _: received.append(signal.Signals(s)))
-        return received
-
-    def release_preemption(self) -> None:
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
 
     def run_validation(self, writer: SummaryWriter | None) -> None:
         """Validate, log under ``val/`` (rank 0), and save ``best.pt`` when the validator's metric improves."""
