@@ -1,4 +1,4 @@
-"""Siamese damage finetuning: ``python finetune/finetune.py --config configs/finetune/X.yaml key=value ...``.
+"""Siamese damage finetuning: ``python finetune/finetune.py --config xbd_resnet50 key=value ...``.
 
 Same arguments as ``ssl-siam finetune``; also runs under ``torchrun``.
 """

@@ -1,4 +1,4 @@
-"""Self-supervised pretraining: ``python pretrain/pretrain.py --config configs/pretrain/X.yaml key=value ...``.
+"""Self-supervised pretraining: ``python pretrain/pretrain.py --config simsiam_resnet50 key=value ...``.
 
 Same arguments as ``ssl-siam pretrain``; also runs under ``torchrun``.
 """

@@ -10,7 +10,7 @@ from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainCon
 
 @dataclass
 class MetricDataConfig(LoaderConfig):
-    """Where pairs come from (see ``ssl_siam/metric/datasets.py``)."""
+    """Where pairs come from (see ``ssl_siam/metric_learning/datasets.py``)."""
 
     dataset: Literal["geotiff-dates", "pixel-series", "object-series", "xbd-pairs", "pairs-csv"] = "geotiff-dates"
     # geotiff-dates / pixel-series / object-series: one folder or glob per date (scenes matched in sorted order,
