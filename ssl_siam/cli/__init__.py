@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import warnings
@@ -28,16 +29,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.debug:
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    route_gdal_messages(debug)
     try:
         return args.func(args)
-    except UserError as exc:
-        if args.debug:
-            raise
-        print(f"ssl-siam {args.command}: error: {one_line(exc)}", file=sys.stderr)
-        return 2
     except Preempted as exc:
         print(f"ssl-siam {args.command}: {exc}", file=sys.stderr)
         return Preempted.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        code, message = describe(exc)
+        print(f"ssl-siam {args.command}: {message}", file=sys.stderr)
+        return code
+
+
+def describe(exc: Exception) -> tuple[int, str]:
+    """Exit code and one line for an error: 2 for bad input (and a full or read-only disk), 1 for an internal
+    error, which says to rerun with --debug for the traceback."""
+    if isinstance(exc, UserError):
+        return 2, f"error: {one_line(exc)}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 2, f"error: no space left on the device writing {exc.filename or 'a file'}"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return 2, f"error: cannot write {exc.filename or 'a file'} ({exc.strerror})"
+    return 1, f"internal error: {type(exc).__name__}: {one_line(exc)[:300]}; rerun with --debug for the traceback"
+
+
+def route_gdal_messages(debug: bool) -> None:
+    """GDAL's own messages (rasterio logs them as warnings / errors, e.g. libtiff's TIFFSetField notes) go to the
+    log at debug level instead of the terminal: every failure that matters reaches the user as our own error."""
+    logging.getLogger("rasterio").setLevel(logging.DEBUG if debug else logging.CRITICAL)

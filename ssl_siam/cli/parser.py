@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
 from ssl_siam.cli import commands as c
 
@@ -10,8 +12,37 @@ CONFIG_HELP = ("YAML config file or packaged recipe name (see `ssl-siam recipes`
                "arguments override it (an unknown key is an error)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad command-line arguments are one line on stderr and exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def number(kind: type, low: float, high: float | None = None, high_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: ``kind`` (int or float) in [low, high] (or [low, high) with ``high_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        above = high is None or (value < high if high_open else value <= high)
+        if value < low or not above:
+            bound = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__} {bound}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = number(int, 1), number(int, 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssl-siam", description="Self-supervised pretraining, Siamese damage "
+    parser = OneLineParser(prog="ssl-siam", description="Self-supervised pretraining, Siamese damage "
                                      "finetuning and Siamese metric learning for satellite imagery.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -38,19 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the run's data.dataset")
     p.add_argument("--objects", help="object-series: GeoJSON of the held-out polygons (default: the run's)")
     p.add_argument("--oneshot", help="image folder <class>/*.tif of classes unseen in training: N-way one-shot")
-    p.add_argument("--n-way", type=int, default=5)
-    p.add_argument("--trials", type=int, default=1000)
+    p.add_argument("--n-way", type=number(int, 2), default=5, help="classes per one-shot trial (>= 2)")
+    p.add_argument("--trials", type=POSITIVE, default=1000)
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=POSITIVE, default=64)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.set_defaults(func=c.cmd_verify)
 
     p = sub.add_parser("score", help="the xView2 challenge metric over prediction and target PNG folders")
     p.add_argument("--pred", required=True, help="folder of *_localization_prediction.png / *_damage_prediction.png")
     p.add_argument("--targ", required=True, help="folder of *_localization_target.png / *_damage_target.png")
     p.add_argument("--json", help="also write the scores to this JSON file")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=POSITIVE, default=2)
     p.set_defaults(func=c.cmd_score)
 
     p = sub.add_parser("targets", help="rasterise xBD label JSON into xView2 target PNGs")
@@ -67,10 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="an xBD split directory: predict every pair")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
-    p.add_argument("--window", type=int, default=512, help="sliding-window size")
-    p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--window", type=POSITIVE, default=512, help="sliding-window size")
+    p.add_argument("--overlap", type=number(float, 0, 1, high_open=True), default=0.25,
+                   help="fraction of a window shared with its neighbour, in [0, 1)")
+    p.add_argument("--batch-size", type=POSITIVE, default=4)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--bands", type=POSITIVE, nargs="+", help="1-based bands of the pre image (and post, unless "
+                   "--post-bands); default: the run's data.bands")
+    p.add_argument("--post-bands", type=POSITIVE, nargs="+", help="1-based bands of the post image")
     p.set_defaults(func=c.cmd_predict)
 
     p = sub.add_parser("probe", help="linear-probe and kNN evaluation of frozen encoders, side by side")
@@ -81,20 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-data", nargs="+", help="explicit held-out split instead of the automatic one")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
-    p.add_argument("--k", type=int, default=20, help="neighbours for kNN")
-    p.add_argument("--crop-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=POSITIVE, default=20, help="neighbours for kNN")
+    p.add_argument("--crop-size", type=POSITIVE, default=64)
+    p.add_argument("--batch-size", type=POSITIVE, default=64)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.set_defaults(func=c.cmd_probe)
 
     p = sub.add_parser("bench", help="throughput: model-only ceiling vs our pipeline vs lightly's recipe")
     p.add_argument("--objective", choices=["simsiam", "byol", "dino", "finetune"], default="simsiam")
     p.add_argument("--device", default="auto")
     p.add_argument("--backbone", help="default: resnet50 on CUDA, resnet18 on CPU")
-    p.add_argument("--image-size", type=int, help="default: 224 on CUDA (512 finetune), 64 on CPU")
-    p.add_argument("--batch-size", type=int, help="default: 256 on CUDA, 32 on CPU")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--image-size", type=POSITIVE, help="default: 224 on CUDA (512 finetune), 64 on CPU")
+    p.add_argument("--batch-size", type=POSITIVE, help="default: 256 on CUDA, 32 on CPU")
+    p.add_argument("--workers", type=NON_NEGATIVE, default=2, help="DataLoader workers")
+    p.add_argument("--steps", type=POSITIVE, default=10, help="timed steps per measurement")
     p.add_argument("--data", help="tiles to read (default: generated sample tiles)")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=c.cmd_bench)
@@ -107,11 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="per-band normalization statistics of a tile dataset, saved as JSON")
     p.add_argument("data", help="folder, glob or file of GeoTIFF/PNG/JPEG tiles")
     p.add_argument("--out", default="stats.json")
-    p.add_argument("--tile-size", type=int, default=256)
-    p.add_argument("--bands", type=int, nargs="+", help="1-based band indices")
+    p.add_argument("--tile-size", type=POSITIVE, default=256)
+    p.add_argument("--bands", type=POSITIVE, nargs="+", help="1-based band indices")
     p.add_argument("--band-names", nargs="+", help="values for a {band} placeholder in DATA")
     p.add_argument("--nodata", type=float)
-    p.add_argument("--samples", type=int, default=256, help="windows to sample")
+    p.add_argument("--samples", type=POSITIVE, default=256, help="windows to sample")
     p.set_defaults(func=c.cmd_stats)
 
     p = sub.add_parser("recipes", help="list the packaged config recipes (use them by name with --config)")

@@ -1,7 +1,8 @@
 """Typed configs: dataclass schemas filled from YAML plus dotted ``key.sub=value`` overrides.
 
-Every key is checked against the schema: an unknown key or a value of the wrong type fails with a one-line
-:class:`ConfigError` naming the key, so a typo never silently falls back to a default.
+Every key is checked against the schema: an unknown key, a value of the wrong type or out of its range (fields
+annotated with a :class:`Range`, e.g. :data:`PositiveInt`) fails with a one-line :class:`ConfigError` naming the
+key, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -20,6 +21,35 @@ from ssl_siam.core.errors import ConfigError
 from ssl_siam.core.recipes import resolve_recipe
 
 C = TypeVar("C")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric config field: ``low`` ≤ value ≤ ``high`` (strict where ``*_open``)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+PositiveFloat = Annotated[float, Range(0, low_open=True)]
+NonNegativeFloat = Annotated[float, Range(0)]
+Fraction = Annotated[float, Range(0, 1)]  # probabilities and fractions
+Overlap = Annotated[float, Range(0, 1, high_open=True)]
+Beta = Annotated[float, Range(0, 1, high_open=True)]  # Adam's β
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # a float YAML 1.1 may leave as a string
 
 
@@ -31,7 +61,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            value = safe_yaml(raw, f"override {key}") if raw else ""
         except yaml.YAMLError:
             value = raw
         node = nested
@@ -55,13 +85,35 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_YAML_NODES = 100_000  # a config of ours has a few hundred; aliases that expand beyond this are refused
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` that first refuses documents whose aliases expand to more than ``MAX_YAML_NODES`` nodes
+    (a "billion laughs" file would otherwise blow up memory as soon as the config is copied or merged)."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    sizes: dict[int, int] = {}
+
+    def expanded(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a recursive alias counts once
+            children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
+                node.value if isinstance(node, yaml.SequenceNode) else [])
+            sizes[id(node)] = min(1 + sum(expanded(c) for c in children), MAX_YAML_NODES + 1)
+        return sizes[id(node)]
+
+    if root is not None and expanded(root) > MAX_YAML_NODES:
+        raise ConfigError(f"{source}: its YAML aliases expand to more than {MAX_YAML_NODES} values; refused")
+    return yaml.safe_load(text)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        data = safe_yaml(path.read_text(), f"config file {path}")
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
         return {}
@@ -80,7 +132,7 @@ def from_dict(schema: type[C], data: dict[str, Any], prefix: str = "") -> C:
     """Recursively build dataclass ``schema`` from ``data``, checking keys and types."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
-    hints = get_type_hints(schema)
+    hints = get_type_hints(schema, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
     kwargs = {}
     for key, value in data.items():
@@ -98,6 +150,11 @@ def from_dict(schema: type[C], data: dict[str, Any], prefix: str = "") -> C:
 
 
 def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Annotated:
+        base, *meta = get_args(tp)
+        return " ".join([_type_name(base), *(str(m) for m in meta if isinstance(m, Range))])
+    if tp is type(None):
+        return "null"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -105,6 +162,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against type ``tp``; ints are accepted for floats and lists for tuples."""
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any:
+        return value
+    if origin is Annotated:
+        value = _convert(value, args[0], key)
+        if not all(bound.contains(value) for bound in args[1:] if isinstance(bound, Range)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

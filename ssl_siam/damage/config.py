@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from ssl_siam.core.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainConfig
 
 
@@ -12,21 +13,21 @@ from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainCon
 class XBDDataConfig(LoaderConfig):
     root: list[str] = field(default_factory=list)  # xBD split dirs (train, tier3, ...); a single string is accepted
     val_root: list[str] = field(default_factory=list)  # explicit validation splits; empty = hold out val_fraction
-    val_fraction: float = 0.1  # of the pairs in `root`, by a seeded shuffle of image ids
-    crop_size: int = 512
-    val_window: int = 1024  # sliding-window size for validation on whole images
-    samples_per_epoch: int | None = None  # random crops per epoch; None = one per training pair (≥ one batch)
-    building_bias: float = 0.8  # probability that a training crop is centred on a building pixel
-    misregistration_px: int = 0  # max independent shift of the post image (augmentation)
+    val_fraction: Fraction = 0.1  # of the pairs in `root`, by a seeded shuffle of image ids
+    crop_size: PositiveInt = 512
+    val_window: PositiveInt = 1024  # sliding-window size for validation on whole images
+    samples_per_epoch: PositiveInt | None = None  # random crops per epoch; None = one per training pair (≥ one batch)
+    building_bias: Fraction = 0.8  # probability that a training crop is centred on a building pixel
+    misregistration_px: NonNegativeInt = 0  # max independent shift of the post image (augmentation)
     photometric_on_device: bool = False  # true: jitter on the training device instead of in the workers (see README)
-    bands: list[int] | None = None  # 1-based bands of the pre image (and post, unless post_bands)
-    post_bands: list[int] | None = None
-    ignore_index: int = 255  # `un-classified` buildings in training masks
+    bands: list[PositiveInt] | None = None  # 1-based bands of the pre image (and post, unless post_bands)
+    post_bands: list[PositiveInt] | None = None
+    ignore_index: Annotated[int, Range(0, 255)] = 255  # `un-classified` buildings in training masks
     skip_bad: bool = False  # skip (and report) unpairable/unreadable pairs instead of failing
     cache_dir: str | None = None  # rasterised target masks; default <run_dir>/targets
     stats: str | None = None  # stats JSON for the pre image; default: the encoder's, else computed
     post_stats: str | None = None
-    stats_samples: int = 128
+    stats_samples: PositiveInt = 128
 
 
 @dataclass
@@ -38,28 +39,28 @@ class DamageModelConfig:
     siamese: Literal["classic", "pseudo", "asymmetric"] = "classic"
     post_backbone: str | None = None  # asymmetric only
     fusion: str = "absdiff"  # absdiff | concat | concat_diff | learned
-    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+    decoder_channels: list[PositiveInt] = field(default_factory=lambda: [256, 128, 64, 32, 16])
     attention: bool = True
     deep_supervision: bool = True
-    num_classes: int = 5
+    num_classes: Annotated[int, Range(2)] = 5
 
 
 @dataclass
 class LossConfig:
     name: str = "focal_dice"
-    focal_weight: float = 1.0
-    dice_weight: float = 1.0
-    gamma: float = 2.0
-    alpha: list[float] | None = None  # per-class focal α
-    class_weights: list[float] | None = None  # per-class Dice weights (xBD imbalance)
-    aux_weights: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625])  # finest aux first
+    focal_weight: NonNegativeFloat = 1.0
+    dice_weight: NonNegativeFloat = 1.0
+    gamma: NonNegativeFloat = 2.0
+    alpha: list[NonNegativeFloat] | None = None  # per-class focal α
+    class_weights: list[NonNegativeFloat] | None = None  # per-class Dice weights (xBD imbalance)
+    aux_weights: list[NonNegativeFloat] = field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625])  # finest aux first
 
 
 @dataclass
 class FinetuneTrainConfig(TrainConfig):
-    freeze_encoder_epochs: float = 0.0  # encoder weights fixed for the first k epochs
-    encoder_lr_scale: float = 0.1  # encoder LR = this × decoder LR
-    val_every: int = 0  # steps between validations; 0 = once per epoch
+    freeze_encoder_epochs: NonNegativeFloat = 0.0  # encoder weights fixed for the first k epochs
+    encoder_lr_scale: NonNegativeFloat = 0.1  # encoder LR = this × decoder LR
+    val_every: NonNegativeInt = 0  # steps between validations; 0 = once per epoch
     tta: bool = False  # flip TTA in validation
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ssl_siam.core.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainConfig
 
 
@@ -18,14 +19,14 @@ class MetricDataConfig(LoaderConfig):
     # xbd-pairs: xBD split dirs; pairs-csv: the CSV file (path_a,path_b,label; paths relative to it)
     root: list[str] = field(default_factory=list)
     val_root: list[str] = field(default_factory=list)  # held-out pairs for verification during training
-    crop_size: int = 64  # window / crop side in pixels (images)
-    bands: list[int] | None = None  # 1-based bands (geotiff-dates, pixel-series)
-    samples_per_epoch: int = 2048  # random locations per epoch (geotiff-dates, pixel-series)
-    neighbour_px: int = 1  # pixel-series: the positive is a pixel at most this far from the anchor
+    crop_size: PositiveInt = 64  # window / crop side in pixels (images)
+    bands: list[PositiveInt] | None = None  # 1-based bands (geotiff-dates, pixel-series)
+    samples_per_epoch: PositiveInt = 2048  # random locations per epoch (geotiff-dates, pixel-series)
+    neighbour_px: PositiveInt = 1  # pixel-series: the positive is a pixel at most this far from the anchor
     objects: str | None = None  # object-series: GeoJSON of polygons (scene CRS) whose mean series are embedded
     val_objects: str | None = None  # object-series: polygons of the val_root scenes (default: `objects`)
     stats: str | None = None  # band stats JSON; default: the SSL encoder's, else computed and saved
-    stats_samples: int = 64
+    stats_samples: PositiveInt = 64
 
 
 @dataclass
@@ -35,24 +36,24 @@ class MetricModelConfig:
     pretrained: str | None = None  # or a local timm weight file
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
     variant: Literal["classic", "pseudo", "triplet"] = "classic"  # shared θ | separate θ | 3 branches, shared θ
-    embed_dim: int = 128
-    head_hidden_dim: int = 512
-    rnn_hidden_dim: int = 128  # gru / lstm
-    rnn_layers: int = 2
+    embed_dim: PositiveInt = 128
+    head_hidden_dim: PositiveInt = 512
+    rnn_hidden_dim: PositiveInt = 128  # gru / lstm
+    rnn_layers: PositiveInt = 2
     bidirectional: bool = False
 
 
 @dataclass
 class MetricLossConfig:
     name: str = "contrastive"  # contrastive | triplet | learned_metric
-    margin: float | None = None  # default: 1.0 contrastive, 0.2 triplet
+    margin: PositiveFloat | None = None  # default: 1.0 contrastive, 0.2 triplet
     distance: Literal["euclidean", "cosine"] = "euclidean"
     # none: the pairs/triplets the data gives (location data: positive (a_i, b_i), negative a_i vs the next
     # location); all | semi-hard | batch-hard: mined among every embedding of the batch (location data only);
     # auto: batch-hard for location data, none for labelled pairs
     mining: Literal["auto", "none", "all", "semi-hard", "batch-hard"] = "auto"
     gather: bool = False  # torchrun: mine among the embeddings of all processes (anchors stay local)
-    metric_hidden_dim: int = 256  # learned_metric MLP
+    metric_hidden_dim: PositiveInt = 256  # learned_metric MLP
 
 
 @dataclass
@@ -61,19 +62,19 @@ class MetricAugmentConfig:
 
     joint: bool = True  # images: one crop/flip/rotation for both inputs of a pair (co-registered stay so);
     # per-band jitter is drawn for each input separately either way. false: fully independent views
-    scale: tuple[float, float] = (0.6, 1.0)  # random resized crop area (images)
-    flip_p: float = 0.5
+    scale: tuple[Fraction, Fraction] = (0.6, 1.0)  # random resized crop area (images)
+    flip_p: Fraction = 0.5
     rot90: bool = True
-    jitter_p: float = 0.8
-    brightness: float = 0.2
-    contrast: float = 0.2
-    series_noise: float = 0.02  # pixel-series: Gaussian noise (in standardised units)
-    series_dropout: float = 0.1  # pixel-series: fraction of dates blanked
+    jitter_p: Fraction = 0.8
+    brightness: NonNegativeFloat = 0.2
+    contrast: NonNegativeFloat = 0.2
+    series_noise: NonNegativeFloat = 0.02  # pixel-series: Gaussian noise (in standardised units)
+    series_dropout: Fraction = 0.1  # pixel-series: fraction of dates blanked
 
 
 @dataclass
 class MetricTrainConfig(TrainConfig):
-    val_every: int = 0  # steps between verification runs on data.val_root; 0 = once per epoch
+    val_every: NonNegativeInt = 0  # steps between verification runs on data.val_root; 0 = once per epoch
 
 
 @dataclass

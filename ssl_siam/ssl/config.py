@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from ssl_siam.core.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainConfig
 
 
@@ -18,78 +19,78 @@ class ModelConfig:
 @dataclass
 class TileDataConfig(LoaderConfig):
     root: str = ""  # folder, glob, file, or `{band}` pattern (see README)
-    tile_size: int = 256
-    bands: list[int] | None = None  # 1-based band indices, e.g. [4, 3, 2, 8]
+    tile_size: PositiveInt = 256
+    bands: list[PositiveInt] | None = None  # 1-based band indices, e.g. [4, 3, 2, 8]
     band_names: list[str] | None = None  # values substituted for `{band}` in `root`
     sampling: Literal["random", "grid"] = "random"
-    samples_per_epoch: int | None = None
-    max_nodata_fraction: float = 0.5
+    samples_per_epoch: PositiveInt | None = None
+    max_nodata_fraction: Fraction = 0.5
     nodata: float | None = None  # override the files' nodata value
     stats: str | None = None  # per-band stats JSON from `ssl-siam stats`; None = computed and saved to run_dir
     normalization: dict[str, list[float]] | None = None  # or the values themselves: {low, high, mean, std}
-    stats_samples: int = 256
+    stats_samples: PositiveInt = 256
     skip_bad: bool = False  # skip (log and count) unreadable windows instead of failing
-    max_bad_fraction: float = 0.01  # with skip_bad: stop when more than this fraction of reads failed
+    max_bad_fraction: Fraction = 0.01  # with skip_bad: stop when more than this fraction of reads failed
 
 
 @dataclass
 class AugmentConfig:
     """View generation; defaults are SimSiam's (MoCo v2 augmentations) + dihedral flips/rotations."""
 
-    global_size: int = 224
-    global_scale: tuple[float, float] = (0.2, 1.0)
-    n_global: int = 2
-    local_size: int = 96
-    local_scale: tuple[float, float] = (0.05, 0.4)
-    n_local: int = 0  # DINO multi-crop
-    flip_p: float = 0.5
+    global_size: PositiveInt = 224
+    global_scale: tuple[Fraction, Fraction] = (0.2, 1.0)
+    n_global: PositiveInt = 2
+    local_size: PositiveInt = 96
+    local_scale: tuple[Fraction, Fraction] = (0.05, 0.4)
+    n_local: NonNegativeInt = 0  # DINO multi-crop
+    flip_p: Fraction = 0.5
     rot90: bool = True
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4  # RGB only
-    hue: float = 0.1  # RGB only
-    grayscale_p: float = 0.2  # RGB only
-    blur_p: list[float] = field(default_factory=lambda: [0.5, 0.5])  # per global view
-    local_blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: list[float] = field(default_factory=lambda: [0.0, 0.0])  # per global view
-    rgb_bands: list[int] | None = None  # 0-based positions of R, G, B among loaded bands; 3 bands → [0, 1, 2]
+    jitter_p: Fraction = 0.8
+    brightness: NonNegativeFloat = 0.4
+    contrast: NonNegativeFloat = 0.4
+    saturation: NonNegativeFloat = 0.4  # RGB only
+    hue: Annotated[float, Range(0, 0.5)] = 0.1  # RGB only
+    grayscale_p: Fraction = 0.2  # RGB only
+    blur_p: list[Fraction] = field(default_factory=lambda: [0.5, 0.5])  # per global view
+    local_blur_p: Fraction = 0.5
+    blur_sigma: tuple[PositiveFloat, PositiveFloat] = (0.1, 2.0)
+    solarize_p: list[Fraction] = field(default_factory=lambda: [0.0, 0.0])  # per global view
+    rgb_bands: list[NonNegativeInt] | None = None  # 0-based R, G, B among the loaded bands; 3 bands → [0, 1, 2]
     on_device: bool = True  # augment the batch on the training device; False: in the DataLoader workers
 
 
 @dataclass
 class SimSiamConfig:  # Chen & He 2021
-    proj_hidden_dim: int = 2048
-    out_dim: int = 2048
-    pred_hidden_dim: int = 512
+    proj_hidden_dim: PositiveInt = 2048
+    out_dim: PositiveInt = 2048
+    pred_hidden_dim: PositiveInt = 512
     fix_pred_lr: bool = True
 
 
 @dataclass
 class BYOLConfig:  # Grill et al. 2020
-    proj_hidden_dim: int = 4096
-    out_dim: int = 256
-    pred_hidden_dim: int = 4096
-    momentum_start: float = 0.99
-    momentum_end: float = 1.0
+    proj_hidden_dim: PositiveInt = 4096
+    out_dim: PositiveInt = 256
+    pred_hidden_dim: PositiveInt = 4096
+    momentum_start: Fraction = 0.99
+    momentum_end: Fraction = 1.0
 
 
 @dataclass
 class DINOConfig:  # Caron et al. 2021
-    hidden_dim: int = 2048
-    bottleneck_dim: int = 256
-    out_dim: int = 65536
+    hidden_dim: PositiveInt = 2048
+    bottleneck_dim: PositiveInt = 256
+    out_dim: PositiveInt = 65536
     batch_norm: bool = False  # BN in the head (official default for ResNet: False)
     norm_last_layer: bool = True
-    warmup_teacher_temp: float = 0.04
-    teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs: int = 30
-    student_temp: float = 0.1
-    center_momentum: float = 0.9
-    momentum_start: float = 0.996
-    momentum_end: float = 1.0
-    freeze_last_layer_epochs: int = 1
+    warmup_teacher_temp: PositiveFloat = 0.04
+    teacher_temp: PositiveFloat = 0.04
+    warmup_teacher_temp_epochs: NonNegativeInt = 30
+    student_temp: PositiveFloat = 0.1
+    center_momentum: Fraction = 0.9
+    momentum_start: Fraction = 0.996
+    momentum_end: Fraction = 1.0
+    freeze_last_layer_epochs: NonNegativeInt = 1
 
 
 @dataclass
@@ -98,10 +99,10 @@ class KNNMonitorConfig:
 
     data: list[str] = field(default_factory=list)  # labeled data: image-folder root or xBD split dirs; empty = off
     dataset: Literal["folder", "xbd-crops"] = "folder"
-    every_epochs: float = 1.0
-    k: int = 20
-    temperature: float = 0.07
-    crop_size: int = 64
+    every_epochs: PositiveFloat = 1.0
+    k: PositiveInt = 20
+    temperature: PositiveFloat = 0.07
+    crop_size: PositiveInt = 64
 
 
 @dataclass

@@ -113,6 +113,7 @@ def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, b
     cfg.data.root = str(root)
     runtime = Runtime.create(device, cfg.train.precision, cfg.train.channels_last)
     session = prepare(cfg, "bench", build_pretraining, runtime)
+    session.close()  # a temporary run dir: nothing to protect
     trainer, dataset, loader = session.trainer, session.built.dataset, session.built.loader
 
     specs = view_specs(cfg.augment, tile)
@@ -146,6 +147,7 @@ def _finetune(split: Path, run_dir: Path, device: torch.device, backbone: str, c
     cfg.data.root = [str(split)]
     runtime = Runtime.create(device, cfg.train.precision, cfg.train.channels_last)
     session = prepare(cfg, "bench", build_finetuning, runtime)
+    session.close()  # a temporary run dir: nothing to protect
     trainer, dataset, loader = session.trainer, session.built.dataset, session.built.loader
 
     item = dataset[0]

@@ -95,6 +95,30 @@ def checkpoint_kind(ckpt: dict[str, Any]) -> str:
     return "finetune" if "pre_stats" in extra else "metric" if "mining" in extra else "pretrain"
 
 
+#: config keys that fix what a checkpoint is: resuming it under other values is refused, naming them
+IDENTITY_KEYS = ("objective", "model.", "data.bands", "data.post_bands", "data.dataset", "loss.name", "simsiam.",
+                 "byol.", "dino.", "augment.n_global", "augment.n_local")
+_START_ONLY = ("model.encoder_weights", "model.pretrained")  # the starting weights: irrelevant once resumed
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key != "timm_kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def config_differences(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """``key: saved → asked`` for every identity key (:data:`IDENTITY_KEYS`) that differs between a checkpoint's
+    config and the config of the run that wants to resume it."""
+    old, new = _flatten(saved), _flatten(config)
+    keys = [k for k in sorted(old.keys() | new.keys()) if k.startswith(IDENTITY_KEYS) and k not in _START_ONLY]
+    return [f"{k}={old.get(k)} → {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+
+
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as plain types/tensors."""
     np_state = np.random.get_state()

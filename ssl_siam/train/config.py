@@ -5,20 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ssl_siam.core.config import Beta, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+
 
 @dataclass
 class OptimConfig:
     name: Literal["adamw", "sgd", "lars"] = "sgd"
-    lr: float = 0.05  # base LR for `base_batch_size` samples; scaled linearly with the effective batch
-    base_batch_size: int = 256
-    weight_decay: float = 1e-4
-    weight_decay_end: float | None = None  # cosine weight-decay schedule (DINO); None = constant
-    momentum: float = 0.9  # SGD/LARS
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
-    warmup_steps: int = 0  # takes precedence over warmup_epochs when > 0
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0  # the cosine schedule ends here (absolute, not scaled)
-    clip_grad: float | None = None  # max global grad norm
+    lr: PositiveFloat = 0.05  # base LR for `base_batch_size` samples; scaled linearly with the effective batch
+    base_batch_size: PositiveInt = 256
+    weight_decay: NonNegativeFloat = 1e-4
+    weight_decay_end: NonNegativeFloat | None = None  # cosine weight-decay schedule (DINO); None = constant
+    momentum: Fraction = 0.9  # SGD/LARS
+    betas: tuple[Beta, Beta] = (0.9, 0.999)  # AdamW
+    warmup_steps: NonNegativeInt = 0  # takes precedence over warmup_epochs when > 0
+    warmup_epochs: NonNegativeFloat = 0.0
+    min_lr: NonNegativeFloat = 0.0  # the cosine schedule ends here (absolute, not scaled)
+    clip_grad: PositiveFloat | None = None  # max global grad norm
 
 
 @dataclass
@@ -26,17 +28,17 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
     channels_last: bool = True  # CUDA only
-    batch_size: int = 64  # per process
-    accumulate: int = 1  # gradient accumulation steps per optimizer step
-    max_steps: int | None = None  # optimizer steps; None = `epochs` worth of steps
-    epochs: int = 100
-    checkpoint_every: int = 500  # steps
-    log_every: int = 10  # steps
-    collapse_every: int = 50  # steps between collapse-monitor readings
-    collapse_threshold: float = 0.25  # warn when std·sqrt(d) falls below this
+    batch_size: PositiveInt = 64  # per process
+    accumulate: PositiveInt = 1  # gradient accumulation steps per optimizer step
+    max_steps: PositiveInt | None = None  # optimizer steps; None = `epochs` worth of steps
+    epochs: PositiveInt = 100
+    checkpoint_every: PositiveInt = 500  # steps
+    log_every: PositiveInt = 10  # steps
+    collapse_every: PositiveInt = 50  # steps between collapse-monitor readings
+    collapse_threshold: NonNegativeFloat = 0.25  # warn when std·sqrt(d) falls below this
     stop_on_collapse: bool = False
-    max_bad_steps: int = 20  # consecutive non-finite steps tolerated (each is skipped) before stopping
-    seed: int = 0
+    max_bad_steps: NonNegativeInt = 20  # consecutive non-finite steps tolerated (each is skipped) before stopping
+    seed: NonNegativeInt = 0
     progress: bool = True  # tqdm bar on a terminal
     sync_bn: bool = False  # SyncBatchNorm across processes (torchrun / Slurm)
     compile: bool = False  # torch.compile the backbones (in place: checkpoints stay interchangeable)
@@ -47,9 +49,9 @@ class TrainConfig:
 class LoaderConfig:
     """DataLoader settings shared by every data section."""
 
-    num_workers: int = 4
+    num_workers: NonNegativeInt = 4
     pin_memory: bool = True
-    prefetch_factor: int = 4
+    prefetch_factor: PositiveInt = 4
 
 
 @dataclass

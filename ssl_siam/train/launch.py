@@ -22,7 +22,7 @@ from ssl_siam.data.sampling import ResumableSampler, make_loader
 from ssl_siam.train.config import LoaderConfig, OptimConfig, TrainConfig
 from ssl_siam.train.distributed import barrier
 from ssl_siam.train.loop import Trainer
-from ssl_siam.train.rundir import prepare_shared_run_dir
+from ssl_siam.train.rundir import RunDir, open_shared_run_dir
 from ssl_siam.train.runtime import Runtime
 from ssl_siam.train.task import TrainingTask, Validator
 
@@ -56,13 +56,20 @@ Build = Callable[[Any, Path, Runtime], Built]  # (the training's config, run dir
 
 @dataclass
 class Session:
-    """A prepared run: everything built, nothing trained yet."""
+    """A prepared run: the run directory opened and locked, everything built, nothing trained or written yet."""
 
     runtime: Runtime
-    run_dir: Path
-    resume_from: Path | None
+    run: RunDir
     built: Built
     trainer: Trainer
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
+
+    def close(self) -> None:
+        """Release the run directory's lock."""
+        self.run.release()
 
 
 def training_loader(dataset: Dataset, cfg: TrainingConfig, runtime: Runtime, num_samples: int | None = None,
@@ -78,26 +85,43 @@ def training_loader(dataset: Dataset, cfg: TrainingConfig, runtime: Runtime, num
 
 
 def prepare(cfg: TrainingConfig, name: str, build: Build, runtime: Runtime | None = None) -> Session:
-    """Create the runtime (unless given) and the run directory (``runs/<name>-<time>`` unless ``run_dir``), seed,
-    build the training and its :class:`Trainer`; the resume checkpoint is found but not yet loaded."""
+    """Create the runtime (unless given), open and lock the run directory (``runs/<name>-<time>`` unless
+    ``run_dir``), seed, build the training and its :class:`Trainer`. Nothing is trained and ``config.yaml`` is not
+    written yet; if building fails, a run directory this call created is removed again."""
     runtime = runtime or Runtime.for_training(cfg.train)
-    run_dir, resume_from = prepare_shared_run_dir(cfg, name, runtime.world)  # type: ignore[arg-type]
-    torch.manual_seed(cfg.train.seed)
-    built = build(cfg, run_dir, runtime)
-    trainer = Trainer(built.task, built.loader, cfg.optim, cfg.train, run_dir, to_dict(cfg), runtime,
-                      built.validator, built.val_every)
-    return Session(runtime, run_dir, resume_from, built, trainer)
+    run = open_shared_run_dir(cfg, name, runtime.world)  # type: ignore[arg-type]
+    try:
+        torch.manual_seed(cfg.train.seed)
+        built = build(cfg, run.path, runtime)
+        trainer = Trainer(built.task, built.loader, cfg.optim, cfg.train, run.path, to_dict(cfg), runtime,
+                          built.validator, built.val_every)
+    except BaseException:
+        run.discard()
+        run.release()
+        raise
+    return Session(runtime, run, built, trainer)
 
 
 def launch(cfg: TrainingConfig, name: str, build: Build) -> Path:
-    """Run (or resume) a training end to end; returns its run directory."""
+    """Run (or resume) a training end to end; returns its run directory. ``config.yaml`` is written once every
+    check that can refuse the run (data, model, resume compatibility) has passed, so a refused resume leaves the
+    run as it was; a run that fails before its first step leaves no new folder behind."""
     session = prepare(cfg, name, build)
-    trainer = session.trainer
-    if session.resume_from is not None:
-        trainer.resume(session.resume_from)
-        log.info("resumed from %s at step %d", session.resume_from, trainer.state.step)
-    trainer.fit()
-    if session.runtime.world.is_main:
-        session.built.task.export(session.run_dir, trainer.state.step)
-    barrier(session.runtime.world)
-    return session.run_dir
+    trainer, run, main = session.trainer, session.run, session.runtime.world.is_main
+    try:
+        try:
+            if run.resume_from is not None:
+                trainer.resume(run.resume_from)
+                log.info("resumed from %s at step %d", run.resume_from, trainer.state.step)
+            if main:
+                run.save_config(cfg)  # type: ignore[arg-type]
+        except BaseException:
+            run.discard()
+            raise
+        trainer.fit()
+        if main:
+            session.built.task.export(run.path, trainer.state.step)
+        barrier(session.runtime.world)
+    finally:
+        session.close()
+    return run.path

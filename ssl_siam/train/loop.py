@@ -25,7 +25,15 @@ from tqdm import tqdm
 
 from ssl_siam.core.errors import DataError, Preempted, UserError
 from ssl_siam.data.sampling import ResumableSampler
-from ssl_siam.train.checkpoint import FORMAT, atomic_save, checkpoint_kind, load_checkpoint, rng_state, set_rng_state
+from ssl_siam.train.checkpoint import (
+    FORMAT,
+    atomic_save,
+    checkpoint_kind,
+    config_differences,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from ssl_siam.train.config import OptimConfig, TrainConfig
 from ssl_siam.train.distributed import broadcast, mean_across
 from ssl_siam.train.optim import build_optimizer, set_schedules
@@ -129,6 +137,9 @@ class Trainer:
         if kind != self.task.checkpoint_kind:
             raise DataError(f"checkpoint {path} is a {kind} checkpoint, this run is {self.task.checkpoint_kind}; "
                             "choose another run_dir")
+        if differences := config_differences(ckpt["config"], self.config):
+            raise DataError(f"{path} holds another run ({'; '.join(differences)}); resume it with its own config "
+                            "(RUN/config.yaml) or choose another run_dir")
         try:
             self.task.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -198,7 +209,8 @@ class Trainer:
         return outputs, True
 
     def fit(self) -> dict[str, float]:
-        """Train to ``total_steps`` (after :meth:`resume` if asked), checkpoint, return the last logged metrics."""
+        """Train to ``total_steps`` (after :meth:`resume` if asked), checkpoint, return the last logged metrics.
+        TrainingError when more than half of the steps were skipped as non-finite."""
         main = self.world.is_main
         writer = SummaryWriter(str(self.run_dir / "tb")) if main else None
         bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not (self.cfg.progress and main) or None,
@@ -253,6 +265,10 @@ class Trainer:
                 if self.state.step % self.cfg.checkpoint_every == 0 or final:
                     self.save_checkpoint()
                     self.write_metrics(last)
+        if 2 * self.state.bad_steps > self.total_steps:  # most steps skipped: do not pass it off as trained
+            raise TrainingError(f"{self.state.bad_steps} of {self.total_steps} steps were skipped as non-finite (loss "
+                                f"or gradients), so the model did not train; check the data for NaN / inf values "
+                                f"(checkpoint: {self.ckpt_path})")
         return last
 
     def run_validation(self, writer: SummaryWriter | None) -> None:

@@ -1,9 +1,19 @@
-"""Run directories: where a run's config, checkpoints, logs and metrics live, and whether to resume."""
+"""Run directories: where a run's config, checkpoints, logs and metrics live, whether to resume, and one writer.
+
+A run directory is held by one process at a time: an exclusive OS file lock on ``RUN/.lock`` (``flock``, released
+by the kernel when its holder exits or is killed), taken before anything in the directory is touched. A second
+process on the same directory (launched twice, a Slurm requeue while the old job still runs) is refused with one
+line naming the holder. Under torchrun / Slurm the lock is rank 0's.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ssl_siam.core.config import save_config
@@ -12,39 +22,104 @@ from ssl_siam.train.config import RunConfig
 from ssl_siam.train.distributed import World, broadcast
 
 MIN_FREE_BYTES = 200 * 2**20
+LOCK_NAME = ".lock"
 
 
-def prepare_run_dir(config: RunConfig, default_name: str) -> tuple[Path, Path | None]:
-    """Create the run dir (``config.run_dir`` or ``runs/<name>-<time>``), save ``config.yaml`` there, and
-    return ``(run_dir, checkpoint to resume from or None)`` according to ``config.resume``."""
+@dataclass
+class RunDir:
+    """An opened run directory: its path, the checkpoint to resume from, whether this process created the folder
+    (so a run that fails before training can remove it again), and the lock (rank 0 only)."""
+
+    path: Path
+    resume_from: Path | None
+    created: bool
+    lock_fd: int | None = None
+
+    def save_config(self, config: RunConfig) -> None:
+        """Write ``config.yaml`` (after every check that can refuse the run has passed)."""
+        save_config(config, self.path / "config.yaml")
+
+    def discard(self) -> None:
+        """Remove the folder if this process created it (a run that failed before its first step)."""
+        if self.created and self.lock_fd is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # closing the descriptor releases the flock
+            self.lock_fd = None
+
+
+def _lock(run_dir: Path) -> int:
+    """Take the run directory's exclusive lock, or refuse naming the process that holds it."""
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise UserError(f"run_dir {run_dir} is in use by {holder}; wait for it to finish or choose another "
+                        "run_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"ssl-siam pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(),
+              0)
+    return fd
+
+
+def open_run_dir(config: RunConfig, default_name: str) -> RunDir:
+    """Create (or reopen) the run dir (``config.run_dir`` or ``runs/<name>-<time>``) and lock it; the checkpoint to
+    resume from follows ``config.resume``. ``config.yaml`` is not written here: see :meth:`RunDir.save_config`."""
     run_dir = Path(config.run_dir or f"runs/{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run_dir {run_dir} is a file, expected a folder (or a path that does not exist yet)")
     ckpt = run_dir / "checkpoints" / "last.pt"
     if config.resume is True and not ckpt.is_file():
         raise UserError(f"resume=true but {ckpt} does not exist")
     if config.resume is False and ckpt.is_file():
         raise UserError(f"run_dir {run_dir} already holds {ckpt.name}; use resume=auto to continue it "
                         "or choose another run_dir")
+    created = not run_dir.exists()
     try:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = _lock(run_dir)
     except OSError as exc:
         raise UserError(f"run_dir {run_dir} is not writable: {exc.strerror}") from None
-    for stale in (run_dir / "checkpoints").glob(".*.tmp-*"):  # half-written by a process killed mid-save
-        stale.unlink(missing_ok=True)
-    free = shutil.disk_usage(run_dir).free
-    if free < MIN_FREE_BYTES:
-        raise UserError(f"run_dir {run_dir}: only {free / 2**20:.0f} MiB free on its disk, "
-                        f"need at least {MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints")
+    opened = RunDir(run_dir, None, created, fd)
+    try:
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        for stale in (run_dir / "checkpoints").glob(".*.tmp-*"):  # half-written by a process killed mid-save
+            stale.unlink(missing_ok=True)
+        free = shutil.disk_usage(run_dir).free
+        if free < MIN_FREE_BYTES:
+            raise UserError(f"run_dir {run_dir}: only {free / 2**20:.0f} MiB free on its disk, "
+                            f"need at least {MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints")
+    except BaseException:
+        opened.discard()
+        opened.release()
+        raise
     config.run_dir = str(run_dir)
-    save_config(config, run_dir / "config.yaml")
-    return run_dir, ckpt if ckpt.is_file() and config.resume is not False else None
+    opened.resume_from = ckpt if ckpt.is_file() and config.resume is not False else None
+    return opened
 
 
-def prepare_shared_run_dir(config: RunConfig, default_name: str, world: World) -> tuple[Path, Path | None]:
-    """:func:`prepare_run_dir` on rank 0; every process gets its run dir and resume checkpoint."""
-    result = prepare_run_dir(config, default_name) if world.is_main else None
-    run_dir, resume_from = broadcast(result, world)  # type: ignore[misc]
-    config.run_dir = str(run_dir)
-    return run_dir, resume_from
+def open_shared_run_dir(config: RunConfig, default_name: str, world: World) -> RunDir:
+    """:func:`open_run_dir` on rank 0 (which holds the lock); the other ranks wait for it and receive the path and
+    resume checkpoint, or the same one-line error."""
+    result: RunDir | str | None = None
+    if world.is_main:
+        try:
+            result = open_run_dir(config, default_name)
+        except UserError as exc:
+            if world.size == 1:
+                raise
+            result = str(exc)
+    shared = broadcast(result if isinstance(result, str) else (result.path, result.resume_from, result.created),
+                       world) if world.size > 1 else None
+    if isinstance(shared, str):
+        raise UserError(shared)
+    if not world.is_main:
+        path, resume_from, created = shared  # type: ignore[misc]
+        result = RunDir(path, resume_from, created)
+    assert isinstance(result, RunDir)
+    config.run_dir = str(result.path)
+    return result
