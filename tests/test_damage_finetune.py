@@ -118,6 +118,7 @@ def test_finetune_cli_contract_then_predict(xbd_split: Path, tmp_path: Path) -> 
          "--pre", str(pair["pre"]), "--post", str(pair["post"]), "--out", str(out), "--device", "cpu",
          "--window", "64"], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == "", proc.stderr  # nothing from GDAL / libtiff on a successful GeoTIFF prediction
     damage = np.asarray(Image.open(out / "scene_damage_prediction.png"))
     assert damage.shape == (128, 128) and damage.dtype == np.uint8 and damage.max() <= 4
     for name in ("scene_localization_prediction.png", "scene_overlay.png", "scene_buildings.geojson"):

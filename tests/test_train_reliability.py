@@ -422,3 +422,42 @@ def test_bad_inputs_of_every_command(tmp_path: Path, tile_dir: Path, xbd_pairs: 
     run_pretrain(load_config(PretrainConfig, None, tiny))
     _one_line_exit_2([*argv, "--ckpt", str(tmp_path / "r" / "checkpoints" / "last.pt")],
                      "is a pretrain checkpoint, expected a finetune checkpoint", capsys)
+
+
+def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path: Path, tile_dir: Path) -> None:
+    """Two real processes on one run_dir: the second exits 2 with one line naming the first, which finishes with
+    exactly the checkpoint of a run that was alone."""
+    steps = 24
+    solo = start(tile_dir, tmp_path / "solo", steps=steps, every=6)
+    assert solo.wait(timeout=300) == 0, solo.stderr.read()
+    first = start(tile_dir, tmp_path / "shared", steps=steps, every=6)
+    lock = tmp_path / "shared" / ".lock"
+    wait_for(lambda: lock.is_file() and f"pid {first.pid} " in lock.read_text())  # the first holds the run dir
+    second = start(tile_dir, tmp_path / "shared", steps=steps, every=6)
+    assert second.wait(timeout=300) == 2
+    assert first.poll() is None  # still training when the second was refused
+    err = second.stderr.read().strip()
+    assert len(err.splitlines()) == 1 and f"is in use by ssl-siam pid {first.pid}" in err, err
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    a = load_checkpoint(tmp_path / "solo" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "shared" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == steps
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+
+
+def test_a_run_that_skips_most_steps_does_not_exit_0(tmp_path: Path, tile_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every other step non-finite (never more than max_bad_steps in a row), 3 of 4 overall: the run ends with an
+    error instead of exporting an untrained encoder."""
+    original = SimSiam.forward
+
+    def mostly_nan(self, views, step):
+        out = original(self, views, step)
+        return {**out, "loss": out["loss"] * float("nan")} if step != 2 else out
+
+    monkeypatch.setattr(SimSiam, "forward", mostly_nan)
+    cfg = load_config(PretrainConfig, None, tiny_overrides("simsiam", tile_dir, tmp_path / "r", steps=4)
+                      + ["train.max_bad_steps=10"])
+    with pytest.raises(TrainingError, match="3 of 4 steps were skipped as non-finite"):
+        run_pretrain(cfg)
+    assert not (tmp_path / "r" / "encoder.safetensors").exists()

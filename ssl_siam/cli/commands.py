@@ -8,9 +8,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from ssl_siam.core.errors import UserError
+
+
+def check_output(path: str | Path | None, flag: str, folder: bool = True) -> None:
+    """Refuse, before any work, an output ``path`` that cannot be written: a file where a folder is expected (or
+    the reverse), or a location whose nearest existing parent is not a writable folder. Nothing is created."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        want, have = ("folder", "file") if folder else ("file", "folder")
+        raise UserError(f"{flag} {path} is a {have}, expected a {want}")
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is a file, expected a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {parent} is not writable")
 
 
 def run_training(command: str, config: str | None, overrides: list[str]) -> Path:
@@ -51,6 +70,7 @@ def cmd_metric_train(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ssl_siam.metric_learning.verify import verify
 
+    check_output(args.out, "--out")
     result = verify(args.ckpt, args.data, args.out, dataset=args.dataset, objects=args.objects,
                     oneshot=args.oneshot, n_way=args.n_way, trials=args.trials, device=args.device,
                     batch_size=args.batch_size, seed=args.seed)
@@ -67,6 +87,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from ssl_siam.damage.xview2 import score_dirs
 
+    check_output(args.json, "--json", folder=False)
     score = score_dirs(args.pred, args.targ, workers=args.workers)
     print(score.table())
     if args.json:
@@ -77,6 +98,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_targets(args: argparse.Namespace) -> int:
     from ssl_siam.data.xbd.labels import write_targets
 
+    check_output(args.out, "--out")
     count = write_targets(args.split_dir, args.out, unclassified=args.unclassified)
     print(f"wrote localization and damage targets for {count} pairs to {args.out}")
     return 0
@@ -88,9 +110,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if bool(args.data) == bool(args.pre or args.post) or (args.pre is None) != (args.post is None):
         raise UserError("give either --pre and --post, or --data XBD_SPLIT_DIR")
+    check_output(args.out, "--out")
     task, cfg, runtime = load_finetuned(args.ckpt, args.device)
-    kwargs = dict(bands=cfg.data.bands, post_bands=cfg.data.post_bands, window=args.window, overlap=args.overlap,
-                  tta=args.tta, batch_size=args.batch_size)
+    bands = args.bands or cfg.data.bands
+    post_bands = args.post_bands or (None if args.bands else cfg.data.post_bands)
+    kwargs = dict(bands=bands, post_bands=post_bands, window=args.window, overlap=args.overlap, tta=args.tta,
+                  batch_size=args.batch_size)
     out = Path(args.out)
     if args.data:
         written = predict_split(task, runtime, Path(args.data), out, **kwargs)
@@ -104,6 +129,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from ssl_siam.probe.run import run_probe
     from ssl_siam.tools.report import probe_table
 
+    check_output(args.out, "--out")
     rows = run_probe(args.encoder, args.data, args.dataset, args.out, val_data=args.val_data, device=args.device,
                      k=args.k, crop_size=args.crop_size, batch_size=args.batch_size, seed=args.seed)
     print("\n".join(probe_table([dataclasses.asdict(r) for r in rows])))
@@ -114,6 +140,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from ssl_siam.tools.bench import format_bench, run_bench
 
+    check_output(args.json, "--json", folder=False)
     result = run_bench(args.objective, backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
                        workers=args.workers, device=args.device, steps=args.steps, data=args.data)
     print(format_bench(result))
@@ -125,6 +152,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from ssl_siam.tools.report import write_report
 
+    check_output(args.out, "--out")
     print(f"report: {write_report(args.runs, args.out)}")
     return 0
 
@@ -133,6 +161,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from ssl_siam.data.stats import compute_stats
     from ssl_siam.data.tiles import TileDataset
 
+    check_output(args.out, "--out", folder=False)
     dataset = TileDataset(args.data, args.tile_size, bands=args.bands, band_names=args.band_names,
                           nodata=args.nodata)
     stats = compute_stats(dataset, num_samples=args.samples)
@@ -158,6 +187,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ssl_siam.tools.demo import run_demo
 
+    check_output(args.out, "--out")
     report = run_demo(Path(args.out), quick=args.quick, device=args.device)
     print(f"demo finished: {report}")
     return 0

@@ -177,6 +177,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError as exc:
                 errors.append(exc)
+        if len(errors) == 1 and not str(errors[0]).startswith(f"{key}: "):
+            raise errors[0]  # the value has the right shape; a part of it is wrong (e.g. one list item)
         raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
         if value not in args:

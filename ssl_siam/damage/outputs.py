@@ -18,6 +18,8 @@ from rasterio.features import shapes
 
 from ssl_siam.damage.xview2 import DAMAGE_NAMES
 
+NODATA = 255  # the damage GeoTIFF's nodata value
+
 # RGB per damage class 1..4: no-damage green, minor yellow, major orange, destroyed red
 DAMAGE_COLOURS = ((0, 200, 0), (255, 230, 0), (255, 130, 0), (230, 0, 0))
 _ALPHA = 0.45  # weight of the class colour over building pixels
@@ -97,12 +99,14 @@ def write_outputs(
     confidence: np.ndarray,
     pre_rgb: np.ndarray,
     profile: dict[str, Any] | None,
+    nodata: np.ndarray | None = None,
 ) -> list[Path]:
     """Write ``<stem>_localization_prediction.png`` (0/1), ``<stem>_damage_prediction.png`` (0..4), both uint8
     single-channel as xView2 expects, and ``<stem>_overlay.png``; with a ``profile`` ({"crs", "transform"} of a
     GeoTIFF input) also ``<stem>_damage.tif`` (uint8, LZW, same grid) and ``<stem>_buildings.geojson``.
 
-    loc, damage, confidence: [H, W], damage 1..4 exactly where loc is 1 (as ``predict.decode`` returns).
+    loc, damage, confidence: [H, W], damage 1..4 exactly where loc is 1 (as ``predict.decode`` returns);
+    ``nodata`` [H, W] bool marks pixels without data, written as 255 (the GeoTIFF's nodata value) in the GeoTIFF.
     Returns the written paths.
     """
     _check_classes(loc, "loc", 1)
@@ -122,8 +126,8 @@ def write_outputs(
         return paths
     tif, geojson = out_dir / f"{stem}_damage.tif", out_dir / f"{stem}_buildings.geojson"
     grid = {"height": loc.shape[0], "width": loc.shape[1], "crs": profile["crs"], "transform": profile["transform"]}
-    with rasterio.open(tif, "w", driver="GTiff", count=1, dtype="uint8", compress="lzw", **grid) as dst:
-        dst.write(damage, 1)
+    with rasterio.open(tif, "w", driver="GTiff", count=1, dtype="uint8", compress="lzw", nodata=NODATA, **grid) as dst:
+        dst.write(damage if nodata is None else np.where(nodata, NODATA, damage).astype(np.uint8), 1)
         dst.write_colormap(1, {0: (0, 0, 0, 0), **{i + 1: (*c, 255) for i, c in enumerate(DAMAGE_COLOURS)}})
     collection = {
         "type": "FeatureCollection",

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssl_siam.core.errors import DataError
 from ssl_siam.damage.outputs import output_stem, to_display_rgb, write_outputs
 from ssl_siam.damage.sliding import sliding_window_rows
 from ssl_siam.damage.task import FinetuneTask
@@ -40,16 +41,31 @@ def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path
 
     The pair is read, normalised, predicted (on the runtime's device, under its autocast) and decoded one row of
     windows at a time (windowed reads of GeoTIFFs), so only the uint8 / float32 output maps are held whole, never
-    the scene's probabilities. Windows shrink for small images to multiples of the model's output stride."""
+    the scene's probabilities. Windows shrink for small images to multiples of the model's output stride.
+    Nodata pixels (NaN, or the files' nodata value in every band, in the pre or the post image) enter the model as
+    the band mean (0 after standardisation), so they do not spoil their neighbours, and are excluded from the maps:
+    background in the PNGs, nodata (255) in the GeoTIFF, no building polygon."""
     device = runtime.device
     with RasterPair(pre_path, post_path, bands, post_bands) as pair:
+        expected = (task.pre_stats.num_bands, task.post_stats.num_bands)
+        if pair.num_bands != expected:
+            which = pre_path if pair.num_bands[0] != expected[0] else post_path
+            have = pair.num_bands[0] if which == pre_path else pair.num_bands[1]
+            raise DataError(f"{which}: {have} bands selected, the model takes {expected[which != pre_path]}; choose "
+                            "them with --bands (1-based, e.g. --bands 1 2 3) and --post-bands for the post image")
         loc = np.empty((pair.height, pair.width), np.uint8)
         damage, confidence = np.empty_like(loc), np.empty(loc.shape, np.float32)
+        nodata = np.zeros(loc.shape, bool)
 
         def read(top: int, bottom: int) -> tuple[torch.Tensor, torch.Tensor]:
-            pre, post = (torch.from_numpy(a)[None].to(device) for a in pair.rows(top, bottom))
+            pre_raw, post_raw = pair.rows(top, bottom)
+            invalid = pair.nodata(pre_raw, post_raw)
+            nodata[top:bottom] = invalid
+            pre, post = (torch.from_numpy(np.nan_to_num(a) if a.dtype.kind == "f" else a)[None].to(device)
+                         for a in (pre_raw, post_raw))
             pre, post = task.normalize(pre, post)
-            return pre[0], post[0]
+            hole = torch.from_numpy(invalid).to(device)
+            return pre[0].masked_fill(hole, 0.0), post[0].masked_fill(hole, 0.0)
 
         for top, probs in sliding_window_rows(task.model, read, pair.height, pair.width,
                                               multiple=task.model.output_stride, window=window, overlap=overlap,
@@ -57,8 +73,10 @@ def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path
                                               amp_dtype=runtime.amp_dtype, out_device=device):
             rows = slice(top, top + probs.shape[1])
             loc[rows], damage[rows], confidence[rows] = decode(probs)
+        loc[nodata], damage[nodata], confidence[nodata] = 0, 0, 0.0
         display, profile = to_display_rgb(pair.display_bands()), pair.profile
-    return write_outputs(out_dir, output_stem(post_path), loc, damage, confidence, display, profile)
+    return write_outputs(out_dir, output_stem(post_path), loc, damage, confidence, display, profile,
+                         nodata if nodata.any() else None)
 
 
 def predict_split(task: FinetuneTask, runtime: Runtime, split_dir: Path, out_dir: Path,

@@ -58,13 +58,25 @@ def _png_complete(path: Path) -> bool:
 
 
 
+def nodata_mask(data: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
+    """``[h, w]`` True where a pixel of ``data`` ``[C, h, w]`` is nodata: NaN in any band (a float raster's NaN is
+    always nodata, tagged or not), or equal to its band's ``nodata`` value in every band (when every band has one)."""
+    invalid = np.isnan(data).any(axis=0) if data.dtype.kind == "f" else np.zeros(data.shape[1:], bool)
+    if data.shape[0] and all(v is not None for v in nodata):
+        equal = [np.isnan(band) if math.isnan(v) else band == v for band, v in zip(data, nodata)]  # type: ignore[arg-type]
+        invalid |= np.logical_and.reduce(equal)
+    return invalid
+
+
 class RasterPair:
     """An opened pre / post image pair, checked at opening, read by row ranges.
 
     DataError naming the files when one is unreadable, a band index is out of range, the sizes differ, or both
     are georeferenced with different CRSs or footprints (transforms more than 0.01 px apart at any corner).
     ``bands``: 1-based band indices (default all), read from both images unless ``post_bands`` selects the post
-    image's own. ``profile`` is the pre image's {"crs", "transform"} when georeferenced (None for PNG / JPEG).
+    image's own; ``num_bands`` counts them (pre, post). :meth:`nodata` marks the pixels nodata in either image
+    (:func:`nodata_mask`: NaN, or the files' nodata value in every band). ``profile`` is the pre image's
+    {"crs", "transform"} when georeferenced (None for PNG / JPEG).
     GeoTIFFs (and other random-access rasters, e.g. VRT mosaics) are read window by window; PNG and JPEG
     (sequential formats, where each window would decode the file again from its start) are decoded once, whole.
     """
@@ -79,6 +91,8 @@ class RasterPair:
                 self._sources.append(open_raster(path))
                 self._indexes.append(self._band_indexes(path, self._sources[-1], selection))
             self._check_pair()
+            self.num_bands = (len(self._indexes[0]), len(self._indexes[1]))
+            self._nodata = [[src.nodatavals[b - 1] for b in idx] for src, idx in zip(self._sources, self._indexes)]
             self._whole = [self._read(i, None) if src.driver in SEQUENTIAL_DRIVERS else None
                            for i, src in enumerate(self._sources)]
         except BaseException:
@@ -121,6 +135,10 @@ class RasterPair:
         pre, post = (self._read(i, (top, bottom)) if whole is None else whole[:, top:bottom]
                      for i, whole in enumerate(self._whole))
         return pre, post
+
+    def nodata(self, pre: np.ndarray, post: np.ndarray) -> np.ndarray:
+        """``[h, W]`` True where rows read by :meth:`rows` are nodata in the pre or the post image."""
+        return nodata_mask(pre, self._nodata[0]) | nodata_mask(post, self._nodata[1])
 
     def display_bands(self) -> np.ndarray:
         """The pre image's first three selected bands [3, H, W] (its first band [1, H, W] when it has fewer),

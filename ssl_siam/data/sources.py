@@ -16,6 +16,21 @@ _BAND = "{band}"
 _GLOB_TOKEN = re.compile(r"\{band\}|\*\*/?|\*|\?|\[!?\]?[^\]]*\]")
 
 
+def walk_files(root: Path) -> list[Path]:
+    """Every file below ``root``, following symlinked folders; a link back to a folder already visited (a loop) is
+    not entered twice."""
+    seen, files = set(), []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()
+        files += [Path(folder) / n for n in names if os.path.isfile(os.path.join(folder, n))]
+    return files
+
+
 def resolve_sources(
     sources: str | Path | Sequence[str | Path], band_names: Sequence[str] | None
 ) -> list[tuple[Path, ...]]:
@@ -34,7 +49,7 @@ def resolve_sources(
                 raise DataError(f"{text}: contains {_BAND}, expected band_names to be given")
             scenes += _band_stacks(text, band_names)
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+            found = sorted(p for p in walk_files(path) if p.suffix.lower() in RASTER_SUFFIXES)
             if not found:
                 raise DataError(f"{path}: folder contains no raster files ({' '.join(RASTER_SUFFIXES)})")
             scenes += [(p,) for p in found]

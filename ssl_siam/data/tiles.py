@@ -69,6 +69,8 @@ class TileDataset(torch.utils.data.Dataset):
     windows with more than ``max_nodata_fraction`` nodata pixels are re-drawn up to ``max_redraws`` times.
     ``sampling="grid"``: ``index % len(self)`` enumerates non-overlapping windows scene by scene (the last
     row / column is shifted back inside the scene). Scenes smaller than a tile are padded with nodata (or 0).
+    In float rasters NaN is always nodata (tagged or not): it counts for re-draws and the valid mask, and is
+    filled with the band's nodata value (0 when that is not finite), so tiles are always finite.
     """
 
     def __init__(
@@ -154,7 +156,7 @@ class TileDataset(torch.utils.data.Dataset):
         if self.sampling == "grid":
             return self._read(*self._grid_window(index % len(self)), need_valid=want_valid)
         rng = np.random.default_rng([self.seed, index])
-        redraw = self.max_nodata_fraction < 1.0
+        redraw = self.max_nodata_fraction < 1.0  # float NaNs are always found (and filled) by _read
         for _ in range(self.max_redraws + 1):
             data, valid = self._read(*self._random_window(rng), need_valid=want_valid or redraw)
             if not redraw or 1.0 - valid.mean() <= self.max_nodata_fraction:
@@ -196,15 +198,21 @@ class TileDataset(torch.utils.data.Dataset):
                 raise DataError(f"{path}: cannot read window {window} ({exc})") from exc
         valid = np.zeros((size, size), dtype=bool)
         valid[:height, :width] = True
-        if height < size or width < size:
-            for k, band in enumerate(scene.bands):
-                data[k, height:, :] = data[k, :, width:] = _fill_value(band.nodata, self.dtype)
+        inside = data[:, :height, :width]
         if need_valid and all(b.masked or b.nodata is not None for b in scene.bands):
             for k, band in enumerate(scene.bands):
                 if band.nodata is not None:
-                    part = data[k, :height, :width]
-                    nodata[k] = np.isnan(part) if math.isnan(band.nodata) else part == band.nodata
+                    nodata[k] = np.isnan(inside[k]) if math.isnan(band.nodata) else inside[k] == band.nodata
             valid[:height, :width] = ~nodata.all(axis=0)
+        if self.dtype.kind == "f":  # NaN is nodata in every float raster, tagged or not; the model gets it filled
+            nan = np.isnan(inside)
+            if nan.any():
+                valid[:height, :width] &= ~nan.any(axis=0)
+                for k, band in enumerate(scene.bands):
+                    inside[k][nan[k]] = _fill_value(band.nodata, self.dtype)
+        if height < size or width < size:
+            for k, band in enumerate(scene.bands):
+                data[k, height:, :] = data[k, :, width:] = _fill_value(band.nodata, self.dtype)
         return data, valid
 
     def handle(self, path: Path) -> DatasetReader:
@@ -222,8 +230,9 @@ class TileDataset(torch.utils.data.Dataset):
 
 
 def _fill_value(nodata: float | None, dtype: np.dtype) -> float:
-    """Padding value: the band's nodata value where ``dtype`` holds it exactly, else 0."""
-    if nodata is None:
+    """Padding (and NaN fill) value: the band's nodata value where ``dtype`` holds it exactly and it is finite,
+    else 0."""
+    if nodata is None or not math.isfinite(nodata):
         return 0
     with np.errstate(invalid="ignore"):
         cast = np.array(nodata).astype(dtype)

@@ -87,6 +87,10 @@ def run_probe(
     test = probe_data.is_test
     if test.all() or not test.any():
         raise DataError(f"{data}: {int(test.sum())} test and {int((~test).sum())} training samples, expected both")
+    present = sorted({probe_data.classes[i] for i in probe_data.labels[~test]})
+    if len(present) < 2:
+        raise DataError(f"{data}: every training sample is of class {present[0]!r}; a probe needs at least two "
+                        "classes")
     out = Path(out)
     rows = []
     for spec, name in zip(specs, names):

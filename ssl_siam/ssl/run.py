@@ -27,9 +27,14 @@ def build_tiles(cfg: TileDataConfig, seed: int) -> TileDataset:
     """The unlabeled tiles of ``data.*``."""
     if not cfg.root:
         raise ConfigError("data.root is required: a folder, glob or file of unlabeled tiles")
-    return TileDataset(cfg.root, cfg.tile_size, bands=cfg.bands, band_names=cfg.band_names,
-                       sampling=cfg.sampling, samples_per_epoch=cfg.samples_per_epoch,
-                       max_nodata_fraction=cfg.max_nodata_fraction, nodata=cfg.nodata, seed=seed)
+    tiles = TileDataset(cfg.root, cfg.tile_size, bands=cfg.bands, band_names=cfg.band_names,
+                        sampling=cfg.sampling, samples_per_epoch=cfg.samples_per_epoch,
+                        max_nodata_fraction=cfg.max_nodata_fraction, nodata=cfg.nodata, seed=seed)
+    largest = max(tiles.files, key=lambda s: min(s.height, s.width))
+    if min(largest.height, largest.width) < cfg.tile_size:
+        raise ConfigError(f"data.tile_size={cfg.tile_size} is larger than every image (the largest, "
+                          f"{largest.paths[0]}, is {largest.width}×{largest.height}); tiles would be mostly padding")
+    return tiles
 
 
 def build_pretraining(cfg: PretrainConfig, run_dir: Path, runtime: Runtime) -> Built:

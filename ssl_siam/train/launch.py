@@ -105,7 +105,7 @@ def prepare(cfg: TrainingConfig, name: str, build: Build, runtime: Runtime | Non
 def launch(cfg: TrainingConfig, name: str, build: Build) -> Path:
     """Run (or resume) a training end to end; returns its run directory. ``config.yaml`` is written once every
     check that can refuse the run (data, model, resume compatibility) has passed, so a refused resume leaves the
-    run as it was; a run that fails before its first step leaves no new folder behind."""
+    run as it was; a new run that fails before its first checkpoint leaves no folder behind."""
     session = prepare(cfg, name, build)
     trainer, run, main = session.trainer, session.run, session.runtime.world.is_main
     try:
@@ -115,10 +115,11 @@ def launch(cfg: TrainingConfig, name: str, build: Build) -> Path:
                 log.info("resumed from %s at step %d", run.resume_from, trainer.state.step)
             if main:
                 run.save_config(cfg)  # type: ignore[arg-type]
+            trainer.fit()
         except BaseException:
-            run.discard()
+            if not trainer.ckpt_path.is_file():  # failed before its first checkpoint: nothing to resume
+                run.discard()
             raise
-        trainer.fit()
         if main:
             session.built.task.export(run.path, trainer.state.step)
         barrier(session.runtime.world)

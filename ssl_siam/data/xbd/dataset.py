@@ -16,6 +16,8 @@ from ssl_siam.data.rasters import SEQUENTIAL_DRIVERS, open_raster
 from ssl_siam.data.transforms.pair import PairAugment
 from ssl_siam.data.xbd.pairs import PairRecord
 
+NUM_CLASSES = 5  # background, no / minor / major damage, destroyed
+
 
 class XBDPairDataset(torch.utils.data.Dataset):
     """Pre/post crops and damage masks of xBD-style pairs (targets set, see :func:`ensure_targets`).
@@ -101,6 +103,10 @@ class XBDPairDataset(torch.utils.data.Dataset):
                         col = int(np.clip(cols[k] + jx - crop_w // 2, 0, width - crop_w))
             window = Window(col, row, crop_w, crop_h)
             mask = _read(src, path, [1], window)[0] if full is None else full[row : row + crop_h, col : col + crop_w]
+        bad = (mask > NUM_CLASSES - 1) & (mask != self.ignore_index)
+        if bad.any():
+            raise DataError(f"{path}: mask value {int(mask[bad][0])}, expected classes 0..{NUM_CLASSES - 1} or the "
+                            f"ignore index {self.ignore_index}")
         return mask.astype(np.uint8), window, (height, width)
 
     def _read_image(

@@ -40,6 +40,9 @@ class LabelFile:
     polygons: list[LabelPolygon]
 
 
+MAX_SIDE = 100_000  # pixels: a label claiming a larger image is refused before any mask is allocated
+
+
 def load_label(path: str | Path) -> LabelFile:
     """Parse ``features.xy`` polygons and ``metadata.width/height`` of an xBD label JSON."""
     path = Path(path)
@@ -54,6 +57,8 @@ def load_label(path: str | Path) -> LabelFile:
         raise DataError(f"{path}: expected 'features.xy' and 'metadata.width/height' keys ({exc!r})") from exc
     if not isinstance(features, list):
         raise DataError(f"{path}: expected 'features.xy' to be a list of features")
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise DataError(f"{path}: metadata gives a {width}×{height} image, expected sides in 1..{MAX_SIDE}")
     return LabelFile(path, width, height, [_parse_feature(path, i, f) for i, f in enumerate(features)])
 
 
@@ -67,6 +72,8 @@ def _parse_feature(path: Path, index: int, feature: object) -> LabelPolygon:
         raise DataError(f"{where}: invalid WKT ({exc})") from exc
     if geometry.geom_type not in ("Polygon", "MultiPolygon"):
         raise DataError(f"{where}: expected a POLYGON or MULTIPOLYGON, got {geometry.geom_type}")
+    if not np.isfinite(shapely.get_coordinates(geometry)).all():
+        raise DataError(f"{where}: polygon with non-finite coordinates (nan / inf), expected pixel coordinates")
     props = feature.get("properties")
     props = props if isinstance(props, dict) else {}
     subtype = props.get("subtype")
