@@ -307,3 +307,11 @@ def test_a_full_disk_says_so(world: dict[str, Path], capsys: pytest.CaptureFixtu
                  str(world["root"] / "s.json")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no space left on the device writing" in err and "s.json" in err, err
+
+
+def test_an_rgba_geotiff_is_predicted_with_bands(world: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    out = world["root"] / "rgba_out"
+    assert main(["predict", "--ckpt", str(world["ft"]), "--pre", str(world["rgba_pre"]), "--post",
+                 str(world["rgba_post"]), "--out", str(out), "--device", "cpu", "--bands", "1", "2", "3"]) == 0
+    assert np.asarray(Image.open(out / "rgba_damage_prediction.png")).shape == (64, 64)
+    assert capsys.readouterr().err == ""

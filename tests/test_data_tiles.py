@@ -351,3 +351,19 @@ def test_compute_stats_13_band_uint16(tmp_path: Path) -> None:
     assert compute_stats(ds, num_samples=64, seed=1) == stats
     grid = compute_stats(TileDataset(path, 64, sampling="grid"), num_samples=1000)
     np.testing.assert_allclose(grid.low, 0.01 * tops, rtol=0.1)
+
+
+def test_symlinked_sub_folders_are_followed_without_looping(tmp_path: Path) -> None:
+    import os
+
+    from ssl_siam.data.tiles import TileDataset
+
+    root, other = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "a").mkdir(parents=True)
+    other.mkdir()
+    for folder, name in ((root / "a", "x.png"), (other, "y.png")):
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / name)
+    os.symlink(other, root / "linked")  # a sub-folder that lives elsewhere (a mounted archive, say)
+    os.symlink(root, root / "a" / "loop")  # and a link back up: must not be walked forever
+    tiles = TileDataset(root, 32)
+    assert sorted(p.name for s in tiles.files for p in s.paths) == ["x.png", "y.png"]

@@ -163,7 +163,7 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path: Path, til
 
     over = tiny_overrides("simsiam", tile_dir, tmp_path / "arch", steps=1)
     run_pretrain(load_config(PretrainConfig, None, over))
-    with pytest.raises(DataError, match="does not match this model"):
+    with pytest.raises(DataError, match=r"holds another run \(model.backbone=resnet18 → resnet10t\)"):
         run_pretrain(load_config(PretrainConfig, None, [*over, "model.backbone=resnet10t", "train.max_steps=2"]))
 
 

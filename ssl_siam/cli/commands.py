@@ -67,6 +67,18 @@ def cmd_metric_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from ssl_siam.core.config import load_config
+    from ssl_siam.study.config import StudyConfig
+    from ssl_siam.study.run import run_study
+
+    study_dir = run_study(load_config(StudyConfig, args.config, args.overrides), only_cell=args.cell)
+    done = study_dir / "study.md"
+    print(f"study: {done}" if done.is_file() else f"cell {args.cell} done in {study_dir} (run the study again "
+          "without --cell, once every cell is done, to aggregate)")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from ssl_siam.metric_learning.verify import verify
 

@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=c.cmd_metric_train)
 
+    p = sub.add_parser("study", help="label-efficiency / unseen-disaster study: encoders × budgets × seeds, with CIs")
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--cell", type=NON_NEGATIVE, help="run only this cell (0-based; e.g. one per Slurm array task)")
+    p.set_defaults(func=c.cmd_study)
+
     p = sub.add_parser("verify", help="verification (ROC AUC, EER, accuracy) and one-shot N-way of a metric model")
     p.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a metric-train run")
     p.add_argument("--data", nargs="+", required=True, help="held-out pairs, in the form of the run's data.root")

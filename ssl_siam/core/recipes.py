@@ -15,7 +15,8 @@ from ssl_siam.core.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs"
 #: recipe folder → the command whose config it is
-COMMANDS = {"pretrain": "pretrain", "finetune": "finetune", "metric": "metric-train", "demo": "demo"}
+COMMANDS = {"pretrain": "pretrain", "finetune": "finetune", "metric": "metric-train", "study": "study",
+            "demo": "demo"}
 
 
 @dataclass(frozen=True)

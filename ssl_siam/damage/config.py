@@ -14,12 +14,13 @@ class XBDDataConfig(LoaderConfig):
     root: list[str] = field(default_factory=list)  # xBD split dirs (train, tier3, ...); a single string is accepted
     val_root: list[str] = field(default_factory=list)  # explicit validation splits; empty = hold out val_fraction
     val_fraction: Fraction = 0.1  # of the pairs in `root`, by a seeded shuffle of image ids
+    train_ids: list[str] | None = None  # train on these pair ids of `root` only (label budgets: ssl-siam study)
     crop_size: PositiveInt = 512
     val_window: PositiveInt = 1024  # sliding-window size for validation on whole images
     samples_per_epoch: PositiveInt | None = None  # random crops per epoch; None = one per training pair (≥ one batch)
     building_bias: Fraction = 0.8  # probability that a training crop is centred on a building pixel
     misregistration_px: NonNegativeInt = 0  # max independent shift of the post image (augmentation)
-    photometric_on_device: bool = False  # true: jitter on the training device instead of in the workers (see README)
+    photometric_on_device: bool = False  # true: jitter on the training device, not in the workers (docs/finetuning.md)
     bands: list[PositiveInt] | None = None  # 1-based bands of the pre image (and post, unless post_bands)
     post_bands: list[PositiveInt] | None = None
     ignore_index: Annotated[int, Range(0, 255)] = 255  # `un-classified` buildings in training masks

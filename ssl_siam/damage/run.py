@@ -34,13 +34,18 @@ log = logging.getLogger(__name__)
 
 
 def split_records(cfg: FinetuneConfig, cache_dir: Path) -> tuple[list[PairRecord], list[PairRecord]]:
-    """Training and validation pairs (explicit ``data.val_root`` or a seeded ``val_fraction`` of the ids), with
-    their target masks rasterised into ``cache_dir`` where needed."""
+    """Training and validation pairs (explicit ``data.val_root`` or a seeded ``val_fraction`` of the ids; only
+    ``data.train_ids`` of ``data.root`` when given), with their target masks rasterised into ``cache_dir``."""
     if not cfg.data.root:
         raise ConfigError("data.root is required: one or more xBD split directories")
     records, skipped = find_pairs(cfg.data.root, skip_bad=cfg.data.skip_bad)
     for reason in skipped:
         log.warning("skipped: %s", reason)
+    if cfg.data.train_ids is not None:
+        by_id = {r.id: r for r in records}
+        if missing := [i for i in cfg.data.train_ids if i not in by_id]:
+            raise ConfigError(f"data.train_ids: {missing[0]} is not a pair of data.root {cfg.data.root}")
+        records = [by_id[i] for i in sorted(set(cfg.data.train_ids))]
     if cfg.data.val_root:
         val, skipped = find_pairs(cfg.data.val_root, skip_bad=cfg.data.skip_bad)
     else:

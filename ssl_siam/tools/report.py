@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.damage.xview2 import DAMAGE_NAMES
+from ssl_siam.study.report import plot_study, study_table
 
 
 def plot_history(history: Sequence[dict[str, float]], keys: Sequence[str], path: Path) -> Path:
@@ -50,7 +51,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         raise DataError(f"{run_dir} is not a run directory")
     run: dict[str, Any] = {"name": run_dir.name, "dir": run_dir}
     for key, name in (("metrics", "metrics.json"), ("probe", "probe.json"), ("hold", "hold_score.json"),
-                      ("verify", "verify.json")):
+                      ("verify", "verify.json"), ("study", "study.json")):
         if (run_dir / name).is_file():
             try:
                 run[key] = json.loads((run_dir / name).read_text())
@@ -58,9 +59,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
                 raise DataError(f"{run_dir / name} is not valid JSON") from None
     if (run_dir / "config.yaml").is_file():
         run["config"] = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    if not {"metrics", "probe", "verify"} & run.keys():
-        raise DataError(f"{run_dir}: expected metrics.json (a pretrain/finetune/metric-train run), probe.json or "
-                        "verify.json")
+    if not {"metrics", "probe", "verify", "study"} & run.keys():
+        raise DataError(f"{run_dir}: expected metrics.json (a pretrain/finetune/metric-train run), probe.json, "
+                        "verify.json or study.json")
     return run
 
 
@@ -156,6 +157,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     pretrain, finetune, metric = ([r for r in runs if run_kind(r) == k] for k in ("pretrain", "finetune", "metric"))
     probes = [row for r in runs for row in r.get("probe", [])]
     verified = [r["verify"] for r in runs if "verify" in r]
+    studies = [r for r in runs if "study" in r]
     lines = ["# ssl-siam report", "", "Runs: " + ", ".join(f"`{r['dir']}`" for r in runs), ""]
     if pretrain:
         lines += _pretrain_section(pretrain, out)
@@ -167,6 +169,10 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         lines += ["## Verification (`ssl-siam verify`)", "", *verify_table(verified), ""]
     if probes:
         lines += ["## Frozen-feature probes", "", *probe_table(probes), ""]
+    for r in studies:
+        plot_study(r["study"], out / f"study_{r['name']}.png")
+        lines += [f"## Study `{r['name']}`", "", *study_table(r["study"]), "",
+                  f"![score against labelled pairs](study_{r['name']}.png)", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

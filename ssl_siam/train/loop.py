@@ -38,20 +38,12 @@ from ssl_siam.train.config import OptimConfig, TrainConfig
 from ssl_siam.train.distributed import broadcast, mean_across
 from ssl_siam.train.optim import build_optimizer, set_schedules
 from ssl_siam.train.preemption import preemption_signals
-from ssl_siam.train.runtime import Runtime
+from ssl_siam.train.runtime import Runtime, compile_backbones
 from ssl_siam.train.task import StopTraining, TrainingTask, Validator
 
 
 class TrainingError(UserError):
     """Training cannot go on (non-finite losses, collapse); the message points at the last good checkpoint."""
-
-
-def backbones(module: nn.Module) -> list[nn.Module]:
-    """The outermost timm models inside ``module`` (what ``train.compile`` compiles: the bulk of the compute,
-    static shapes, no data-dependent control flow — unlike augmentation, mining or the decoders' glue)."""
-    if hasattr(module, "pretrained_cfg"):
-        return [module]
-    return [found for child in module.children() for found in backbones(child)]
 
 
 @dataclass
@@ -96,8 +88,7 @@ class Trainer:
         task.configure(self.total_steps, steps_per_epoch)
         task.to(self.device, memory_format=runtime.memory_format)
         if train_cfg.compile:
-            for backbone in backbones(task):
-                backbone.compile(mode=train_cfg.compile_mode)
+            compile_backbones(task, train_cfg.compile_mode)
         self.model: nn.Module = task  # what the loop calls: the task, or its DistributedDataParallel wrapper
         if self.world.size > 1:
             if train_cfg.sync_bn:

@@ -113,8 +113,8 @@ def open_shared_run_dir(config: RunConfig, default_name: str, world: World) -> R
             if world.size == 1:
                 raise
             result = str(exc)
-    shared = broadcast(result if isinstance(result, str) else (result.path, result.resume_from, result.created),
-                       world) if world.size > 1 else None
+    payload = result if isinstance(result, str) or result is None else (result.path, result.resume_from, result.created)
+    shared = broadcast(payload, world) if world.size > 1 else None
     if isinstance(shared, str):
         raise UserError(shared)
     if not world.is_main:

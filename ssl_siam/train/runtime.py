@@ -11,6 +11,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from ssl_siam.core.errors import ConfigError, UserError
 from ssl_siam.train.config import TrainConfig
@@ -83,3 +84,14 @@ class Runtime:
         if self.device.type == "cuda":
             return f"cuda ({torch.cuda.get_device_name(self.device)})"
         return str(self.device)
+
+
+def compile_backbones(module: nn.Module, mode: str | None) -> None:
+    """``torch.compile`` (in place, so state dicts keep their keys) the outermost timm models inside ``module``:
+    the bulk of the compute, static shapes, no data-dependent control flow — unlike augmentation, mining or the
+    decoders' glue."""
+    if hasattr(module, "pretrained_cfg"):
+        module.compile(mode=mode)
+        return
+    for child in module.children():
+        compile_backbones(child, mode)

@@ -1,0 +1,131 @@
+"""The design of a study: encoders, the test split, nested label subsets and the grid of cells.
+
+Paired by construction: for a given (budget, seed) every encoder finetunes on the same labelled pairs with the
+same seed (so the same crops); a seed's subsets are nested across budgets (one seeded permutation of the pool,
+its first ``n`` pairs); the test pairs are the same for every cell.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssl_siam.core.errors import ConfigError
+from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
+from ssl_siam.encoders import EncoderMeta
+from ssl_siam.study.config import StudyConfig
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """An ``encoders`` entry: its label and what it sets in the finetune config."""
+
+    spec: str
+    name: str  # label in tables and cell folder names
+    random: bool
+    backbone: str
+    encoder_weights: str | None = None
+    pretrained: str | None = None
+
+
+def parse_encoder(spec: str) -> EncoderChoice:
+    """``RUN_DIR`` / ``encoder.safetensors`` (an ``ssl-siam pretrain`` export), ``random:<timm name>`` or
+    ``timm:<timm name>=<local weight file>``; a one-line ConfigError otherwise."""
+    kind, _, rest = spec.partition(":")
+    if kind == "random" and rest:
+        return EncoderChoice(spec, spec, True, rest)
+    if kind == "timm" and "=" in rest:
+        name, _, weights = rest.partition("=")
+        if not Path(weights).is_file():
+            raise ConfigError(f"encoders: {spec}: weight file {weights} does not exist")
+        return EncoderChoice(spec, f"timm:{name}", False, name, pretrained=weights)
+    if Path(spec).exists():
+        meta = EncoderMeta.read(spec)
+        folder = Path(spec) if Path(spec).is_dir() else Path(spec).parent
+        return EncoderChoice(spec, folder.resolve().name, False, meta.backbone, encoder_weights=spec)
+    raise ConfigError(f"encoders: {spec}: expected an ssl-siam pretrain run dir, random:<timm name> or "
+                      "timm:<timm name>=<local weight file>")
+
+
+@dataclass(frozen=True)
+class Split:
+    pool: list[PairRecord]  # the labelled pairs cells draw their budgets from
+    test: list[PairRecord]  # scored by every cell
+    holdout: str | None  # split=disaster: the disaster never labelled in training
+
+
+def make_split(cfg: StudyConfig) -> Split:
+    """``split=image``: test on ``data.val_root`` or a seeded ``test_fraction`` of the images of ``data.root``;
+    ``split=disaster``: test on every pair of the held-out disaster, train on the other disasters' pairs."""
+    if not cfg.data.root:
+        raise ConfigError("data.root is required: one or more xBD split directories")
+    records = find_pairs(cfg.data.root)[0]
+    extra = find_pairs(cfg.data.val_root)[0] if cfg.data.val_root else []
+    if cfg.split == "image":
+        if extra:
+            return Split(records, extra, None)
+        order = np.random.default_rng(0).permutation(len(records))
+        n_test = max(1, round(cfg.test_fraction * len(records)))
+        if n_test >= len(records):
+            raise ConfigError(f"data.root has {len(records)} pairs: too few to hold out test_fraction="
+                              f"{cfg.test_fraction} of them and still train (give data.val_root)")
+        test = sorted((records[i] for i in order[:n_test]), key=lambda r: r.id)
+        return Split(sorted((records[i] for i in order[n_test:]), key=lambda r: r.id), test, None)
+    counts = Counter(r.disaster for r in records + extra)
+    holdout = cfg.holdout or min(counts, key=lambda d: (-counts[d], d))
+    if holdout not in counts:
+        raise ConfigError(f"holdout={holdout}: no such disaster in the data ({', '.join(sorted(counts))})")
+    pool = [r for r in records if r.disaster != holdout]
+    if not pool:
+        raise ConfigError(f"split=disaster: every pair of data.root is of {holdout}; nothing is left to train on")
+    return Split(pool, [r for r in records + extra if r.disaster == holdout], holdout)
+
+
+def budget_count(budget: float, pool: int) -> int:
+    """Labelled pairs of a budget: a count (>= 1) or a fraction of the pool (< 1)."""
+    n = max(1, round(budget * pool)) if budget < 1 else int(budget)
+    if budget >= 1 and budget != int(budget):
+        raise ConfigError(f"budgets: {budget:g} is neither a whole count nor a fraction below 1")
+    if n > pool:
+        raise ConfigError(f"budgets: {budget:g} needs {n} labelled pairs, the pool has {pool}")
+    return n
+
+
+def label_subset(pool: list[PairRecord], n: int, seed: int) -> list[str]:
+    """The ids of the first ``n`` pairs of the seed's permutation of the pool: nested across budgets."""
+    order = np.random.default_rng([seed, 7]).permutation(len(pool))
+    return sorted(pool[i].id for i in order[:n])
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    encoder: EncoderChoice
+    budget: float
+    n_labels: int
+    seed: int
+    ids: tuple[str, ...]
+
+    @property
+    def folder(self) -> str:
+        return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', self.encoder.name)}/n{self.n_labels}/seed{self.seed}"
+
+
+def make_cells(cfg: StudyConfig, split: Split) -> list[Cell]:
+    """Every (seed, budget, encoder) in that order; ``--cell I`` runs the I-th."""
+    encoders = [parse_encoder(s) for s in cfg.encoders]
+    if not encoders:
+        raise ConfigError("encoders: expected at least one encoder")
+    if len({e.name for e in encoders}) < len(encoders):
+        raise ConfigError(f"encoders: two encoders share a name ({', '.join(e.name for e in encoders)})")
+    cells = []
+    for seed in cfg.seeds:
+        for budget in cfg.budgets:
+            n = budget_count(budget, len(split.pool))
+            ids = tuple(label_subset(split.pool, n, seed))
+            cells += [Cell(len(cells), e, budget, n, seed, ids) for e in encoders]
+    return cells

@@ -1,0 +1,92 @@
+"""Running a study: every cell an ordinary finetune run directory under ``STUDY/cells/``, scored on the test
+pairs; finished cells are skipped and unfinished ones resumed, so a study survives interruptions and its cells can
+run as independent jobs (``--cell I``, e.g. a Slurm array)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ssl_siam.core.config import from_dict, to_dict
+from ssl_siam.core.errors import ConfigError
+from ssl_siam.damage.config import FinetuneConfig
+from ssl_siam.damage.evaluate import evaluate
+from ssl_siam.damage.run import run_finetune
+from ssl_siam.study.config import StudyConfig
+from ssl_siam.study.design import Cell, Split, make_cells, make_split
+from ssl_siam.study.report import aggregate, write_study
+
+log = logging.getLogger(__name__)
+
+
+def cell_config(cfg: StudyConfig, cell: Cell, run_dir: Path) -> FinetuneConfig:
+    """The cell's finetune config: ``cfg.finetune`` with the pool, the cell's labelled ids, its encoder and seed;
+    no validation split (the cell is scored on the test pairs with ``last.pt``, never selected on them)."""
+    data = {**to_dict(cfg.finetune), "run_dir": str(run_dir), "resume": "auto"}
+    data["data"] = {**data["data"], "root": list(cfg.data.root), "val_root": [], "val_fraction": 0.0,
+                    "train_ids": list(cell.ids)}
+    data["model"] = {**data["model"], "backbone": cell.encoder.backbone,
+                     "encoder_weights": cell.encoder.encoder_weights, "pretrained": cell.encoder.pretrained}
+    data["train"] = {**data["train"], "seed": cell.seed}
+    return from_dict(FinetuneConfig, data)
+
+
+def design_record(cfg: StudyConfig, split: Split, cells: list[Cell]) -> dict[str, Any]:
+    return {"split": cfg.split, "holdout": split.holdout, "test": [r.id for r in split.test],
+            "pool": [r.id for r in split.pool],
+            "cells": [{"index": c.index, "encoder": c.encoder.spec, "budget": c.budget, "n_labels": c.n_labels,
+                       "seed": c.seed, "ids": list(c.ids), "dir": f"cells/{c.folder}"} for c in cells]}
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def run_cell(cfg: StudyConfig, cell: Cell, split: Split, study_dir: Path) -> dict[str, Any]:
+    """Finetune (or resume) one cell and score ``last.pt`` on the test pairs; a scored cell is read back."""
+    cell_dir = study_dir / "cells" / cell.folder
+    done = cell_dir / "score.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    ft = cell_config(cfg, cell, cell_dir)
+    start = time.perf_counter()
+    run_finetune(ft)
+    score = evaluate(cell_dir / "checkpoints" / "last.pt", split.test, cell_dir / "test", device=ft.train.device,
+                     window=cfg.test_window)
+    result = {"index": cell.index, "encoder": cell.encoder.spec, "encoder_name": cell.encoder.name,
+              "random": cell.encoder.random, "budget": cell.budget, "n_labels": cell.n_labels, "seed": cell.seed,
+              "seconds": time.perf_counter() - start, **score.to_dict()}
+    _write_json(done, result)
+    return result
+
+
+def run_study(cfg: StudyConfig, only_cell: int | None = None) -> Path:
+    """Run every cell (or only ``only_cell``) and, once every cell is scored, write ``study.json``,
+    ``study.md`` and ``study.png``; returns the study directory."""
+    study_dir = Path(cfg.run_dir or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
+    split = make_split(cfg)
+    cells = make_cells(cfg, split)
+    if only_cell is not None and not 0 <= only_cell < len(cells):
+        raise ConfigError(f"--cell {only_cell}: the study has cells 0..{len(cells) - 1}")
+    design = design_record(cfg, split, cells)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    saved = study_dir / "design.json"
+    if saved.is_file() and json.loads(saved.read_text()) != design:
+        raise ConfigError(f"{saved}: this study directory holds another design (encoders, budgets, seeds, data or "
+                          "split differ); choose another run_dir")
+    _write_json(saved, design)
+    for cell in cells if only_cell is None else [cells[only_cell]]:
+        log.info("study cell %d/%d: %s, %d labelled pairs, seed %d", cell.index + 1, len(cells), cell.encoder.name,
+                 cell.n_labels, cell.seed)
+        run_cell(cfg, cell, split, study_dir)
+    scores = [study_dir / "cells" / c.folder / "score.json" for c in cells]
+    results = [json.loads(p.read_text()) for p in scores if p.is_file()]
+    if len(results) == len(cells):
+        write_study(aggregate(results, design), study_dir)
+    return study_dir

@@ -1,0 +1,124 @@
+"""ssl-siam study: paired and nested design, leave-one-disaster-out, resume, --cell, and the CI arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssl_siam.cli import main
+from ssl_siam.core.config import load_config
+from ssl_siam.core.errors import ConfigError
+from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
+from ssl_siam.study.config import StudyConfig
+from ssl_siam.study.design import make_cells, make_split
+from ssl_siam.study.report import aggregate
+from ssl_siam.study.stats import paired_difference, summarize
+from ssl_siam.tools.synthetic import make_xbd_split
+
+TINY = ["finetune.model.backbone=resnet18", "finetune.data.crop_size=64", "finetune.train.batch_size=2",
+        "finetune.train.max_steps=2", "finetune.train.device=cpu", "finetune.data.num_workers=0",
+        "finetune.train.progress=false", "finetune.data.stats_samples=4", "finetune.optim.warmup_steps=0",
+        "finetune.model.decoder_channels=[16,16,8,8,8]", "test_window=128"]
+
+
+@pytest.fixture(scope="module")
+def two_disasters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("study")
+    make_xbd_split(root / "xbd", 4, size=128, seed=0, disaster="alpha-flood")
+    make_xbd_split(root / "xbd", 3, size=128, seed=1, disaster="beta-fire")
+    export_encoder(create_encoder("resnet18", 3), root / "ssl", EncoderMeta("resnet18", 3))
+    return {"root": root, "xbd": root / "xbd", "ssl": root / "ssl"}
+
+
+def config(data: dict[str, Path], *extra: str) -> StudyConfig:
+    return load_config(StudyConfig, "study/xbd_label_efficiency", [
+        f"data.root={data['xbd']}", f"encoders=[{data['ssl']},random:resnet18]", "budgets=[1,2]", "seeds=[0,1]",
+        *TINY, *extra])
+
+
+def test_summary_and_paired_difference_by_hand() -> None:
+    s = summarize([0.2, 0.4, 0.6])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.4) and s["std"] == pytest.approx(0.2)
+    half = 4.302652729911275 * 0.2 / math.sqrt(3)  # t(0.975, df=2)
+    assert s["ci95"] == pytest.approx([0.4 - half, 0.4 + half])
+    d = paired_difference({0: 0.5, 1: 0.7, 2: 0.9, 3: 0.1}, {0: 0.4, 1: 0.5, 2: 0.6})  # seed 3 has no pair
+    assert d["n"] == 3 and d["mean"] == pytest.approx(0.2) and d["std"] == pytest.approx(0.1)
+    assert d["ci95"] == pytest.approx([0.2 - 4.302652729911275 * 0.1 / math.sqrt(3),
+                                       0.2 + 4.302652729911275 * 0.1 / math.sqrt(3)])
+    assert summarize([0.3])["ci95"] is None and summarize([])["mean"] is None
+
+
+def test_aggregate_rows_against_hand_numbers() -> None:
+    results = [{"index": i, "encoder": e, "encoder_name": e, "random": e.startswith("random"), "budget": 2,
+                "n_labels": 2, "seed": s, "score": v, "localization_f1": v, "damage_f1": v}
+               for i, (e, s, v) in enumerate([("ssl", 0, 0.5), ("random:r", 0, 0.4), ("ssl", 1, 0.7),
+                                              ("random:r", 1, 0.5)])]
+    study = aggregate(results, {"split": "image", "holdout": None, "test": ["a"], "pool": ["b", "c"]})
+    ssl, rnd = study["rows"]
+    assert ssl["mean"] == pytest.approx(0.6) and rnd["mean"] == pytest.approx(0.45)
+    assert ssl["diff_vs_random"]["mean"] == pytest.approx(0.15) and "diff_vs_random" not in rnd
+    half = 12.706204736174707 * math.sqrt(0.005) / math.sqrt(2)  # diffs 0.1, 0.2: std √0.005, t(0.975, 1)
+    assert ssl["diff_vs_random"]["ci95"] == pytest.approx([0.15 - half, 0.15 + half])
+
+
+def test_design_is_paired_nested_and_leaves_a_disaster_out(two_disasters: dict[str, Path]) -> None:
+    cfg = config(two_disasters, "split=disaster", "budgets=[1,2,3]")
+    split = make_split(cfg)
+    assert split.holdout == "alpha-flood"  # the disaster with the most pairs by default
+    assert {r.disaster for r in split.test} == {"alpha-flood"} and len(split.test) == 4
+    assert {r.disaster for r in split.pool} == {"beta-fire"}  # no image of the held-out disaster in training
+    cells = make_cells(cfg, split)
+    assert len(cells) == 2 * 3 * 2
+    for seed in (0, 1):
+        for budget in (1, 2, 3):
+            same = [c for c in cells if c.seed == seed and c.budget == budget]
+            assert len({c.ids for c in same}) == 1  # every encoder: the same labelled pairs (and seed)
+        nested = [next(c.ids for c in cells if c.seed == seed and c.budget == b) for b in (1, 2, 3)]
+        assert set(nested[0]) < set(nested[1]) < set(nested[2])
+    assert make_split(config(two_disasters, "split=disaster", "holdout=beta-fire")).holdout == "beta-fire"
+    with pytest.raises(ConfigError, match="holdout=gamma: no such disaster"):
+        make_split(config(two_disasters, "split=disaster", "holdout=gamma"))
+    with pytest.raises(ConfigError, match="budgets: 9 needs 9 labelled pairs, the pool has 3"):
+        make_cells(config(two_disasters, "split=disaster", "budgets=[9]"), split)
+
+
+def test_study_runs_cells_resumes_and_aggregates(two_disasters: dict[str, Path], capsys: pytest.CaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    study = two_disasters["root"] / "run"
+    args = ["study", "--config", "study/xbd_label_efficiency", f"data.root={two_disasters['xbd']}",
+            f"encoders=[{two_disasters['ssl']},random:resnet18]", "budgets=[1,2]", "seeds=[0,1]", "split=disaster",
+            f"run_dir={study}", *TINY]
+    assert main([*args, "--cell", "5"]) == 0  # exactly one cell: seed 1, budget 1, random init
+    scored = sorted(p.relative_to(study).as_posix() for p in study.rglob("score.json"))
+    assert scored == ["cells/random_resnet18/n1/seed1/score.json"]
+    assert not (study / "study.json").exists()
+    design = json.loads((study / "design.json").read_text())
+    cell = design["cells"][5]
+    ft = yaml.safe_load((study / cell["dir"] / "config.yaml").read_text())
+    assert ft["data"]["train_ids"] == cell["ids"] and ft["train"]["seed"] == 1 and ft["data"]["val_root"] == []
+
+    from ssl_siam.study import run as study_run
+
+    finetuned = []
+    original = study_run.run_finetune
+    monkeypatch.setattr(study_run, "run_finetune", lambda cfg: finetuned.append(cfg.run_dir) or original(cfg))
+    assert main(args) == 0  # the other 7 cells; the scored one is skipped
+    assert len(finetuned) == 7 and not any(d.endswith("random_resnet18/n1/seed1") for d in finetuned)
+    result = json.loads((study / "study.json").read_text())
+    assert (study / "study.md").is_file() and (study / "study.png").is_file()
+    rows = {(r["encoder_name"], r["n_labels"]): r for r in result["rows"]}
+    assert set(rows) == {("ssl", 1), ("ssl", 2), ("random:resnet18", 1), ("random:resnet18", 2)}
+    for (name, n), row in rows.items():
+        assert row["n_runs"] == 2 and 0 <= row["mean"] <= 1 and len(row["ci95"]) == 2
+        scores = [r["score"] for r in result["results"] if r["encoder_name"] == name and r["n_labels"] == n]
+        assert row["mean"] == pytest.approx(sum(scores) / 2)
+    assert set(rows[("ssl", 1)]["diff_vs_random"]) == {"mean", "ci95", "n"}
+    finetuned.clear()
+    assert main(args) == 0 and finetuned == []  # everything done: nothing reruns
+    capsys.readouterr()
+    assert main([*args[:-len(TINY)], "seeds=[0]", *TINY]) == 2  # another design in the same run_dir
+    assert "holds another design" in capsys.readouterr().err
