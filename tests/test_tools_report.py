@@ -38,7 +38,7 @@ def test_report_tables_and_plots(tmp_path: Path) -> None:
     assert "| random:resnet18 | xbd-crops | knn | 0.420 | 0.310 | 30 | 10 |" in report
     assert (tmp_path / "out" / "pretrain_curves.png").stat().st_size > 1000
     assert (tmp_path / "out" / "finetune_curves.png").stat().st_size > 1000
-    with pytest.raises(DataError, match="expected metrics.json .* probe.json or verify.json"):
+    with pytest.raises(DataError, match="expected metrics.json .* probe.json, verify.json or study.json"):
         write_report([tmp_path], tmp_path / "out2")
 
 

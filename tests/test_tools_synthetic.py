@@ -11,7 +11,8 @@ import shapely
 from PIL import Image
 from rasterio.features import rasterize
 
-from ssl_siam.tools.synthetic import DAMAGE, make_geotiff_scenes, make_xbd_split
+from ssl_siam.tools.scenes import make_geotiff_scenes
+from ssl_siam.tools.synthetic import DAMAGE, make_xbd_split
 
 SIZE, PAIRS = 256, 20
 XBD_TYPES = {"wind", "flooding", "fire", "earthquake", "tsunami", "volcano"}

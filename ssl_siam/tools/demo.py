@@ -22,7 +22,8 @@ from ssl_siam.probe.run import ProbeRow, run_probe
 from ssl_siam.ssl.config import PretrainConfig
 from ssl_siam.ssl.run import run_pretrain
 from ssl_siam.tools.report import plot_history, probe_table
-from ssl_siam.tools.synthetic import make_geotiff_scenes, make_xbd_split
+from ssl_siam.tools.scenes import make_geotiff_scenes
+from ssl_siam.tools.synthetic import make_xbd_split
 
 log = logging.getLogger(__name__)
 # `--quick` (tests): a few steps on small crops

@@ -2,23 +2,24 @@
 
 Rendered in reflectance (red, green, blue, nir): fields, trees, roads, buildings (rectangles, L-shapes,
 courtyards) with roofs and sun shadows; post images add building damage, floods/mud and a new illumination.
+Every disaster has a look of its own (:class:`Style`, drawn from its name: sensor colour balance, haze, the mix of
+ground covers), so a model trained on one disaster meets a domain shift on another, as on xBD.
 """
 
 import itertools
 import json
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import rasterio
 import shapely
 from PIL import Image
 
 DAMAGE = ("no-damage", "minor-damage", "major-damage", "destroyed", "un-classified")
 DAMAGE_P = (0.58, 0.14, 0.12, 0.11, 0.05)
-BAND_NAMES = ("red", "green", "blue", "nir")
 # Reflectance (red, green, blue, nir). Ground: grass, crop, bare soil, dry grass.
 GROUND = np.array([[.07, .10, .05, .40], [.06, .11, .045, .46], [.21, .17, .12, .27], [.15, .14, .09, .30]])
 GROUND_P = (0.4, 0.2, 0.15, 0.25)
@@ -31,10 +32,25 @@ RUBBLE = np.array([[.20, .15, .10, .24], [.22, .21, .20, .25], [.07, .06, .05, .
 FLOOD = np.array([[.16, .13, .08, .10], [.05, .07, .08, .02]])  # muddy and dark water
 DISASTER_TYPES = {"storm": "wind", "hurricane": "wind", "tornado": "wind", "flood": "flooding",
                   **{k: k for k in ("fire", "earthquake", "tsunami", "volcano")}}
-GEOTIFF_NODATA = {"uint8": 0, "uint16": 0, "int16": 0, "float32": -9999.0}
 PAD = 10  # pixels around a footprint that its shadow, debris and cloud may reach
 GSD = 0.5  # metres per pixel
 SQUARE = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1)]) / 2  # closed ring of the unit square
+
+
+@dataclass(frozen=True)
+class Style:
+    """A disaster's look: per-band sensor gain, haze strength and ground-cover probabilities."""
+
+    gain: np.ndarray  # [4] multiplies the reflectance of every image of the disaster
+    haze: float  # maximum haze fraction
+    ground_p: np.ndarray  # probabilities of GROUND covers
+
+    @classmethod
+    def of(cls, disaster: str) -> "Style":
+        if disaster == "synthetic-storm":  # the default disaster keeps the original look
+            return cls(np.ones(4), 0.1, np.array(GROUND_P))
+        rng = np.random.default_rng(zlib.crc32(disaster.encode()))
+        return cls(rng.uniform(0.8, 1.2, 4), float(rng.uniform(0.05, 0.3)), rng.dirichlet(np.array(GROUND_P) * 8))
 
 
 @dataclass
@@ -100,7 +116,8 @@ def _footprint(rng: np.random.Generator, kind: str) -> list[np.ndarray]:
                       (-w / 2, -h / 2)])]
 
 
-def _landscape(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def _landscape(rng: np.random.Generator, size: int, ground_p: tuple[float, ...] | np.ndarray = GROUND_P
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Ground reflectance (H, W, 4): parcels, crop rows, trees, roads; road mask, road distance, angle."""
     shape = (size, size)
     yy, xx = np.mgrid[0:size, 0:size] + 0.5
@@ -108,7 +125,7 @@ def _landscape(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     seeds = rng.uniform(-0.1, 1.1, (n, 2)) * size
     wx = xx + (_noise(rng, shape, size / 3, 2) - 0.5) * size * 0.2
     label = ((wx[..., None] - seeds[:, 0]) ** 2 + (yy[..., None] - seeds[:, 1]) ** 2).argmin(-1)
-    kind = rng.choice(len(GROUND), n, p=GROUND_P)[label]
+    kind = rng.choice(len(GROUND), n, p=ground_p)[label]
     phi, period = rng.uniform(0, np.pi, n)[label], rng.uniform(3, 6, n)[label]
     rows = np.where(kind == 1, 0.12 * np.sin(2 * np.pi * (xx * np.cos(phi) + yy * np.sin(phi)) / period), 0)
     texture = 1 + 0.35 * (_noise(rng, shape, 8) - 0.5) + rows + 0.04 * rng.standard_normal(shape)
@@ -186,7 +203,7 @@ def _damage(rng: np.random.Generator, view: np.ndarray, b: _Building, others: np
 
 
 def _render(rng: np.random.Generator, ground: np.ndarray, blds: list[_Building], sun: tuple[float, float],
-            post: bool) -> np.ndarray:
+            post: bool, style: Style | None = None) -> np.ndarray:
     """Ground (+ floods if `post`), shadows (sun azimuth, elevation in °), roofs (+ damage), gain and haze."""
     img, roofs = ground.copy(), np.zeros(ground.shape[:2], bool)
     if post and rng.random() < 0.6:  # flood water or mud patches: change that is not building damage
@@ -205,8 +222,10 @@ def _render(rng: np.random.Generator, ground: np.ndarray, blds: list[_Building],
     for b in blds if post else ():
         _damage(rng, img[b.sl], b, roofs[b.sl] & ~b.mask)
     gain = rng.uniform(0.9, 1.1) * rng.uniform(0.97, 1.03, img.shape[-1])
-    alpha = rng.uniform(0, 0.1) * _noise(rng, img.shape[:2], img.shape[0] / 2, 2)[..., None]
-    return img * gain * (1 - alpha) + alpha * HAZE
+    alpha = rng.uniform(0, 0.1 if style is None else style.haze) * _noise(rng, img.shape[:2], img.shape[0] / 2, 2)
+    if style is not None:
+        gain = gain * style.gain[: img.shape[-1]]
+    return img * gain * (1 - alpha[..., None]) + alpha[..., None] * HAZE
 
 
 def _display(refl: np.ndarray) -> np.ndarray:
@@ -239,17 +258,18 @@ def make_xbd_split(out_dir: Path, num_pairs: int, size: int = 256, seed: int = 0
     lon0, lat0, day0 = split.uniform(-97, -80), split.uniform(26, 38), np.datetime64("2015-01-01")
     day0 += split.integers(0, 3000)
     kind = next((v for k, v in DISASTER_TYPES.items() if k in disaster.lower()), "wind")
+    style = Style.of(disaster)
     dlat, dlon = GSD / 111_320, GSD / 111_320 / np.cos(np.radians(lat0))
     ids = [f"{disaster}_{i:08d}" for i in range(num_pairs)]
     for i, tile in enumerate(ids):
         rng = np.random.default_rng([seed, 1, i])
-        ground, road, dist, theta = _landscape(rng, size)
+        ground, road, dist, theta = _landscape(rng, size, style.ground_p)
         blds = _place(rng, size, road, dist, theta, int(rng.integers(buildings[0], buildings[1] + 1)), i == 0)
         west, north = lon0 + i % 16 * size * dlon, lat0 - i // 16 * size * dlat
         to_lnglat = np.array([[dlon, 0, west], [0, -dlat, north]])
         for phase, days in (("pre", -int(rng.integers(60, 900))), ("post", int(rng.integers(1, 20)))):
             sun, post, name = (rng.uniform(120, 165), rng.uniform(45, 72)), phase == "post", f"{tile}_{phase}"
-            img, name = _render(rng, ground, blds, sun, post), name + "_disaster"
+            img, name = _render(rng, ground, blds, sun, post, style), name + "_disaster"
             rgb = np.clip(np.rint(_display(img[..., :3]) + rng.normal(0, 1.5, (size, size, 3))), 0, 255)
             Image.fromarray(rgb.astype(np.uint8)).save(out_dir / "images" / f"{name}.png", compress_level=1)
             meta = {"sensor": "SYNTHETIC", "provider_asset_type": "SYNTHETIC", "gsd": 4 * GSD,
@@ -261,39 +281,3 @@ def make_xbd_split(out_dir: Path, num_pairs: int, size: int = 256, seed: int = 0
                     "img_name": f"{name}.png"}
             (out_dir / "labels" / f"{name}.json").write_text(json.dumps(_label(blds, post, to_lnglat, meta)))
     return ids
-
-
-def make_geotiff_scenes(out_dir: Path, num_scenes: int, size: int = 512, bands: int = 4,
-                        dtype: str = "uint16", seed: int = 0, nodata_fraction: float = 0.1) -> list[Path]:
-    """Writes out_dir/scene_<i:04d>.tif: tiled, deflate-compressed GeoTIFFs in EPSG:32636 at 0.5 m.
-
-    Bands red, green, blue, nir (the first `bands`, 1..4). Values: reflectance × 10 000 for (u)int16, a
-    display stretch for uint8, reflectance for float32; nodata 0 (-9999 for float32) on ~`nodata_fraction`.
-    """
-    if not 1 <= bands <= len(BAND_NAMES) or dtype not in GEOTIFF_NODATA or not 0 <= nodata_fraction < 1:
-        raise ValueError(f"need bands in 1..4, dtype in {sorted(GEOTIFF_NODATA)}, nodata_fraction in [0, 1); "
-                         f"got {bands}, {dtype!r}, {nodata_fraction}")
-    out_dir, nodata, paths = Path(out_dir), GEOTIFF_NODATA[dtype], []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for i in range(num_scenes):
-        rng = np.random.default_rng([seed, 2, i])
-        ground, road, dist, theta = _landscape(rng, size)
-        blds = _place(rng, size, road, dist, theta, int(rng.uniform(0.2, 1.0) * size * size / 5000), False)
-        img = _render(rng, ground, blds, (rng.uniform(120, 165), rng.uniform(45, 72)), False)
-        img = img[..., :bands] * (1 + 0.01 * rng.standard_normal((size, size, bands)))
-        if dtype != "float32":
-            img = np.clip(np.rint(_display(img) if dtype == "uint8" else 1e4 * img), 1, np.iinfo(dtype).max)
-        arr = img.astype(dtype)
-        a = rng.uniform(0, 2 * np.pi)  # nodata: a swath border (half-plane) or a stripe at angle a
-        d = np.add.outer(np.sin(a) * np.arange(size), np.cos(a) * np.arange(size))
-        d = np.abs(d - np.quantile(d, rng.uniform(0.3, 0.7))) if rng.random() < 0.5 else d.max() - d
-        arr[d < np.quantile(d, nodata_fraction)] = nodata
-        east, north = float(rng.integers(300_000, 700_000)), float(rng.integers(3_300_000, 3_500_000))
-        paths.append(out_dir / f"scene_{i:04d}.tif")
-        with rasterio.open(paths[-1], "w", driver="GTiff", width=size, height=size, count=bands, dtype=dtype,
-                           crs="EPSG:32636", transform=rasterio.Affine(GSD, 0, east, 0, -GSD, north),
-                           nodata=nodata, tiled=True, blockxsize=256, blockysize=256, compress="deflate",
-                           predictor=3 if dtype == "float32" else 2) as dst:
-            dst.write(np.moveaxis(arr, -1, 0))
-            dst.descriptions = BAND_NAMES[:bands]
-    return paths

@@ -1,0 +1,49 @@
+"""Synthetic multi-band GeoTIFF scenes (the landscapes of :mod:`ssl_siam.tools.synthetic`, no damage), tiled
+and compressed like real archives, with nodata swaths: for tests of windowed reads, band statistics and
+multi-band pretraining."""
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from ssl_siam.tools.synthetic import GSD, _display, _landscape, _place, _render
+
+BAND_NAMES = ("red", "green", "blue", "nir")
+GEOTIFF_NODATA = {"uint8": 0, "uint16": 0, "int16": 0, "float32": -9999.0}
+
+
+def make_geotiff_scenes(out_dir: Path, num_scenes: int, size: int = 512, bands: int = 4,
+                        dtype: str = "uint16", seed: int = 0, nodata_fraction: float = 0.1) -> list[Path]:
+    """Writes out_dir/scene_<i:04d>.tif: tiled, deflate-compressed GeoTIFFs in EPSG:32636 at 0.5 m.
+
+    Bands red, green, blue, nir (the first `bands`, 1..4). Values: reflectance × 10 000 for (u)int16, a
+    display stretch for uint8, reflectance for float32; nodata 0 (-9999 for float32) on ~`nodata_fraction`.
+    """
+    if not 1 <= bands <= len(BAND_NAMES) or dtype not in GEOTIFF_NODATA or not 0 <= nodata_fraction < 1:
+        raise ValueError(f"need bands in 1..4, dtype in {sorted(GEOTIFF_NODATA)}, nodata_fraction in [0, 1); "
+                         f"got {bands}, {dtype!r}, {nodata_fraction}")
+    out_dir, nodata, paths = Path(out_dir), GEOTIFF_NODATA[dtype], []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(num_scenes):
+        rng = np.random.default_rng([seed, 2, i])
+        ground, road, dist, theta = _landscape(rng, size)
+        blds = _place(rng, size, road, dist, theta, int(rng.uniform(0.2, 1.0) * size * size / 5000), False)
+        img = _render(rng, ground, blds, (rng.uniform(120, 165), rng.uniform(45, 72)), False)
+        img = img[..., :bands] * (1 + 0.01 * rng.standard_normal((size, size, bands)))
+        if dtype != "float32":
+            img = np.clip(np.rint(_display(img) if dtype == "uint8" else 1e4 * img), 1, np.iinfo(dtype).max)
+        arr = img.astype(dtype)
+        a = rng.uniform(0, 2 * np.pi)  # nodata: a swath border (half-plane) or a stripe at angle a
+        d = np.add.outer(np.sin(a) * np.arange(size), np.cos(a) * np.arange(size))
+        d = np.abs(d - np.quantile(d, rng.uniform(0.3, 0.7))) if rng.random() < 0.5 else d.max() - d
+        arr[d < np.quantile(d, nodata_fraction)] = nodata
+        east, north = float(rng.integers(300_000, 700_000)), float(rng.integers(3_300_000, 3_500_000))
+        paths.append(out_dir / f"scene_{i:04d}.tif")
+        with rasterio.open(paths[-1], "w", driver="GTiff", width=size, height=size, count=bands, dtype=dtype,
+                           crs="EPSG:32636", transform=rasterio.Affine(GSD, 0, east, 0, -GSD, north),
+                           nodata=nodata, tiled=True, blockxsize=256, blockysize=256, compress="deflate",
+                           predictor=3 if dtype == "float32" else 2) as dst:
+            dst.write(np.moveaxis(arr, -1, 0))
+            dst.descriptions = BAND_NAMES[:bands]
+    return paths
