@@ -194,3 +194,30 @@ def test_loss_options_the_loss_ignores_are_refused(overrides: list[str], key: st
     cfg = load_config(FinetuneConfig, None, overrides)
     with pytest.raises(ConfigError, match=rf"{key}=.* has no effect with loss.name="):
         build_criterion(cfg)
+
+
+def test_finetuning_starts_from_the_exported_encoder_with_its_normalization(xbd_split: Path, tmp_path: Path) -> None:
+    """The plumbing of "does pretraining help": at step 0 the finetune encoder holds exactly the exported weights
+    (BN running statistics included) and the inputs are normalised with the statistics pretraining used."""
+    from ssl_siam.damage.run import build_finetuning
+    from ssl_siam.train.launch import prepare
+
+    torch.manual_seed(3)
+    exported = create_encoder("resnet18", 3)
+    for module in exported.modules():  # non-trivial BN statistics, as after pretraining
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    stats = BandStats([3.0] * 3, [240.0] * 3, [0.45, 0.5, 0.55], [0.2, 0.21, 0.22])
+    export_encoder(exported, tmp_path / "ssl", EncoderMeta("resnet18", 3, normalization=stats))
+    cfg = load_config(FinetuneConfig, None, [*tiny(xbd_split, tmp_path / "run"),
+                                             f"model.encoder_weights={tmp_path / 'ssl'}"])
+    session = prepare(cfg, "finetune", build_finetuning)
+    session.close()
+    task = session.built.task
+    state = task.model.encoder.state_dict()
+    reference = exported.state_dict()
+    assert set(state) == set(reference) - {"fc.weight", "fc.bias"}  # features_only drops nothing else
+    assert all(torch.equal(state[k], reference[k]) for k in state)
+    assert task.pre_stats == stats and task.post_stats == stats
+    assert BandStats.load(tmp_path / "run" / "stats_pre.json") == stats

@@ -72,7 +72,7 @@ def test_design_is_paired_nested_and_leaves_a_disaster_out(two_disasters: dict[s
     assert {r.disaster for r in split.test} == {"alpha-flood"} and len(split.test) == 4
     assert {r.disaster for r in split.pool} == {"beta-fire"}  # no image of the held-out disaster in training
     cells = make_cells(cfg, split)
-    assert len(cells) == 2 * 3 * 2
+    assert len(cells) == 2 * 3 * 2 and [c.index for c in cells] == list(range(12))
     for seed in (0, 1):
         for budget in (1, 2, 3):
             same = [c for c in cells if c.seed == seed and c.budget == budget]

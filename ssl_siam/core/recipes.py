@@ -3,7 +3,7 @@
 They live in ``configs/`` at the top of the repository (where users browse and copy them); the package carries
 the same files as ``ssl_siam/configs`` (a link to that folder in a checkout, copied into the wheel), so a recipe
 name resolves from any directory once the package is installed. A name is a file stem (``simsiam_resnet50``) or
-``<folder>/<stem>`` (``demo/finetune_resnet18``); anything that is an existing file is used as a path.
+``<folder>/<stem>`` (``demo/study_resnet18``); anything that is an existing file is used as a path.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ class ModelConfig:
 
 @dataclass
 class TileDataConfig(LoaderConfig):
-    root: str = ""  # folder, glob, file, or `{band}` pattern (see README)
+    root: list[str] = field(default_factory=list)  # folders, globs, files or `{band}` patterns (docs/pretraining.md)
     tile_size: PositiveInt = 256
     bands: list[PositiveInt] | None = None  # 1-based band indices, e.g. [4, 3, 2, 8]
     band_names: list[str] | None = None  # values substituted for `{band}` in `root`

@@ -127,5 +127,6 @@ def make_cells(cfg: StudyConfig, split: Split) -> list[Cell]:
         for budget in cfg.budgets:
             n = budget_count(budget, len(split.pool))
             ids = tuple(label_subset(split.pool, n, seed))
-            cells += [Cell(len(cells), e, budget, n, seed, ids) for e in encoders]
+            for encoder in encoders:
+                cells.append(Cell(len(cells), encoder, budget, n, seed, ids))
     return cells

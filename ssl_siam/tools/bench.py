@@ -110,7 +110,7 @@ def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, b
         f"augment.local_size={round(image_size * 96 / 224)}", f"train.batch_size={batch}",
         f"data.num_workers={workers}", f"data.samples_per_epoch={batch * (warmup + steps + 2)}",
         f"train.max_steps={3 * (warmup + steps)}", "dino.freeze_last_layer_epochs=0", f"run_dir={run_dir}"])
-    cfg.data.root = str(root)
+    cfg.data.root = [str(root)]
     runtime = Runtime.create(device, cfg.train.precision, cfg.train.channels_last)
     session = prepare(cfg, "bench", build_pretraining, runtime)
     session.close()  # a temporary run dir: nothing to protect
