@@ -1,0 +1,1 @@
+"""Tools apart from the library: throughput benchmarks, the demo, reports across runs, synthetic data."""
