@@ -67,7 +67,7 @@ def test_aggregate_rows_against_hand_numbers() -> None:
 
 def test_design_is_paired_nested_and_leaves_a_disaster_out(two_disasters: dict[str, Path]) -> None:
     cfg = config(two_disasters, "split=disaster", "budgets=[1,2,3]")
-    split = make_split(cfg)
+    split = make_split(cfg, two_disasters["root"] / "cache")
     assert split.holdout == "alpha-flood"  # the disaster with the most pairs by default
     assert {r.disaster for r in split.test} == {"alpha-flood"} and len(split.test) == 4
     assert {r.disaster for r in split.pool} == {"beta-fire"}  # no image of the held-out disaster in training
@@ -79,9 +79,10 @@ def test_design_is_paired_nested_and_leaves_a_disaster_out(two_disasters: dict[s
             assert len({c.ids for c in same}) == 1  # every encoder: the same labelled pairs (and seed)
         nested = [next(c.ids for c in cells if c.seed == seed and c.budget == b) for b in (1, 2, 3)]
         assert set(nested[0]) < set(nested[1]) < set(nested[2])
-    assert make_split(config(two_disasters, "split=disaster", "holdout=beta-fire")).holdout == "beta-fire"
+    other = make_split(config(two_disasters, "split=disaster", "holdout=beta-fire"), two_disasters["root"])
+    assert other.holdout == "beta-fire"
     with pytest.raises(ConfigError, match="holdout=gamma: no such disaster"):
-        make_split(config(two_disasters, "split=disaster", "holdout=gamma"))
+        make_split(config(two_disasters, "split=disaster", "holdout=gamma"), two_disasters["root"])
     with pytest.raises(ConfigError, match="budgets: 9 needs 9 labelled pairs, the pool has 3"):
         make_cells(config(two_disasters, "split=disaster", "budgets=[9]"), split)
 

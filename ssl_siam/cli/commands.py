@@ -97,10 +97,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from ssl_siam.damage.binary import score_binary_dirs
     from ssl_siam.damage.xview2 import score_dirs
 
     check_output(args.json, "--json", folder=False)
-    score = score_dirs(args.pred, args.targ, workers=args.workers)
+    score = score_dirs(args.pred, args.targ, workers=args.workers) if args.task == "damage" else score_binary_dirs(
+        args.pred, args.targ)
     print(score.table())
     if args.json:
         Path(args.json).write_text(json.dumps(score.to_dict(), indent=2))
@@ -119,6 +121,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ssl_siam.damage.predict import predict_pair, predict_split
     from ssl_siam.damage.run import load_finetuned
+    from ssl_siam.data.change import detect_format
 
     if bool(args.data) == bool(args.pre or args.post) or (args.pre is None) != (args.post is None):
         raise UserError("give either --pre and --post, or --data XBD_SPLIT_DIR")
@@ -130,7 +133,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                   batch_size=args.batch_size)
     out = Path(args.out)
     if args.data:
-        written = predict_split(task, runtime, Path(args.data), out, **kwargs)
+        fmt = cfg.data.format if cfg.data.format != "auto" else detect_format(Path(args.data))
+        written = predict_split(task, runtime, Path(args.data), out, fmt, **kwargs)
     else:
         written = predict_pair(task, runtime, Path(args.pre), Path(args.post), out, **kwargs)
     print(f"wrote {len(written)} files to {out}")

@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from ssl_siam.core.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
+from ssl_siam.data.change import OSCD_BANDS
 from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainConfig
 
 
 @dataclass
 class XBDDataConfig(LoaderConfig):
-    root: list[str] = field(default_factory=list)  # xBD split dirs (train, tier3, ...); a single string is accepted
+    format: Literal["auto", "xbd", "levir", "s2looking", "oscd", "pairs-csv"] = "auto"  # layout; auto: detected
+    root: list[str] = field(default_factory=list)  # split dirs (xBD: train, tier3, ...); a single string is accepted
     val_root: list[str] = field(default_factory=list)  # explicit validation splits; empty = hold out val_fraction
     val_fraction: Fraction = 0.1  # of the pairs in `root`, by a seeded shuffle of image ids
     train_ids: list[str] | None = None  # train on these pair ids of `root` only (label budgets: ssl-siam study)
@@ -29,6 +31,7 @@ class XBDDataConfig(LoaderConfig):
     stats: str | None = None  # stats JSON for the pre image; default: the encoder's, else computed
     post_stats: str | None = None
     stats_samples: PositiveInt = 128
+    oscd_bands: list[str] = field(default_factory=lambda: list(OSCD_BANDS))  # OSCD: bands stacked, in this order
 
 
 @dataclass
@@ -43,7 +46,7 @@ class DamageModelConfig:
     decoder_channels: list[PositiveInt] = field(default_factory=lambda: [256, 128, 64, 32, 16])
     attention: bool = True
     deep_supervision: bool = True
-    num_classes: Annotated[int, Range(2)] = 5
+    num_classes: Annotated[int, Range(2)] | None = None  # default: the task's (damage 5, binary 2)
 
 
 @dataclass
@@ -67,6 +70,7 @@ class FinetuneTrainConfig(TrainConfig):
 
 @dataclass
 class FinetuneConfig(RunConfig):
+    task: Literal["damage", "binary"] = "damage"  # damage: xBD's 5 classes, xView2 score; binary: change / no change
     data: XBDDataConfig = field(default_factory=XBDDataConfig)
     model: DamageModelConfig = field(default_factory=DamageModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -131,7 +131,7 @@ def write_outputs(
         dst.write_colormap(1, {0: (0, 0, 0, 0), **{i + 1: (*c, 255) for i, c in enumerate(DAMAGE_COLOURS)}})
     collection = {
         "type": "FeatureCollection",
-        "crs": {"type": "name", "properties": {"name": _crs_name(profile["crs"])}},
+        "crs": {"type": "name", "properties": {"name": crs_name(profile["crs"])}},
         "features": building_features(loc, damage, confidence, profile["transform"]),
     }
     geojson.write_text(json.dumps(collection) + "\n")
@@ -165,7 +165,7 @@ def building_features(
     return features
 
 
-def _crs_name(crs: CRS) -> str:
+def crs_name(crs: CRS) -> str:
     """OGC URN of an EPSG CRS, else its WKT (GeoJSON 2008 "name" CRS member)."""
     epsg = crs.to_epsg()
     return f"urn:ogc:def:crs:EPSG::{epsg}" if epsg is not None else crs.to_wkt()

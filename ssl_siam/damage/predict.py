@@ -9,9 +9,11 @@ import numpy as np
 import torch
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.damage.change_outputs import write_change_outputs
 from ssl_siam.damage.outputs import output_stem, to_display_rgb, write_outputs
 from ssl_siam.damage.sliding import sliding_window_rows
 from ssl_siam.damage.task import FinetuneTask
+from ssl_siam.data.change import find_change_pairs
 from ssl_siam.data.rasters import RasterPair
 from ssl_siam.data.xbd.pairs import find_pairs
 from ssl_siam.train.runtime import Runtime
@@ -37,14 +39,15 @@ def decode(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path: Path, out_dir: Path, *,
                  bands: list[int] | None, post_bands: list[int] | None, window: int, overlap: float, tta: bool,
                  batch_size: int) -> list[Path]:
-    """Predict one pair and write the xView2 PNGs, the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON.
+    """Predict one pair and write the task's outputs: the xView2 PNGs (damage models) or the change mask and
+    probability (binary change models), the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON.
 
     The pair is read, normalised, predicted (on the runtime's device, under its autocast) and decoded one row of
     windows at a time (windowed reads of GeoTIFFs), so only the uint8 / float32 output maps are held whole, never
     the scene's probabilities. Windows shrink for small images to multiples of the model's output stride.
     Nodata pixels (NaN, or the files' nodata value in every band, in the pre or the post image) enter the model as
     the band mean (0 after standardisation), so they do not spoil their neighbours, and are excluded from the maps:
-    background in the PNGs, nodata (255) in the GeoTIFF, no building polygon."""
+    background in the PNGs, nodata (255) in the GeoTIFF, no polygon."""
     device = runtime.device
     with RasterPair(pre_path, post_path, bands, post_bands) as pair:
         expected = (task.pre_stats.num_bands, task.post_stats.num_bands)
@@ -53,9 +56,9 @@ def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path
             have = pair.num_bands[0] if which == pre_path else pair.num_bands[1]
             raise DataError(f"{which}: {have} bands selected, the model takes {expected[which != pre_path]}; choose "
                             "them with --bands (1-based, e.g. --bands 1 2 3) and --post-bands for the post image")
-        loc = np.empty((pair.height, pair.width), np.uint8)
-        damage, confidence = np.empty_like(loc), np.empty(loc.shape, np.float32)
-        nodata = np.zeros(loc.shape, bool)
+        shape = (pair.height, pair.width)
+        maps: dict[str, np.ndarray] = {}
+        nodata = np.zeros(shape, bool)
 
         def read(top: int, bottom: int) -> tuple[torch.Tensor, torch.Tensor]:
             pre_raw, post_raw = pair.rows(top, bottom)
@@ -72,17 +75,33 @@ def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path
                                               batch_size=batch_size, tta=tta, device=device,
                                               amp_dtype=runtime.amp_dtype, out_device=device):
             rows = slice(top, top + probs.shape[1])
-            loc[rows], damage[rows], confidence[rows] = decode(probs)
-        loc[nodata], damage[nodata], confidence[nodata] = 0, 0, 0.0
+            binary = probs.shape[0] == 2  # a change model: no change / change
+            if not maps:
+                kinds = (("mask", np.uint8), ("probability", np.float32)) if binary else (
+                    ("loc", np.uint8), ("damage", np.uint8), ("confidence", np.float32))
+                maps = {name: np.empty(shape, dtype) for name, dtype in kinds}
+            if binary:
+                maps["mask"][rows] = probs.argmax(dim=0).cpu().numpy()
+                maps["probability"][rows] = probs[1].float().cpu().numpy()
+            else:
+                maps["loc"][rows], maps["damage"][rows], maps["confidence"][rows] = decode(probs)
+        for array in maps.values():
+            array[nodata] = 0
         display, profile = to_display_rgb(pair.display_bands()), pair.profile
-    return write_outputs(out_dir, output_stem(post_path), loc, damage, confidence, display, profile,
-                         nodata if nodata.any() else None)
+    stem, holes = output_stem(post_path), nodata if nodata.any() else None
+    if "mask" in maps:
+        return write_change_outputs(out_dir, stem, maps["mask"], maps["probability"], display, profile, holes)
+    return write_outputs(out_dir, stem, maps["loc"], maps["damage"], maps["confidence"], display, profile, holes)
 
 
-def predict_split(task: FinetuneTask, runtime: Runtime, split_dir: Path, out_dir: Path,
+def predict_split(task: FinetuneTask, runtime: Runtime, split_dir: Path, out_dir: Path, fmt: str = "xbd",
                   **kwargs: object) -> list[Path]:
-    """Every pair of an xBD split directory (labels are not needed); ``kwargs`` as :func:`predict_pair`."""
-    records, _ = find_pairs(split_dir, require_labels=False)
+    """Every pair of a split directory in layout ``fmt`` (xBD, or a change benchmark's; labels are not needed);
+    ``kwargs`` as :func:`predict_pair`."""
+    if fmt == "xbd":
+        records, _ = find_pairs(split_dir, require_labels=False)
+    else:
+        records = find_change_pairs([split_dir], fmt, out_dir / ".stacks", require_masks=False)
     written = []
     for record in records:
         written += predict_pair(task, runtime, record.pre_image, record.post_image, out_dir, **kwargs)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
-"""``ssl-siam finetune``: xBD pairs → SiameseDamageNet → Focal + Dice with deep supervision, run by the shared
-launcher; validation scores whole held-out images with the xView2 metric and ``best.pt`` keeps the best score."""
+"""``ssl-siam finetune``: pairs → Siamese UNet → Focal + Dice with deep supervision, run by the shared launcher;
+validation scores whole held-out images (xView2 score for damage, F1 of the change class for binary change) and
+``best.pt`` keeps the best."""
 
 from __future__ import annotations
 
@@ -8,22 +9,20 @@ import logging
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
 from ssl_siam.core.config import from_dict
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.damage.config import FinetuneConfig, LossConfig
+from ssl_siam.damage.data import num_classes, pair_dataset, resolve_format, split_records
 from ssl_siam.damage.losses import LOSSES, DeepSupervisionLoss, build_loss
 from ssl_siam.damage.model import SiameseDamageNet, build_damage_net
 from ssl_siam.damage.task import FinetuneTask, JitterCollate
-from ssl_siam.damage.validate import XView2Validator
+from ssl_siam.damage.validate import BinaryValidator, XView2Validator
 from ssl_siam.data.stats import BandStats, compute_stats, given_stats, resolve_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.data.xbd.dataset import XBDPairDataset
-from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
-from ssl_siam.data.xbd.targets import ensure_targets
 from ssl_siam.encoders import EncoderMeta
 from ssl_siam.train.checkpoint import load_checkpoint
 from ssl_siam.train.distributed import main_first
@@ -31,36 +30,6 @@ from ssl_siam.train.launch import Built, launch, training_loader
 from ssl_siam.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-
-def split_records(cfg: FinetuneConfig, cache_dir: Path) -> tuple[list[PairRecord], list[PairRecord]]:
-    """Training and validation pairs (explicit ``data.val_root`` or a seeded ``val_fraction`` of the ids; only
-    ``data.train_ids`` of ``data.root`` when given), with their target masks rasterised into ``cache_dir``."""
-    if not cfg.data.root:
-        raise ConfigError("data.root is required: one or more xBD split directories")
-    records, skipped = find_pairs(cfg.data.root, skip_bad=cfg.data.skip_bad)
-    for reason in skipped:
-        log.warning("skipped: %s", reason)
-    if cfg.data.train_ids is not None:
-        by_id = {r.id: r for r in records}
-        if missing := [i for i in cfg.data.train_ids if i not in by_id]:
-            raise ConfigError(f"data.train_ids: {missing[0]} is not a pair of data.root {cfg.data.root}")
-        records = [by_id[i] for i in sorted(set(cfg.data.train_ids))]
-    if cfg.data.val_root:
-        val, skipped = find_pairs(cfg.data.val_root, skip_bad=cfg.data.skip_bad)
-    else:
-        order = np.random.default_rng(cfg.train.seed).permutation(len(records))
-        n_val = min(max(round(cfg.data.val_fraction * len(records)), 1), len(records) - 1)
-        if cfg.data.val_fraction <= 0 or n_val == 0:
-            n_val = 0
-            log.warning("no validation pairs (data.val_fraction=%s of %d pairs): validation is skipped",
-                        cfg.data.val_fraction, len(records))
-        val = [records[i] for i in sorted(order[:n_val])]
-        records = [records[i] for i in sorted(order[n_val:])]
-    if not records:
-        raise ConfigError(f"data.root {cfg.data.root}: no training pairs left after holding out validation pairs")
-    kwargs = dict(unclassified="ignore", ignore_index=cfg.data.ignore_index)
-    return ensure_targets(records, cache_dir, **kwargs), ensure_targets(val, cache_dir, **kwargs)
 
 
 def resolve_pair_stats(cfg: FinetuneConfig, dataset: XBDPairDataset, run_dir: Path, encoder: EncoderMeta | None,
@@ -94,7 +63,7 @@ def build_model(cfg: FinetuneConfig, in_chans: int, post_in_chans: int,
         m.backbone, in_chans, siamese=m.siamese, encoder=encoder if with_weights else None,
         pretrained=m.pretrained if with_weights else None, post_backbone=m.post_backbone,
         post_in_chans=post_in_chans if m.siamese == "asymmetric" else None, fusion=m.fusion,
-        decoder_channels=m.decoder_channels, attention=m.attention, num_classes=m.num_classes,
+        decoder_channels=m.decoder_channels, attention=m.attention, num_classes=num_classes(cfg),
         deep_supervision=m.deep_supervision, timm_kwargs=m.timm_kwargs)
 
 
@@ -113,20 +82,20 @@ def build_criterion(cfg: FinetuneConfig) -> nn.Module:
             raise ConfigError(f"loss.{name}={getattr(lc, name)} has no effect with loss.name={lc.name} "
                               f"(it takes {takes}); unset it or choose loss.name=focal_dice")
     kwargs = {k: getattr(lc, k) for k in _LOSS_OPTIONS if k in accepted}
-    base = build_loss(lc.name, num_classes=cfg.model.num_classes, ignore_index=cfg.data.ignore_index, **kwargs)
+    base = build_loss(lc.name, num_classes=num_classes(cfg), ignore_index=cfg.data.ignore_index, **kwargs)
     return DeepSupervisionLoss(base, lc.aux_weights if cfg.model.deep_supervision else [])
 
 
 def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Built:
-    """Training pairs (random crops) → normalization → model + loss → loader, and the xView2 validator. Rank 0
-    rasterises the masks and resolves the normalization first; the other ranks then read them."""
+    """Training pairs (random crops) → normalization → model + loss → loader, and the task's validator (xView2
+    score, or binary change F1). Rank 0 rasterises the masks and resolves the normalization first; the other ranks
+    then read them."""
     d, world = cfg.data, runtime.world
     encoder = EncoderMeta.read(cfg.model.encoder_weights) if cfg.model.encoder_weights else None
     cache_dir = Path(d.cache_dir) if d.cache_dir else run_dir / "targets"
-    train_records, val_records = main_first(world, lambda: split_records(cfg, cache_dir))
-    dataset = XBDPairDataset(train_records, d.crop_size, train=True, bands=d.bands, post_bands=d.post_bands,
-                             building_bias=d.building_bias, misregistration_px=d.misregistration_px,
-                             ignore_index=d.ignore_index, seed=cfg.train.seed)
+    fmt = resolve_format(cfg)
+    train_records, val_records = main_first(world, lambda: split_records(cfg, fmt, cache_dir))
+    dataset = pair_dataset(cfg, fmt, train_records, train=True)
     pre_stats, post_stats = main_first(world, lambda: resolve_pair_stats(cfg, dataset, run_dir, encoder,
                                                                          save=world.is_main))
     model = build_model(cfg, dataset.num_bands_pre, dataset.num_bands_post, encoder)
@@ -138,9 +107,9 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     loader = training_loader(dataset, cfg, runtime, per_epoch, collate)
     built = Built(dataset, task, loader, val_every=cfg.train.val_every)
     if val_records:
-        val_set = XBDPairDataset(val_records, None, train=False, bands=d.bands, post_bands=d.post_bands,
-                                 ignore_index=d.ignore_index, seed=cfg.train.seed)
-        built.validator = XView2Validator(task, val_set, runtime, d.val_window, cfg.train.tta, d.ignore_index)
+        validator = XView2Validator if cfg.task == "damage" else BinaryValidator
+        built.validator = validator(task, pair_dataset(cfg, fmt, val_records, train=False), runtime, d.val_window,
+                                    cfg.train.tta, d.ignore_index)
     return built
 
 

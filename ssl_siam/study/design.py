@@ -7,6 +7,7 @@ its first ``n`` pairs); the test pairs are the same for every cell.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ssl_siam.core.errors import ConfigError
-from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
+from ssl_siam.damage.data import find_records, resolve_format
+from ssl_siam.data.xbd.pairs import PairRecord
 from ssl_siam.encoders import EncoderMeta
 from ssl_siam.study.config import StudyConfig
 
@@ -58,13 +60,16 @@ class Split:
     holdout: str | None  # split=disaster: the disaster never labelled in training
 
 
-def make_split(cfg: StudyConfig) -> Split:
-    """``split=image``: test on ``data.val_root`` or a seeded ``test_fraction`` of the images of ``data.root``;
-    ``split=disaster``: test on every pair of the held-out disaster, train on the other disasters' pairs."""
+def make_split(cfg: StudyConfig, cache_dir: Path) -> Split:
+    """``split=image``: test on ``data.val_root`` (OSCD: its test cities) or a seeded ``test_fraction`` of the
+    images of ``data.root``; ``split=disaster`` (xBD): test on every pair of the held-out disaster, train on the
+    other disasters' pairs. The layout and task are the finetune config's (``finetune.task``, ``.data.format``)."""
     if not cfg.data.root:
-        raise ConfigError("data.root is required: one or more xBD split directories")
-    records = find_pairs(cfg.data.root)[0]
-    extra = find_pairs(cfg.data.val_root)[0] if cfg.data.val_root else []
+        raise ConfigError("data.root is required: one or more split directories")
+    probe = dataclasses.replace(cfg.finetune, data=dataclasses.replace(cfg.finetune.data, root=list(cfg.data.root)))
+    fmt = resolve_format(probe)
+    records = find_records(probe, fmt, cfg.data.root, cache_dir)
+    extra = find_records(probe, fmt, cfg.data.val_root, cache_dir, test=True) if cfg.data.val_root else []
     if cfg.split == "image":
         if extra:
             return Split(records, extra, None)
@@ -75,6 +80,8 @@ def make_split(cfg: StudyConfig) -> Split:
                               f"{cfg.test_fraction} of them and still train (give data.val_root)")
         test = sorted((records[i] for i in order[:n_test]), key=lambda r: r.id)
         return Split(sorted((records[i] for i in order[n_test:]), key=lambda r: r.id), test, None)
+    if fmt != "xbd":
+        raise ConfigError(f"split=disaster needs xBD data (disasters in the pair ids), data.format is {fmt}")
     counts = Counter(r.disaster for r in records + extra)
     holdout = cfg.holdout or min(counts, key=lambda d: (-counts[d], d))
     if holdout not in counts:

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 
 from ssl_siam.study.stats import paired_difference, summarize
 
-COMPONENTS = ("localization_f1", "damage_f1")
+COMPONENTS = {"damage": ("localization_f1", "damage_f1"), "binary": ("precision", "recall")}  # beside the score
 
 
 def aggregate(results: list[dict[str, Any]], design: dict[str, Any]) -> dict[str, Any]:
@@ -22,6 +22,7 @@ def aggregate(results: list[dict[str, Any]], design: dict[str, Any]) -> dict[str
     ``encoder``, ``budget``, ``n_labels``, ``n_runs``, ``mean``, ``std``, ``ci95`` of the score, the same summary
     per component, and for every encoder but random init ``diff_vs_random`` (``mean``, ``ci95``, ``n``): the paired
     difference over the seeds both ran, against the first ``random:`` encoder."""
+    components = COMPONENTS["damage" if "localization_f1" in results[0] else "binary"]
     encoders = list(dict.fromkeys(r["encoder"] for r in sorted(results, key=lambda r: r["index"])))
     budgets = list(dict.fromkeys(r["budget"] for r in sorted(results, key=lambda r: r["index"])))
     baseline = next((e for e in encoders if any(r["random"] for r in results if r["encoder"] == e)), None)
@@ -36,12 +37,13 @@ def aggregate(results: list[dict[str, Any]], design: dict[str, Any]) -> dict[str
             score = summarize([r["score"] for r in cell])
             row = {"encoder": encoder, "encoder_name": cell[0]["encoder_name"], "budget": budget,
                    "n_labels": cell[0]["n_labels"], "n_runs": score["n"], "mean": score["mean"], "std": score["std"],
-                   "ci95": score["ci95"], **{k: summarize([r[k] for r in cell]) for k in COMPONENTS}}
+                   "ci95": score["ci95"], **{k: summarize([r[k] for r in cell]) for k in components}}
             if baseline is not None and encoder != baseline:
                 diff = paired_difference(by_seed(encoder, budget), by_seed(baseline, budget))
                 row["diff_vs_random"] = {"mean": diff["mean"], "ci95": diff["ci95"], "n": diff["n"]}
             rows.append(row)
     return {"rows": rows, "baseline": baseline, "split": design["split"], "holdout": design["holdout"],
+            "metric": "xView2 score" if components == COMPONENTS["damage"] else "change F1", "components": components,
             "n_test_pairs": len(design["test"]), "n_pool": len(design["pool"]), "results": results}
 
 
@@ -54,13 +56,17 @@ def _interval(summary: dict[str, Any] | None) -> str:
 
 def study_table(study: dict[str, Any]) -> list[str]:
     """The markdown table of a study's rows."""
-    lines = ["| encoder | labelled pairs | runs | xView2 score, mean [95 % CI] | std | loc F1 | damage F1 | "
-             "Δ vs random, paired [95 % CI] |", "|---|---|---|---|---|---|---|---|"]
+    components = study.get("components", COMPONENTS["damage"])
+    names = " | ".join(c.replace("_", " ") for c in components)
+    metric = study.get("metric", "xView2 score")
+    lines = [f"| encoder | labelled pairs | runs | {metric}, mean [95 % CI] | std | {names} | Δ vs random, paired "
+             "[95 % CI] |", "|---|---|---|---|---|" + "---|" * len(components)]
     for r in study["rows"]:
         std = "–" if r["std"] is None else f"{r['std']:.3f}"
         diff = _interval(r.get("diff_vs_random")) if "diff_vs_random" in r else "(baseline)"
-        lines.append(f"| {r['encoder_name']} | {r['n_labels']} | {r['n_runs']} | {_interval(r)} | {std} "
-                     f"| {_interval(r['localization_f1'])} | {_interval(r['damage_f1'])} | {diff} |")
+        parts = " | ".join(_interval(r[c]) for c in components)
+        lines.append(f"| {r['encoder_name']} | {r['n_labels']} | {r['n_runs']} | {_interval(r)} | {std} | {parts} "
+                     f"| {diff} |")
     return lines
 
 
@@ -75,7 +81,7 @@ def plot_study(study: dict[str, Any], path: Path) -> Path:
             ax.fill_between(x, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], alpha=0.2)
     ax.set_xscale("log")
     ax.set_xlabel("labelled training pairs")
-    ax.set_ylabel("xView2 score (test)")
+    ax.set_ylabel(f"{study.get('metric', 'xView2 score')} (test)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -28,7 +28,7 @@ def cell_config(cfg: StudyConfig, cell: Cell, run_dir: Path) -> FinetuneConfig:
     no validation split (the cell is scored on the test pairs with ``last.pt``, never selected on them)."""
     data = {**to_dict(cfg.finetune), "run_dir": str(run_dir), "resume": "auto"}
     data["data"] = {**data["data"], "root": list(cfg.data.root), "val_root": [], "val_fraction": 0.0,
-                    "train_ids": list(cell.ids)}
+                    "train_ids": list(cell.ids), "cache_dir": str(run_dir.parents[3] / "cache")}  # the study's
     data["model"] = {**data["model"], "backbone": cell.encoder.backbone,
                      "encoder_weights": cell.encoder.encoder_weights, "pretrained": cell.encoder.pretrained}
     data["train"] = {**data["train"], "seed": cell.seed}
@@ -70,7 +70,7 @@ def run_study(cfg: StudyConfig, only_cell: int | None = None) -> Path:
     """Run every cell (or only ``only_cell``) and, once every cell is scored, write ``study.json``,
     ``study.md`` and ``study.png``; returns the study directory."""
     study_dir = Path(cfg.run_dir or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
-    split = make_split(cfg)
+    split = make_split(cfg, study_dir / "cache")
     cells = make_cells(cfg, split)
     if only_cell is not None and not 0 <= only_cell < len(cells):
         raise ConfigError(f"--cell {only_cell}: the study has cells 0..{len(cells) - 1}")

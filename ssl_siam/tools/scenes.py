@@ -1,13 +1,17 @@
-"""Synthetic multi-band GeoTIFF scenes (the landscapes of :mod:`ssl_siam.tools.synthetic`, no damage), tiled
-and compressed like real archives, with nodata swaths: for tests of windowed reads, band statistics and
-multi-band pretraining."""
+"""Synthetic data in other layouts, from the renderer of :mod:`ssl_siam.tools.synthetic`: multi-band GeoTIFF
+scenes (tiled and compressed like real archives, with nodata swaths: windowed reads, band statistics, multi-band
+pretraining) and LEVIR-CD-style binary change splits."""
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from PIL import Image
 
-from ssl_siam.tools.synthetic import GSD, _display, _landscape, _place, _render
+from ssl_siam.data.xbd.labels import damage_mask, load_label
+from ssl_siam.tools.synthetic import GSD, _display, _landscape, _place, _render, make_xbd_split
 
 BAND_NAMES = ("red", "green", "blue", "nir")
 GEOTIFF_NODATA = {"uint8": 0, "uint16": 0, "int16": 0, "float32": -9999.0}
@@ -47,3 +51,20 @@ def make_geotiff_scenes(out_dir: Path, num_scenes: int, size: int = 512, bands: 
             dst.write(np.moveaxis(arr, -1, 0))
             dst.descriptions = BAND_NAMES[:bands]
     return paths
+
+
+def make_levir_split(out_dir: Path, num_pairs: int, size: int = 256, seed: int = 0,
+                     disaster: str = "synthetic-storm") -> list[str]:
+    """A LEVIR-CD-style binary change split: ``A/<id>.png`` (before), ``B/<id>.png`` (after), ``label/<id>.png``
+    (255 where a building was destroyed or lost a major part, else 0), from the xBD-style pairs of the same seed."""
+    out_dir = Path(out_dir)
+    for sub in ("A", "B", "label"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        ids = make_xbd_split(Path(tmp), num_pairs, size=size, seed=seed, disaster=disaster)
+        for tile in ids:
+            shutil.copyfile(Path(tmp) / "images" / f"{tile}_pre_disaster.png", out_dir / "A" / f"{tile}.png")
+            shutil.copyfile(Path(tmp) / "images" / f"{tile}_post_disaster.png", out_dir / "B" / f"{tile}.png")
+            damage = damage_mask(load_label(Path(tmp) / "labels" / f"{tile}_post_disaster.json"), "no-damage")
+            Image.fromarray(np.where(damage >= 3, 255, 0).astype(np.uint8)).save(out_dir / "label" / f"{tile}.png")
+    return ids

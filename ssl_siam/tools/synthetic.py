@@ -281,3 +281,4 @@ def make_xbd_split(out_dir: Path, num_pairs: int, size: int = 256, seed: int = 0
                     "img_name": f"{name}.png"}
             (out_dir / "labels" / f"{name}.json").write_text(json.dumps(_label(blds, post, to_lnglat, meta)))
     return ids
+

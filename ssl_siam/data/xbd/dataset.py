@@ -1,4 +1,5 @@
-"""Training and evaluation crops of xBD-style pairs: pre / post images and damage mask, any band count."""
+"""Training and evaluation crops of pre / post image pairs and their target mask (xBD damage, or a change mask of
+LEVIR-CD, S2Looking, OSCD, ...), any band count."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ NUM_CLASSES = 5  # background, no / minor / major damage, destroyed
 class XBDPairDataset(torch.utils.data.Dataset):
     """Pre/post crops and damage masks of xBD-style pairs (targets set, see :func:`ensure_targets`).
 
-    Item: ``{"pre": [C, h, w], "post": [C', h, w]`` (the files' dtype), ``"mask": [h, w]`` int64 (0-4 or
-    ``ignore_index``), ``"index"``, ``"id"}``. ``index`` may exceed ``len``: the record is ``index % len`` and every
+    Item: ``{"pre": [C, h, w], "post": [C', h, w]`` (the files' dtype), ``"mask": [h, w]`` int64 (classes
+    ``0..num_classes-1`` or ``ignore_index``; file values are mapped through ``mask_map`` first, e.g. {255: 1} for
+    0/255 change masks), ``"index"``, ``"id"}``. ``index`` may exceed ``len``: the record is ``index % len`` and every
     random draw is a pure function of ``(seed, index)``, so resumed runs and workers see the same items.
     Train: a ``crop_size`` window, with probability ``building_bias`` centred (± crop/4 jitter) on a random
     building pixel, then :class:`PairAugment`. Eval: the whole image or its centre crop, no augmentation. Crops
@@ -43,6 +45,8 @@ class XBDPairDataset(torch.utils.data.Dataset):
         augment: bool = True,
         seed: int = 0,
         ignore_index: int = 255,
+        num_classes: int = NUM_CLASSES,
+        mask_map: dict[int, int] | None = None,
     ) -> None:
         if not records:
             raise DataError("no xBD pairs given: expected at least one PairRecord")
@@ -56,6 +60,10 @@ class XBDPairDataset(torch.utils.data.Dataset):
         self._bands_pre = None if bands is None else [int(b) for b in bands]
         self._bands_post = self._bands_pre if post_bands is None else [int(b) for b in post_bands]
         self.building_bias, self.seed, self.ignore_index = building_bias, seed, ignore_index
+        self.num_classes = num_classes
+        self._lut = np.arange(256, dtype=np.uint8)
+        for value, label in (mask_map or {}).items():
+            self._lut[value] = label
         first = self.records[0]
         with open_raster(first.pre_image) as pre, open_raster(first.post_image) as post:
             self.num_bands_pre = len(_indexes(first.pre_image, pre.count, self._bands_pre))
@@ -95,19 +103,22 @@ class XBDPairDataset(torch.utils.data.Dataset):
             if self.train:
                 row, col = int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))
                 if rng.random() < self.building_bias:
-                    full = _read(src, path, [1], None)[0]
+                    full = self._lut[_read(src, path, [1], None)[0].astype(np.uint8)]
                     rows, cols = np.nonzero((full != 0) & (full != self.ignore_index))
                     if len(rows):
                         k, (jy, jx) = rng.integers(len(rows)), rng.integers(-(crop_h // 4), crop_h // 4 + 1, 2)
                         row = int(np.clip(rows[k] + jy - crop_h // 2, 0, height - crop_h))
                         col = int(np.clip(cols[k] + jx - crop_w // 2, 0, width - crop_w))
             window = Window(col, row, crop_w, crop_h)
-            mask = _read(src, path, [1], window)[0] if full is None else full[row : row + crop_h, col : col + crop_w]
-        bad = (mask > NUM_CLASSES - 1) & (mask != self.ignore_index)
+            if full is None:
+                mask = self._lut[_read(src, path, [1], window)[0].astype(np.uint8)]
+            else:
+                mask = full[row : row + crop_h, col : col + crop_w]
+        bad = (mask > self.num_classes - 1) & (mask != self.ignore_index)
         if bad.any():
-            raise DataError(f"{path}: mask value {int(mask[bad][0])}, expected classes 0..{NUM_CLASSES - 1} or the "
-                            f"ignore index {self.ignore_index}")
-        return mask.astype(np.uint8), window, (height, width)
+            raise DataError(f"{path}: mask value {int(mask[bad][0])}, expected classes 0..{self.num_classes - 1} or "
+                            f"the ignore index {self.ignore_index}")
+        return mask, window, (height, width)
 
     def _read_image(
         self, path: Path, window: Window, size: tuple[int, int], bands: list[int] | None, num_bands: int

@@ -98,16 +98,20 @@ def _make_record(root: Path, image_id: str, phases: dict[str, list[Path]], requi
     if require_labels and damage is None and not all(label.is_file() for label in labels):
         missing = next(label for label in labels if not label.is_file())
         raise DataError(f"{post}: no labels and no targets, expected {missing} or targets/{image_id}_damage_target.png")
-    size, crs = None, None
-    for path in (pre, post, damage, loc):
-        if path is not None:
-            (width, height), path_crs = _image_header(path)
-            size, crs = size or (width, height), crs or path_crs
-            if (width, height) != size:
-                raise DataError(f"{path}: size {width}x{height}, expected {size[0]}x{size[1]} like {pre}")
-            if path_crs is not None and path_crs != crs:
-                raise DataError(f"{path}: CRS {path_crs} differs from {crs} of {pre}; pre and post must share a CRS")
+    check_sizes(pre, [post, damage, loc])
     return PairRecord(image_id, root, pre, post, *(p if p.is_file() else None for p in labels), damage, loc)
+
+
+def check_sizes(first: Path, others: Sequence[Path | None]) -> None:
+    """DataError unless every file has ``first``'s size and (where georeferenced) its CRS, from the headers."""
+    (width, height), crs = _image_header(first)
+    for path in (p for p in others if p is not None):
+        (w, h), path_crs = _image_header(path)
+        if (w, h) != (width, height):
+            raise DataError(f"{path}: size {w}x{h}, expected {width}x{height} like {first}")
+        crs = crs or path_crs
+        if path_crs is not None and path_crs != crs:
+            raise DataError(f"{path}: CRS {path_crs} differs from {crs} of {first}; pre and post must share a CRS")
 
 
 def _image_header(path: Path) -> tuple[tuple[int, int], CRS | None]:

@@ -1,0 +1,191 @@
+"""Binary change detection beyond xBD: LEVIR-CD, S2Looking, OSCD and pairs-csv layouts, the binary metrics, and
+finetune → predict → score end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+
+from ssl_siam.cli import main
+from ssl_siam.core.errors import DataError
+from ssl_siam.damage.binary import BinaryAccumulator, BinaryScore, score_binary_dirs
+from ssl_siam.data.change import detect_format, find_change_pairs
+from ssl_siam.tools.scenes import make_levir_split
+
+TINY = ["model.backbone=resnet18", "data.crop_size=64", "train.batch_size=2", "train.max_steps=2",
+        "train.device=cpu", "data.num_workers=0", "train.progress=false", "data.stats_samples=4",
+        "model.decoder_channels=[16,16,8,8,8]", "optim.warmup_steps=0", "data.val_window=128"]
+
+
+def test_binary_metrics_by_hand_and_against_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    target = (rng.random((2, 40, 50)) < 0.3).astype(np.uint8)
+    prediction = np.where(rng.random(target.shape) < 0.8, target, 1 - target).astype(np.uint8)
+    target[0, :3] = 255  # ignored
+    acc = BinaryAccumulator()
+    for p, t in zip(prediction, target):
+        acc.update(p, t)
+    score = acc.result()
+    valid = target != 255
+    tp = int(((prediction == 1) & (target == 1)).sum())
+    fp = int(((prediction == 1) & (target == 0)).sum())
+    fn = int(((prediction == 0) & (target == 1)).sum())
+    tn = int(((prediction == 0) & (target == 0)).sum())
+    assert (score.tp, score.fp, score.fn, score.tn) == (tp, fp, fn, tn) and tp + fp + fn + tn == valid.sum()
+    assert score.precision == pytest.approx(tp / (tp + fp)) and score.recall == pytest.approx(tp / (tp + fn))
+    assert score.f1 == pytest.approx(2 * tp / (2 * tp + fp + fn)) and score.iou == pytest.approx(tp / (tp + fp + fn))
+    metrics = pytest.importorskip("sklearn.metrics")
+    y, p = target[valid], prediction[valid]
+    assert score.f1 == pytest.approx(metrics.f1_score(y, p))
+    assert score.precision == pytest.approx(metrics.precision_score(y, p))
+    assert score.recall == pytest.approx(metrics.recall_score(y, p))
+    assert score.iou == pytest.approx(metrics.jaccard_score(y, p))
+    assert score.oa == pytest.approx(metrics.accuracy_score(y, p))
+    assert score.kappa == pytest.approx(metrics.cohen_kappa_score(y, p))
+    assert BinaryScore(0, 0, 0, 10).f1 == 0.0 and BinaryScore(0, 0, 0, 0).kappa == 0.0
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def levir(root: Path, n: int = 3, size: int = 64, seed: int = 0, folders: tuple[str, str, str] = ("A", "B", "label")
+          ) -> Path:
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        pre = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        post, mask = pre.copy(), np.zeros((size, size), np.uint8)
+        mask[10:30, 10:30] = 255
+        post[10:30, 10:30] = 255 - post[10:30, 10:30]  # a change you can see
+        for folder, array in zip(folders, (pre, post, mask)):
+            write_png(root / folder / f"chip_{seed}_{i}.png", array)
+    return root
+
+
+def oscd(root: Path, cities: dict[str, str], size: int = 60) -> Path:
+    """A fake OSCD: per city one GeoTIFF per band at 10 m (B02, B03, B04, B08), 20 m and 60 m, both dates."""
+    images = root / "Onera Satellite Change Detection dataset - Images"
+    res = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10, "B8A": 20,
+           "B09": 60, "B10": 60, "B11": 20, "B12": 20}
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        (images).mkdir(parents=True, exist_ok=True)
+        (images / f"{split}.txt").write_text(",".join(c for c, s in cities.items() if s == split))
+    for city, split in cities.items():
+        for k in (1, 2):
+            for band, metres in res.items():
+                side = size * 10 // metres
+                folder = images / city / f"imgs_{k}"
+                folder.mkdir(parents=True, exist_ok=True)
+                with rasterio.open(folder / f"S2A_{city}_{band}.tif", "w", driver="GTiff", width=side, height=side,
+                                   count=1, dtype="uint16", crs="EPSG:32631",
+                                   transform=rasterio.Affine(metres, 0, 4e5, 0, -metres, 5e6)) as dst:
+                    dst.write(rng.integers(100, 4000, (1, side, side), dtype=np.uint16))
+        mask = np.zeros((size, size), np.uint8)
+        mask[5:20, 30:50] = 255
+        labels = root / f"Onera Satellite Change Detection dataset - {split.capitalize()} Labels"
+        write_png(labels / city / "cm" / "cm.png", mask)
+    return root
+
+
+def test_layouts_are_detected_and_paired(tmp_path: Path) -> None:
+    assert detect_format(levir(tmp_path / "levir")) == "levir"
+    assert detect_format(levir(tmp_path / "s2", folders=("Image1", "Image2", "label"))) == "s2looking"
+    root = oscd(tmp_path / "oscd", {"paris": "train", "rennes": "train", "dubai": "test"})
+    assert detect_format(root) == "oscd"
+    records = find_change_pairs([tmp_path / "levir"], "levir", tmp_path / "cache")
+    assert [r.id for r in records] == ["chip_0_0", "chip_0_1", "chip_0_2"]
+    assert records[0].pre_image.parent.name == "A" and records[0].damage_target.parent.name == "label"
+    train = find_change_pairs([root], "oscd", tmp_path / "cache")
+    test = find_change_pairs([root], "oscd", tmp_path / "cache", test=True)
+    assert [r.id for r in train] == ["paris", "rennes"] and [r.id for r in test] == ["dubai"]
+    with rasterio.open(train[0].pre_image) as src:  # 13 bands on the 10 m grid, in the official order
+        assert (src.count, src.width, src.height) == (13, 60, 60) and src.res == (10.0, 10.0)
+        assert src.descriptions[:3] == ("B01", "B02", "B03") and src.descriptions[8] == "B8A"
+        assert np.isfinite(src.read(1)).all() and src.read(10).shape == (60, 60)  # a 60 m band, resampled
+    rgb = find_change_pairs([root], "oscd", tmp_path / "cache", bands=["B04", "B03", "B02"])
+    paris = root / "Onera Satellite Change Detection dataset - Images" / "paris" / "imgs_1"
+    with rasterio.open(rgb[0].pre_image) as src, rasterio.open(next(paris.glob("*B04.tif"))) as b04:
+        assert src.count == 3 and np.array_equal(src.read(1), b04.read(1))  # 10 m bands pass unchanged
+    csv = tmp_path / "levir" / "pairs.csv"
+    csv.write_text("pre,post,mask\nA/chip_0_0.png,B/chip_0_0.png,label/chip_0_0.png\n")
+    assert detect_format(csv) == "pairs-csv" and len(find_change_pairs([csv], "pairs-csv", tmp_path)) == 1
+
+
+def test_bad_change_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = levir(tmp_path / "bad")
+    write_png(root / "label" / "chip_0_1.png", np.full((32, 32), 255, np.uint8))  # another size
+    with pytest.raises(DataError, match=r"chip_0_1.png: size 32x32, expected 64x64"):
+        find_change_pairs([root], "levir", tmp_path)
+    values = levir(tmp_path / "values")
+    write_png(values / "label" / "chip_0_0.png", np.full((64, 64), 7, np.uint8))
+    code = main(["finetune", "task=binary", f"data.root={values}", f"run_dir={tmp_path / 'run'}", *TINY,
+                 "data.val_fraction=0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "mask value 7, expected classes 0..1" in err, err
+    escape = tmp_path / "values" / "escape.csv"
+    escape.write_text("pre,post,mask\n../bad/A/chip_0_0.png,B/chip_0_0.png,label/chip_0_0.png\n")
+    with pytest.raises(DataError, match="must be a file inside"):
+        find_change_pairs([escape], "pairs-csv", tmp_path)
+    code = main(["finetune", f"data.root={values}", f"run_dir={tmp_path / 'run2'}", *TINY])  # task=damage
+    assert code == 2 and "data.format=levir does not fit task=damage" in capsys.readouterr().err
+
+
+def test_levir_finetune_predict_score_contract(tmp_path: Path) -> None:
+    """The command-line contract of the issue, on a synthetic LEVIR-style split."""
+    make_levir_split(tmp_path / "train", 4, size=128, seed=0)
+    make_levir_split(tmp_path / "val", 2, size=128, seed=1)
+    run = tmp_path / "run"
+    assert main(["finetune", "--config", "levir_resnet50", f"data.root={tmp_path / 'train'}",
+                 f"data.val_root={tmp_path / 'val'}", f"run_dir={run}", *TINY, "train.val_every=2"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"f1", "precision", "recall", "iou", "oa", "kappa"} <= metrics["val"].keys() and "best_f1" in metrics
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(run / "checkpoints" / "last.pt"), "--data", str(tmp_path / "val"),
+                 "--out", str(out), "--device", "cpu", "--window", "128"]) == 0
+    for stem in ("synthetic-storm_00000000", "synthetic-storm_00000001"):
+        mask = np.asarray(Image.open(out / f"{stem}_change_mask.png"))
+        assert mask.shape == (128, 128) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+        assert (out / f"{stem}_change_probability.png").is_file() and (out / f"{stem}_overlay.png").is_file()
+    report = tmp_path / "score.json"
+    assert main(["score", "--task", "binary", "--pred", str(out), "--targ", str(tmp_path / "val" / "label"),
+                 "--json", str(report)]) == 0
+    score = json.loads(report.read_text())
+    assert {"precision", "recall", "f1", "iou", "oa", "kappa"} <= score.keys() and 0 <= score["f1"] <= 1
+    direct = score_binary_dirs(out, tmp_path / "val" / "label")
+    assert direct.f1 == score["f1"]
+
+
+def test_georeferenced_change_outputs_and_oscd_end_to_end(tmp_path: Path) -> None:
+    root = oscd(tmp_path / "oscd", {"paris": "train", "rennes": "train", "dubai": "test"}, size=64)
+    run = tmp_path / "run"
+    assert main(["finetune", "--config", "oscd_resnet50", f"data.root={root}", f"data.val_root={root}",
+                 f"run_dir={run}", *TINY, "data.samples_per_epoch=4", "data.val_window=64"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val"]["images"] == 1  # the one test city
+    from ssl_siam.damage.evaluate import evaluate
+    from ssl_siam.damage.predict import predict_pair
+    from ssl_siam.damage.run import load_finetuned
+
+    test = find_change_pairs([root], "oscd", tmp_path / "cache", test=True)
+    score = evaluate(run / "checkpoints" / "last.pt", test, tmp_path / "eval", device="cpu", window=64)
+    assert 0 <= score.f1 <= 1 and score.tp + score.fp + score.fn + score.tn == 64 * 64
+    task, _, runtime = load_finetuned(run / "checkpoints" / "last.pt", "cpu")
+    paths = predict_pair(task, runtime, test[0].pre_image, test[0].post_image, tmp_path / "pred", bands=None,
+                         post_bands=None, window=64, overlap=0.25, tta=False, batch_size=2)
+    assert sorted(p.name for p in paths) == ["dubai_change.tif", "dubai_change_mask.png",
+                                             "dubai_change_probability.png", "dubai_changes.geojson",
+                                             "dubai_overlay.png"]
+    with rasterio.open(tmp_path / "pred" / "dubai_change.tif") as src:
+        assert src.count == 2 and src.crs.to_epsg() == 32631 and src.res == (10.0, 10.0)
+        np.testing.assert_array_equal(src.read(1), np.asarray(Image.open(tmp_path / "pred" / "dubai_change_mask.png")))
+    features = json.loads((tmp_path / "pred" / "dubai_changes.geojson").read_text())["features"]
+    assert all({"area", "area_px", "mean_probability"} <= f["properties"].keys() for f in features)
+    assert all(f["properties"]["area"] == pytest.approx(100 * f["properties"]["area_px"]) for f in features)
