@@ -166,7 +166,7 @@ CASES: list[tuple[str, Callable[[dict], list[str]], str]] = [
     ("pre-no-cuda", lambda w: pre(w, "train.device=cuda"), "train.device=cuda: CUDA is not available"),
     ("pre-bad-device", lambda w: pre(w, "train.device=tpu"), "train.device=tpu: expected auto, cpu, cuda or cuda:N"),
     # finetune
-    ("ft-not-xbd", lambda w: ft(w, data=w["empty"]), "cannot tell the dataset layout (none recognised); set data.format"),
+    ("ft-not-xbd", lambda w: ft(w, data=w["empty"]), "cannot tell the dataset layout (none recognised)"),
     ("ft-val-fraction", lambda w: ft(w, "data.val_fraction=1.5"), "data.val_fraction: expected float in [0, 1]"),
     ("ft-crop-0", lambda w: ft(w, "data.crop_size=0"), "data.crop_size: expected int >= 1"),
     ("ft-loss-option", lambda w: ft(w, "loss.name=focal", "loss.class_weights=[1,1,1,1,2]"),

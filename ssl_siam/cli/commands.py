@@ -56,7 +56,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     run_dir = run_training("finetune", args.config, args.overrides)
-    print(f"checkpoints: {run_dir / 'checkpoints'} (best.pt = best validation xView2 score)")
+    print(f"checkpoints: {run_dir / 'checkpoints'} (best.pt = best validation score of the task: xView2 score, "
+          "change F1 or SeK)")
     return 0
 
 
@@ -98,11 +99,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from ssl_siam.damage.binary import score_binary_dirs
+    from ssl_siam.damage.semantic import score_semantic_dirs
     from ssl_siam.damage.xview2 import score_dirs
 
     check_output(args.json, "--json", folder=False)
-    score = score_dirs(args.pred, args.targ, workers=args.workers) if args.task == "damage" else score_binary_dirs(
-        args.pred, args.targ)
+    if args.task == "damage":
+        score = score_dirs(args.pred, args.targ, workers=args.workers)
+    else:
+        score = (score_binary_dirs if args.task == "binary" else score_semantic_dirs)(args.pred, args.targ)
     print(score.table())
     if args.json:
         Path(args.json).write_text(json.dumps(score.to_dict(), indent=2))

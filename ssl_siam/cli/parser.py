@@ -83,10 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.set_defaults(func=c.cmd_verify)
 
-    p = sub.add_parser("score", help="the xView2 metric (or binary change metrics) over prediction and target folders")
-    p.add_argument("--task", choices=["damage", "binary"], default="damage",
+    p = sub.add_parser("score", help="the xView2 metric (or binary / semantic change metrics) over prediction and "
+                       "target folders")
+    p.add_argument("--task", choices=["damage", "binary", "semantic"], default="damage",
                    help="damage: xView2 score of *_localization/damage_* PNGs; binary: change precision, recall, F1, "
-                   "IoU, OA, kappa of <stem>_change_mask.png (or <stem>.png) against <stem>.png masks (0/1 or 0/255)")
+                   "IoU, OA, kappa of <stem>_change_mask.png (or <stem>.png) against <stem>.png masks (0/1 or 0/255); "
+                   "semantic: SECOND's SeK, mIoU, score, Fscd, OA of <stem>_label1/_label2.png against --targ's "
+                   "label1/ label2/ (a SECOND split)")
     p.add_argument("--pred", required=True, help="folder of predictions (see --task)")
     p.add_argument("--targ", required=True, help="folder of targets (see --task)")
     p.add_argument("--json", help="also write the scores to this JSON file")

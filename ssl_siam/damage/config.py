@@ -1,4 +1,4 @@
-"""The ``ssl-siam finetune`` config schema (Siamese damage segmentation on xBD)."""
+"""The ``ssl-siam finetune`` config schema (Siamese damage segmentation on xBD, binary and semantic change)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainCon
 
 @dataclass
 class XBDDataConfig(LoaderConfig):
-    format: Literal["auto", "xbd", "levir", "s2looking", "oscd", "pairs-csv"] = "auto"  # layout; auto: detected
+    format: Literal["auto", "xbd", "levir", "s2looking", "oscd", "pairs-csv", "second"] = "auto"  # auto: detected
     root: list[str] = field(default_factory=list)  # split dirs (xBD: train, tier3, ...); a single string is accepted
     val_root: list[str] = field(default_factory=list)  # explicit validation splits; empty = hold out val_fraction
     val_fraction: Fraction = 0.1  # of the pairs in `root`, by a seeded shuffle of image ids
@@ -46,7 +46,7 @@ class DamageModelConfig:
     decoder_channels: list[PositiveInt] = field(default_factory=lambda: [256, 128, 64, 32, 16])
     attention: bool = True
     deep_supervision: bool = True
-    num_classes: Annotated[int, Range(2)] | None = None  # default: the task's (damage 5, binary 2)
+    num_classes: Annotated[int, Range(2)] | None = None  # default: the task's (damage 5, binary / semantic change 2)
 
 
 @dataclass
@@ -57,6 +57,7 @@ class LossConfig:
     gamma: NonNegativeFloat = 2.0
     alpha: list[NonNegativeFloat] | None = None  # per-class focal α
     class_weights: list[NonNegativeFloat] | None = None  # per-class Dice weights (xBD imbalance)
+    semantic_weight: NonNegativeFloat = 1.0  # task=semantic: weight of the land-cover cross-entropy (both dates)
     aux_weights: list[NonNegativeFloat] = field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625])  # finest aux first
 
 
@@ -70,7 +71,8 @@ class FinetuneTrainConfig(TrainConfig):
 
 @dataclass
 class FinetuneConfig(RunConfig):
-    task: Literal["damage", "binary"] = "damage"  # damage: xBD's 5 classes, xView2 score; binary: change / no change
+    # damage: xBD's 5 classes, xView2 score; binary: change / no change, F1; semantic: SECOND change + land cover, SeK
+    task: Literal["damage", "binary", "semantic"] = "damage"
     data: XBDDataConfig = field(default_factory=XBDDataConfig)
     model: DamageModelConfig = field(default_factory=DamageModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

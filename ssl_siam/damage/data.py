@@ -1,5 +1,5 @@
-"""What a finetuning task reads: its layout (xBD, or a binary change benchmark), its pairs split into training
-and validation, and the crop dataset with the task's classes."""
+"""What a finetuning task reads: its layout (xBD, a binary or a semantic change benchmark), its pairs split into
+training and validation, and the crop dataset with the task's classes."""
 
 from __future__ import annotations
 
@@ -10,20 +10,22 @@ import numpy as np
 
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.damage.config import FinetuneConfig
-from ssl_siam.data.change import CHANGE_FORMATS, CHANGE_MASK_MAP, detect_format, find_change_pairs
+from ssl_siam.data.change import CHANGE_FORMATS, CHANGE_MASK_MAP, SEMANTIC_FORMATS, detect_format, find_change_pairs
+from ssl_siam.data.semantic import NUM_CODES
 from ssl_siam.data.xbd.dataset import XBDPairDataset
 from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
 from ssl_siam.data.xbd.targets import ensure_targets
 
 log = logging.getLogger(__name__)
-TASK_CLASSES = {"damage": 5, "binary": 2}  # damage: background, no / minor / major damage, destroyed
+TASK_CLASSES = {"damage": 5, "binary": 2, "semantic": 2}  # damage: background, no / minor / major damage, destroyed
+TASK_FORMATS = {"damage": ("xbd",), "binary": CHANGE_FORMATS, "semantic": SEMANTIC_FORMATS}
 
 
 def num_classes(cfg: FinetuneConfig) -> int:
-    """``model.num_classes``, or the task's; a binary task has exactly 2."""
+    """Classes of the change head: ``model.num_classes``, or the task's; binary and semantic change have 2."""
     n = cfg.model.num_classes or TASK_CLASSES[cfg.task]
-    if cfg.task == "binary" and n != 2:
-        raise ConfigError(f"model.num_classes={n}: task=binary has 2 classes (no change, change)")
+    if cfg.task != "damage" and n != 2:
+        raise ConfigError(f"model.num_classes={n}: task={cfg.task} has 2 change classes (no change, change)")
     return n
 
 
@@ -32,8 +34,8 @@ def resolve_format(cfg: FinetuneConfig) -> str:
     if not cfg.data.root:
         raise ConfigError("data.root is required: one or more split directories (or an OSCD root, a pairs CSV)")
     fmt = detect_format(Path(cfg.data.root[0])) if cfg.data.format == "auto" else cfg.data.format
-    if (cfg.task == "damage") != (fmt == "xbd"):
-        want = "xbd" if cfg.task == "damage" else " | ".join(CHANGE_FORMATS)
+    if fmt not in TASK_FORMATS[cfg.task]:
+        want = " | ".join(TASK_FORMATS[cfg.task])
         raise ConfigError(f"data.format={fmt} does not fit task={cfg.task}: it needs {want} data")
     return fmt
 
@@ -78,8 +80,9 @@ def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[
 def pair_dataset(cfg: FinetuneConfig, fmt: str, records: list[PairRecord], train: bool) -> XBDPairDataset:
     """Random training crops (``train``) or whole evaluation images of ``records``, with the task's classes."""
     d = cfg.data
+    classes = NUM_CODES if cfg.task == "semantic" else num_classes(cfg)  # semantic: label1 · 7 + label2 codes
     common = dict(bands=d.bands, post_bands=d.post_bands, ignore_index=d.ignore_index, seed=cfg.train.seed,
-                  num_classes=num_classes(cfg), mask_map=None if fmt == "xbd" else CHANGE_MASK_MAP)
+                  num_classes=classes, mask_map=CHANGE_MASK_MAP if fmt in CHANGE_FORMATS else None)
     if not train:
         return XBDPairDataset(records, None, train=False, **common)
     return XBDPairDataset(records, d.crop_size, train=True, building_bias=d.building_bias,

@@ -1,4 +1,5 @@
-"""Segmentation losses for damage maps: focal, soft Dice, their sum, and deep supervision over decoder stages.
+"""Segmentation losses for damage and change maps: focal, soft Dice, their sum, deep supervision over decoder
+stages, and the semantic-change combination.
 
 Every loss takes logits ``[B, K, H, W]`` and a long target ``[B, H, W]`` whose ``ignore_index`` pixels
 (xBD's ``un-classified``) count nowhere. Losses are computed in float32 whatever the autocast dtype, and keep no
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.core.registry import Registry
+from ssl_siam.data.semantic import split_code
 
 #: name → loss class; build one with :func:`build_loss`.
 LOSSES: Registry[type[nn.Module]] = Registry("loss")
@@ -158,6 +160,38 @@ class DeepSupervisionLoss(nn.Module):
             aux_loss, _ = self._base(aux, resize_target(target, aux.shape[-2:]))
             total = total + weight * aux_loss
             parts[f"aux{i}"] = aux_loss.detach()
+        parts["total"] = total.detach()
+        return total, parts
+
+
+class SemanticChangeLoss(nn.Module):
+    """Semantic change (SECOND): ``change`` (e.g. deep-supervised Focal + Dice) on the change logits against
+    ``label1 > 0``, plus ``semantic_weight`` × the cross-entropy of each date's land-cover logits on the changed
+    pixels (SECOND labels land cover only where it changed; class ``c`` ≥ 1 is logit ``c − 1``).
+
+    The target is the code mask ``label1 · 7 + label2`` (:mod:`ssl_siam.data.semantic`); ``ignore_index`` pixels
+    count in no term."""
+
+    def __init__(self, change: nn.Module, semantic_weight: float = 1.0, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.change, self.semantic_weight, self.ignore_index = change, float(semantic_weight), ignore_index
+
+    def forward(self, outputs: Mapping[str, Tensor | Sequence[Tensor]],
+                target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        label1, label2 = split_code(target, self.ignore_index)
+        changed = torch.where(label1 == self.ignore_index, label1, (label1 > 0).long())
+        total, parts = self.change(outputs, changed)
+        semantic = outputs["semantic"]
+        assert isinstance(semantic, Tensor)
+        for date, label in enumerate((label1, label2), start=1):
+            classes = torch.where((label > 0) & (label != self.ignore_index), label - 1, -100)
+            logits = semantic[:, date - 1].float()
+            if (classes >= 0).any():
+                loss = F.cross_entropy(logits, classes, ignore_index=-100)
+            else:  # no changed pixel in the batch: a zero that keeps the graph
+                loss = logits.sum() * 0.0
+            total = total + self.semantic_weight * loss
+            parts[f"semantic{date}"] = loss.detach()
         parts["total"] = total.detach()
         return total, parts
 

@@ -33,6 +33,10 @@ class SiameseDamageNet(nn.Module):
     ``aux`` holds the 1×1-conv logits ``[B, K, h_i, w_i]`` of every decoder stage but the last, coarse → fine,
     in training mode with ``deep_supervision`` (else ``[]``). ``project_post`` adds the asymmetric variant's
     per-scale 1×1 projections; they are added anyway where post and pre widths differ.
+
+    ``semantic_classes`` > 0 (semantic change, SECOND) adds a second UNet decoder, shared by both dates, on each
+    date's own (unfused) features, with a head of that many land-cover classes: the output then also holds
+    ``"semantic": [B, 2, S, H, W]`` (pre, post) beside the change logits of the fused decoder.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class SiameseDamageNet(nn.Module):
         num_classes: int = 5,
         deep_supervision: bool = True,
         project_post: bool = False,
+        semantic_classes: int = 0,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -70,6 +75,8 @@ class SiameseDamageNet(nn.Module):
         widths = self.decoder.out_channels
         self.aux_heads = nn.ModuleList(nn.Conv2d(w, num_classes, 1) for w in widths[:-1] if deep_supervision)
         self.head = nn.Conv2d(widths[-1], num_classes, 1)
+        self.semantic_decoder = UNetDecoder(channels, decoder_channels, attention) if semantic_classes else None
+        self.semantic_head = nn.Conv2d(widths[-1], semantic_classes, 1) if semantic_classes else None
 
     def encode(self, pre: torch.Tensor, post: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-scale features of both views, ``[B, C_i, h_i, w_i]`` each, post aligned to pre's widths/sizes."""
@@ -93,7 +100,12 @@ class SiameseDamageNet(nn.Module):
         fused = [fuse(p, q) for fuse, p, q in zip(self.fusions, f_pre, f_post)]
         stages = self.decoder(fused, size=pre.shape[-2:])  # coarse → fine, the last at H × W
         aux = [head(s) for head, s in zip(self.aux_heads, stages)] if self.training else []
-        return {"logits": self.head(stages[-1]), "aux": aux}
+        out: dict[str, torch.Tensor | list[torch.Tensor]] = {"logits": self.head(stages[-1]), "aux": aux}
+        if self.semantic_decoder is not None and self.semantic_head is not None:
+            both = [torch.cat([p, q]) for p, q in zip(f_pre, f_post)]  # one [2B, ...] pass of the shared decoder
+            semantic = self.semantic_head(self.semantic_decoder(both, size=pre.shape[-2:])[-1])
+            out["semantic"] = torch.stack(semantic.chunk(2), dim=1)  # [B, 2, S, H, W]
+        return out
 
     @property
     def output_stride(self) -> int:
@@ -135,6 +147,7 @@ def build_damage_net(
     attention: bool = True,
     num_classes: int = 5,
     deep_supervision: bool = True,
+    semantic_classes: int = 0,
     timm_kwargs: dict[str, Any] | None = None,
 ) -> SiameseDamageNet:
     """Build a :class:`SiameseDamageNet` variant (see the module docstring).
@@ -168,4 +181,5 @@ def build_damage_net(
         num_classes=num_classes,
         deep_supervision=deep_supervision,
         project_post=siamese == "asymmetric",
+        semantic_classes=semantic_classes,
     )

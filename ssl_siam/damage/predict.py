@@ -7,14 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.damage.change_outputs import write_change_outputs
 from ssl_siam.damage.outputs import output_stem, to_display_rgb, write_outputs
+from ssl_siam.damage.semantic import semantic_maps
 from ssl_siam.damage.sliding import sliding_window_rows
 from ssl_siam.damage.task import FinetuneTask
 from ssl_siam.data.change import find_change_pairs
 from ssl_siam.data.rasters import RasterPair
+from ssl_siam.data.semantic import landcover_rgb
 from ssl_siam.data.xbd.pairs import find_pairs
 from ssl_siam.train.runtime import Runtime
 
@@ -40,7 +43,9 @@ def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path
                  bands: list[int] | None, post_bands: list[int] | None, window: int, overlap: float, tta: bool,
                  batch_size: int) -> list[Path]:
     """Predict one pair and write the task's outputs: the xView2 PNGs (damage models) or the change mask and
-    probability (binary change models), the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON.
+    probability (change models; semantic change models also ``<stem>_label1.png`` / ``_label2.png``, each date's
+    land cover where change is predicted, colour-coded as SECOND), the overlay, and for GeoTIFFs the GeoTIFF +
+    GeoJSON.
 
     The pair is read, normalised, predicted (on the runtime's device, under its autocast) and decoded one row of
     windows at a time (windowed reads of GeoTIFFs), so only the uint8 / float32 output maps are held whole, never
@@ -57,6 +62,8 @@ def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path
             raise DataError(f"{which}: {have} bands selected, the model takes {expected[which != pre_path]}; choose "
                             "them with --bands (1-based, e.g. --bands 1 2 3) and --post-bands for the post image")
         shape = (pair.height, pair.width)
+        change = task.model.head.out_channels == 2  # no change / change (+ land cover per date: semantic)
+        semantic = task.model.semantic_head is not None
         maps: dict[str, np.ndarray] = {}
         nodata = np.zeros(shape, bool)
 
@@ -75,12 +82,15 @@ def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path
                                               batch_size=batch_size, tta=tta, device=device,
                                               amp_dtype=runtime.amp_dtype, out_device=device):
             rows = slice(top, top + probs.shape[1])
-            binary = probs.shape[0] == 2  # a change model: no change / change
             if not maps:
-                kinds = (("mask", np.uint8), ("probability", np.float32)) if binary else (
+                kinds = (("mask", np.uint8), ("probability", np.float32)) if change else (
                     ("loc", np.uint8), ("damage", np.uint8), ("confidence", np.float32))
+                kinds += (("label1", np.uint8), ("label2", np.uint8)) if semantic else ()
                 maps = {name: np.empty(shape, dtype) for name, dtype in kinds}
-            if binary:
+            if "label1" in maps:
+                maps["mask"][rows], maps["label1"][rows], maps["label2"][rows] = semantic_maps(probs)
+                maps["probability"][rows] = probs[1].float().cpu().numpy()
+            elif change:
                 maps["mask"][rows] = probs.argmax(dim=0).cpu().numpy()
                 maps["probability"][rows] = probs[1].float().cpu().numpy()
             else:
@@ -90,7 +100,11 @@ def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path
         display, profile = to_display_rgb(pair.display_bands()), pair.profile
     stem, holes = output_stem(post_path), nodata if nodata.any() else None
     if "mask" in maps:
-        return write_change_outputs(out_dir, stem, maps["mask"], maps["probability"], display, profile, holes)
+        paths = write_change_outputs(out_dir, stem, maps["mask"], maps["probability"], display, profile, holes)
+        for name in ("label1", "label2") if "label1" in maps else ():  # SECOND's colour coding, 0 (white) unchanged
+            paths.append(Path(out_dir) / f"{stem}_{name}.png")
+            Image.fromarray(landcover_rgb(maps[name])).save(paths[-1])
+        return paths
     return write_outputs(out_dir, stem, maps["loc"], maps["damage"], maps["confidence"], display, profile, holes)
 
 

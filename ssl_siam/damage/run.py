@@ -1,6 +1,6 @@
 """``ssl-siam finetune``: pairs → Siamese UNet → Focal + Dice with deep supervision, run by the shared launcher;
-validation scores whole held-out images (xView2 score for damage, F1 of the change class for binary change) and
-``best.pt`` keeps the best."""
+validation scores whole held-out images (xView2 score for damage, F1 of the change class for binary change, SeK
+for semantic change) and ``best.pt`` keeps the best."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from ssl_siam.core.config import from_dict
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.damage.config import FinetuneConfig, LossConfig
 from ssl_siam.damage.data import num_classes, pair_dataset, resolve_format, split_records
-from ssl_siam.damage.losses import LOSSES, DeepSupervisionLoss, build_loss
+from ssl_siam.damage.losses import LOSSES, DeepSupervisionLoss, SemanticChangeLoss, build_loss
 from ssl_siam.damage.model import SiameseDamageNet, build_damage_net
 from ssl_siam.damage.task import FinetuneTask, JitterCollate
-from ssl_siam.damage.validate import BinaryValidator, XView2Validator
+from ssl_siam.damage.validate import VALIDATORS
+from ssl_siam.data.semantic import NUM_LANDCOVER
 from ssl_siam.data.stats import BandStats, compute_stats, given_stats, resolve_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.data.xbd.dataset import XBDPairDataset
@@ -64,7 +65,8 @@ def build_model(cfg: FinetuneConfig, in_chans: int, post_in_chans: int,
         pretrained=m.pretrained if with_weights else None, post_backbone=m.post_backbone,
         post_in_chans=post_in_chans if m.siamese == "asymmetric" else None, fusion=m.fusion,
         decoder_channels=m.decoder_channels, attention=m.attention, num_classes=num_classes(cfg),
-        deep_supervision=m.deep_supervision, timm_kwargs=m.timm_kwargs)
+        deep_supervision=m.deep_supervision, timm_kwargs=m.timm_kwargs,
+        semantic_classes=NUM_LANDCOVER - 1 if cfg.task == "semantic" else 0)
 
 
 _LOSS_OPTIONS = ("focal_weight", "dice_weight", "gamma", "alpha", "class_weights")  # loss.* passed to the loss
@@ -83,13 +85,16 @@ def build_criterion(cfg: FinetuneConfig) -> nn.Module:
                               f"(it takes {takes}); unset it or choose loss.name=focal_dice")
     kwargs = {k: getattr(lc, k) for k in _LOSS_OPTIONS if k in accepted}
     base = build_loss(lc.name, num_classes=num_classes(cfg), ignore_index=cfg.data.ignore_index, **kwargs)
-    return DeepSupervisionLoss(base, lc.aux_weights if cfg.model.deep_supervision else [])
+    change = DeepSupervisionLoss(base, lc.aux_weights if cfg.model.deep_supervision else [])
+    if cfg.task != "semantic":
+        return change
+    return SemanticChangeLoss(change, lc.semantic_weight, cfg.data.ignore_index)
 
 
 def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Built:
     """Training pairs (random crops) → normalization → model + loss → loader, and the task's validator (xView2
-    score, or binary change F1). Rank 0 rasterises the masks and resolves the normalization first; the other ranks
-    then read them."""
+    score, binary change F1 or semantic change SeK). Rank 0 rasterises the masks and resolves the normalization
+    first; the other ranks then read them."""
     d, world = cfg.data, runtime.world
     encoder = EncoderMeta.read(cfg.model.encoder_weights) if cfg.model.encoder_weights else None
     cache_dir = Path(d.cache_dir) if d.cache_dir else run_dir / "targets"
@@ -107,9 +112,8 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     loader = training_loader(dataset, cfg, runtime, per_epoch, collate)
     built = Built(dataset, task, loader, val_every=cfg.train.val_every)
     if val_records:
-        validator = XView2Validator if cfg.task == "damage" else BinaryValidator
-        built.validator = validator(task, pair_dataset(cfg, fmt, val_records, train=False), runtime, d.val_window,
-                                    cfg.train.tta, d.ignore_index)
+        val_set = pair_dataset(cfg, fmt, val_records, train=False)
+        built.validator = VALIDATORS[cfg.task](task, val_set, runtime, d.val_window, cfg.train.tta, d.ignore_index)
     return built
 
 

@@ -153,8 +153,18 @@ def _window_probs(
     total = torch.zeros((), device=pre.device)
     for dims in flips:
         with torch.autocast(pre.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(pre.flip(dims), post.flip(dims))["logits"]
+            outputs = model(pre.flip(dims), post.flip(dims))
+        logits = outputs["logits"]
         if logits.dim() != 4 or logits.shape[0] != pre.shape[0] or logits.shape[-2:] != pre.shape[-2:]:
             raise ValueError(f"model logits {tuple(logits.shape)} do not match the window batch {tuple(pre.shape)}")
-        total = total + logits.float().softmax(dim=1).flip(dims)
+        total = total + output_probs(outputs).flip(dims)
     return total / len(flips)
+
+
+def output_probs(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, K, h, w] float32 softmax of ``outputs["logits"]``; a semantic-change model's ``"semantic"`` [B, 2, S, h,
+    w] appends each date's land-cover softmax: channels ``[change K, pre S, post S]``."""
+    probs = outputs["logits"].float().softmax(dim=1)
+    if (semantic := outputs.get("semantic")) is None:
+        return probs
+    return torch.cat([probs, *semantic.float().softmax(dim=2).unbind(dim=1)], dim=1)

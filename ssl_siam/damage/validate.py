@@ -1,5 +1,6 @@
 """Validation of finetuning: whole held-out images by sliding window, scored with the task's metric — the xView2
-score for damage, the F1 of the change class for binary change — from counts summed over every image."""
+score for damage, the F1 of the change class for binary change, SeK for semantic change — from counts summed over
+every image."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import torch
 
 from ssl_siam.damage.binary import BinaryAccumulator, BinaryScore
 from ssl_siam.damage.predict import decode
+from ssl_siam.damage.semantic import SemanticAccumulator, SemanticScore, semantic_maps
 from ssl_siam.damage.sliding import sliding_window
 from ssl_siam.damage.task import FinetuneTask
 from ssl_siam.damage.xview2 import XView2Accumulator
+from ssl_siam.data.semantic import NUM_LANDCOVER, split_code
 from ssl_siam.data.xbd.dataset import XBDPairDataset
 from ssl_siam.train.distributed import sum_across
 from ssl_siam.train.runtime import Runtime
@@ -81,3 +84,24 @@ class BinaryValidator(_Validator):
         score = BinaryScore(*(int(c) for c in counts[:4]))
         return {k: float(v) for k, v in score.to_dict().items() if k not in ("tp", "fp", "fn", "tn")} | {
             "images": float(counts[4])}
+
+
+class SemanticValidator(_Validator):
+    """SECOND metrics of whole validation images (SeK, mIoU, score, Fscd, OA over both dates); ``best.pt`` follows
+    ``sek``."""
+
+    best_metric = "sek"
+
+    def __call__(self) -> dict[str, float]:
+        acc, images = SemanticAccumulator(self.ignore_index), 0
+        for probs, code in self._predictions():
+            _, label1, label2 = semantic_maps(probs)
+            acc.update(label1, label2, *split_code(code, self.ignore_index))
+            images += 1
+        hist = self._sum(np.append(acc.hist.ravel(), images))
+        score = SemanticScore(hist[:-1].reshape(NUM_LANDCOVER, NUM_LANDCOVER))
+        return {k: float(v) for k, v in score.to_dict().items() if k != "confusion"} | {"images": float(hist[-1])}
+
+
+VALIDATORS: dict[str, type[_Validator]] = {"damage": XView2Validator, "binary": BinaryValidator,
+                                           "semantic": SemanticValidator}

@@ -1,4 +1,4 @@
-"""Binary change-detection benchmarks in their published layouts, read into the same pair records as xBD.
+"""Change-detection benchmarks in their published layouts, read into the same pair records as xBD.
 
 ``data.format`` (auto-detected from the layout when unambiguous):
 
@@ -9,7 +9,8 @@
   of B02 on read through a VRT), the official ``train.txt`` / ``test.txt`` city lists, and ``... - Train Labels`` /
   ``... - Test Labels`` ``/<city>/cm/cm.png``: a root given as ``data.root`` stands for its training cities, as
   ``data.val_root`` for its test cities;
-* ``pairs-csv`` — a CSV ``pre,post,mask`` (paths relative to it, never outside its folder).
+* ``pairs-csv`` — a CSV ``pre,post,mask`` (paths relative to it, never outside its folder);
+* ``second`` — SECOND semantic change: ``im1``, ``im2``, ``label1``, ``label2`` (see :mod:`ssl_siam.data.semantic`).
 
 Change masks hold 0 / 255 (or 0 / 1): :data:`CHANGE_MASK_MAP` maps them to classes 0 / 1.
 """
@@ -25,9 +26,12 @@ from xml.sax.saxutils import escape
 
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.rasters import open_raster
+from ssl_siam.data.semantic import FOLDERS as SECOND_FOLDERS
+from ssl_siam.data.semantic import second_pairs
 from ssl_siam.data.xbd.pairs import PairRecord, check_sizes
 
-CHANGE_FORMATS = ("levir", "s2looking", "oscd", "pairs-csv")
+CHANGE_FORMATS = ("levir", "s2looking", "oscd", "pairs-csv")  # binary change
+SEMANTIC_FORMATS = ("second",)
 CHANGE_MASK_MAP = {255: 1}
 FOLDERS = {"levir": ("A", "B", "label"), "s2looking": ("Image1", "Image2", "label")}
 OSCD_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -42,12 +46,13 @@ def detect_format(root: Path) -> str:
         return "pairs-csv"
     if (root / _OSCD_IMAGES).is_dir():
         return "oscd"
-    found = [name for name, folders in FOLDERS.items() if all((root / f).is_dir() for f in folders)]
+    found = [name for name, folders in {**FOLDERS, "second": SECOND_FOLDERS}.items()
+             if all((root / f).is_dir() for f in folders)]
     if (root / "images").is_dir():
         found.append("xbd")
     if len(found) != 1:
         raise DataError(f"{root}: cannot tell the dataset layout ({' or '.join(found) or 'none recognised'}); set "
-                        f"data.format to one of xbd, {', '.join(CHANGE_FORMATS)}")
+                        f"data.format to one of xbd, {', '.join(CHANGE_FORMATS + SEMANTIC_FORMATS)}")
     return found[0]
 
 
@@ -63,8 +68,10 @@ def find_change_pairs(roots: Sequence[str | Path], fmt: str, cache_dir: Path, *,
             records += _csv_pairs(root)
         elif fmt == "oscd":
             records += _oscd_pairs(root, cache_dir, "test" if test else "train", bands)
+        elif fmt == "second":
+            records += second_pairs(root, cache_dir, require_masks=require_masks)
         else:
-            raise ConfigError(f"data.format={fmt}: expected one of {', '.join(CHANGE_FORMATS)}")
+            raise ConfigError(f"data.format={fmt}: expected one of {', '.join(CHANGE_FORMATS + SEMANTIC_FORMATS)}")
     seen: dict[str, Path] = {}
     for record in records:
         if record.id in seen:

@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt
 
 from ssl_siam.study.stats import paired_difference, summarize
 
-COMPONENTS = {"damage": ("localization_f1", "damage_f1"), "binary": ("precision", "recall")}  # beside the score
+COMPONENTS = {"damage": ("localization_f1", "damage_f1"), "binary": ("precision", "recall"),
+              "semantic": ("sek", "miou")}  # beside the score
 
 
 def aggregate(results: list[dict[str, Any]], design: dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +23,8 @@ def aggregate(results: list[dict[str, Any]], design: dict[str, Any]) -> dict[str
     ``encoder``, ``budget``, ``n_labels``, ``n_runs``, ``mean``, ``std``, ``ci95`` of the score, the same summary
     per component, and for every encoder but random init ``diff_vs_random`` (``mean``, ``ci95``, ``n``): the paired
     difference over the seeds both ran, against the first ``random:`` encoder."""
-    components = COMPONENTS["damage" if "localization_f1" in results[0] else "binary"]
+    first = results[0]
+    components = COMPONENTS["damage" if "localization_f1" in first else "semantic" if "sek" in first else "binary"]
     encoders = list(dict.fromkeys(r["encoder"] for r in sorted(results, key=lambda r: r["index"])))
     budgets = list(dict.fromkeys(r["budget"] for r in sorted(results, key=lambda r: r["index"])))
     baseline = next((e for e in encoders if any(r["random"] for r in results if r["encoder"] == e)), None)

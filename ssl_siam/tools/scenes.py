@@ -1,6 +1,6 @@
 """Synthetic data in other layouts, from the renderer of :mod:`ssl_siam.tools.synthetic`: multi-band GeoTIFF
 scenes (tiled and compressed like real archives, with nodata swaths: windowed reads, band statistics, multi-band
-pretraining) and LEVIR-CD-style binary change splits."""
+pretraining), LEVIR-CD-style binary and SECOND-style semantic change splits."""
 
 import shutil
 import tempfile
@@ -10,6 +10,7 @@ import numpy as np
 import rasterio
 from PIL import Image
 
+from ssl_siam.data.semantic import landcover_rgb
 from ssl_siam.data.xbd.labels import damage_mask, load_label
 from ssl_siam.tools.synthetic import GSD, _display, _landscape, _place, _render, make_xbd_split
 
@@ -67,4 +68,42 @@ def make_levir_split(out_dir: Path, num_pairs: int, size: int = 256, seed: int =
             shutil.copyfile(Path(tmp) / "images" / f"{tile}_post_disaster.png", out_dir / "B" / f"{tile}.png")
             damage = damage_mask(load_label(Path(tmp) / "labels" / f"{tile}_post_disaster.json"), "no-damage")
             Image.fromarray(np.where(damage >= 3, 255, 0).astype(np.uint8)).save(out_dir / "label" / f"{tile}.png")
+    return ids
+
+
+# land-cover classes 1..6 of SECOND (water, ground, low vegetation, tree, building, playground): mean RGB, texture σ
+_COVER_LOOK = ((38, 72, 130, 4), (150, 138, 118, 10), (112, 150, 72, 8), (42, 88, 44, 22), (172, 92, 84, 14),
+               (196, 64, 58, 6))
+
+
+def make_second_split(out_dir: Path, num_pairs: int, size: int = 128, seed: int = 0) -> list[str]:
+    """A SECOND-style semantic change split: ``im1`` / ``im2`` (before / after RGB), ``label1`` / ``label2`` (the
+    land cover of each date, SECOND colours, white where nothing changed). Land cover is a Voronoi partition into
+    the six classes, each rendered with its own colour and texture under a per-date illumination; 1–4 blobs per
+    pair change to another class, so both the change and the classes on either side are learnable."""
+    out_dir, ids = Path(out_dir), []
+    for sub in ("im1", "im2", "label1", "label2"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    look = np.array(_COVER_LOOK, np.float32)
+    for i in range(num_pairs):
+        rng = np.random.default_rng([seed, 7, i])
+        centres = rng.uniform(0, size, (int(rng.integers(6, 14)), 2))
+        nearest = np.argmin((yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2, axis=-1)
+        before = rng.integers(1, 7, len(centres))[nearest]
+        after = before.copy()
+        for _ in range(int(rng.integers(1, 5))):
+            cy, cx, ry, rx = *rng.uniform(0, size, 2), *rng.uniform(size / 12, size / 5, 2)
+            blob = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+            after[blob] = (before[blob] + rng.integers(1, 6)) % 6 + 1  # another class than before
+        changed = before != after
+        tile = f"synthetic-second_{i:08d}"
+        for folder, cover in (("im1", before), ("im2", after)):
+            gain = rng.uniform(0.85, 1.15, 3)  # the date's illumination / sensor
+            noise = rng.standard_normal((size, size, 3)) * look[cover - 1, 3:4]
+            image = np.clip((look[cover - 1, :3] + noise) * gain, 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(out_dir / folder / f"{tile}.png")
+        for folder, cover in (("label1", before), ("label2", after)):
+            Image.fromarray(landcover_rgb(np.where(changed, cover, 0))).save(out_dir / folder / f"{tile}.png")
+        ids.append(tile)
     return ids
