@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ import torch
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.tools.bench import format_bench, run_bench
 
-RATES = {"ceiling", "ours", "loader", "lightly", "aug_ours_per_core", "aug_lightly_per_core"}
+RATES = {"ceiling", "ours", "loader", "loader_cached", "lightly", "aug_ours_per_core", "aug_lightly_per_core"}
 RATIOS = {"ours_vs_ceiling": ("ours", "ceiling"), "loader_vs_ceiling": ("loader", "ceiling"),
+          "loader_cached_vs_loader": ("loader_cached", "loader"),
           "ours_vs_lightly": ("ours", "lightly"),
           "aug_ours_vs_lightly": ("aug_ours_per_core", "aug_lightly_per_core")}
 
@@ -49,15 +51,16 @@ def check(result: dict, objective: str, size: int, unmeasured: set[str]) -> None
 def test_pretrain_bench(objective: str) -> None:
     result = run_bench(objective, backbone="resnet18", image_size=32, batch_size=8, workers=1, device="cpu",
                        steps=2, warmup=1, aug_seconds=0.2)
-    check(result, objective, 32, unmeasured=set())
+    check(result, objective, 32, unmeasured={"loader_cached"})
     assert "samples/s" in format_bench(result)
 
 
-def test_finetune_bench() -> None:
+def test_finetune_bench(tmp_path: Path) -> None:
     result = run_bench("finetune", backbone="resnet18", image_size=32, batch_size=8, workers=0, device="cpu",
-                       steps=2, warmup=1)
+                       steps=2, warmup=1, cache_dir=str(tmp_path / "cache"))
     check(result, "finetune", 32, unmeasured={"lightly", "aug_ours_per_core", "aug_lightly_per_core"})
-    assert "pairs/s" in format_bench(result)
+    assert "pairs/s" in format_bench(result) and "from the cache" in format_bench(result)
+    assert len(list((tmp_path / "cache").glob("decoded/*/*/*.tif"))) == 4 * 16  # the 16 bench pairs, decoded
 
 
 def test_unknown_objective() -> None:

@@ -162,7 +162,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     check_output(args.json, "--json", folder=False)
     result = run_bench(args.objective, backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
-                       workers=args.workers, device=args.device, steps=args.steps, data=args.data)
+                       workers=args.workers, device=args.device, steps=args.steps, data=args.data,
+                       cache_dir=args.cache_dir)
     print(format_bench(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -174,6 +175,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     check_output(args.out, "--out")
     print(f"report: {write_report(args.runs, args.out)}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from ssl_siam.core.errors import DataError
+    from ssl_siam.tools.cache import cache_sources
+
+    check_output(args.out, "--out")
+    report = cache_sources(args.sources, Path(args.out), workers=args.workers, check=args.check)
+    if report.problems:
+        raise DataError(f"{len(report.problems)} of {report.sources} cache entries are missing or wrong, e.g. "
+                        f"{report.problems[0]}")
+    print(f"{'checked' if args.check else 'cache'} {args.out}: {report.summary()}")
     return 0
 
 

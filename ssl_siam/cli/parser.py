@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=NON_NEGATIVE, default=2, help="DataLoader workers")
     p.add_argument("--steps", type=POSITIVE, default=10, help="timed steps per measurement")
     p.add_argument("--data", help="tiles to read (default: generated sample tiles)")
+    p.add_argument("--cache-dir", help="also time the loader reading PNG / JPEG from this decoded cache "
+                   "(ssl-siam cache; built first where missing): loader_cached")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=c.cmd_bench)
 
@@ -150,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (metrics.json), probe or verify outputs")
     p.add_argument("--out", default="report", help="folder for report.md and its plots")
     p.set_defaults(func=c.cmd_report)
+
+    p = sub.add_parser("cache", help="decode PNG / JPEG tiles, pairs and masks once into a cache read by window "
+                       "(use it with data.cache_dir)")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="tile folders, globs or files, or pair datasets (xBD splits: masks rasterised too; LEVIR, "
+                   "S2Looking, OSCD, SECOND, pairs CSV)")
+    p.add_argument("--out", required=True, help="the cache folder (data.cache_dir of the training)")
+    p.add_argument("--workers", type=POSITIVE, default=2, help="decoding processes")
+    p.add_argument("--check", action="store_true",
+                   help="verify the cache against the sources (every entry present, from this file, same pixels); "
+                   "exit 2 naming the first problem")
+    p.set_defaults(func=c.cmd_cache)
 
     p = sub.add_parser("stats", help="per-band normalization statistics of a tile dataset, saved as JSON")
     p.add_argument("data", help="folder, glob or file of GeoTIFF/PNG/JPEG tiles")

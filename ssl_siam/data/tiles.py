@@ -18,6 +18,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.data.cache import DecodedCache
+from ssl_siam.data.headers import FileHeader, read_headers
 from ssl_siam.data.rasters import open_raster
 from ssl_siam.data.sources import resolve_sources
 
@@ -50,17 +52,6 @@ class Scene:
     bands: tuple[BandRef, ...]  # selected bands, in output order
 
 
-@dataclass(frozen=True)
-class _FileInfo:
-    height: int
-    width: int
-    dtypes: tuple[str, ...]
-    nodatavals: tuple[float | None, ...]
-    colorinterp: tuple[ColorInterp, ...]
-    mask_flags: tuple[list[MaskFlags], ...]
-    driver: str
-
-
 class TileDataset(torch.utils.data.Dataset):
     """Square tiles [C, tile_size, tile_size] in the files' native dtype; the window is a pure function of
     (seed, index), so any non-negative index is valid and workers / resumed runs see the same tiles.
@@ -86,6 +77,8 @@ class TileDataset(torch.utils.data.Dataset):
         nodata: float | None = None,
         max_redraws: int = 20,
         seed: int = 0,
+        cache: DecodedCache | None = None,
+        cache_workers: int = 1,
     ) -> None:
         if tile_size < 1:
             raise ValueError(f"tile_size must be positive, got {tile_size}")
@@ -105,8 +98,15 @@ class TileDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.files: list[Scene] = []
         dtypes: list[str] = []
-        for paths in resolve_sources(sources, band_names):
-            scene, dtype = _inspect_scene(paths, bands, nodata)
+        scenes = resolve_sources(sources, band_names)
+        if cache is not None:  # PNG / JPEG read from their decoded, windowed copies (built where missing)
+            flat = cache.paths([p for paths in scenes for p in paths], workers=cache_workers, progress=True)
+            cached = iter(flat)
+            scenes = [tuple(next(cached) for _ in paths) for paths in scenes]
+        headers = read_headers([p for paths in scenes for p in paths], cache_workers,
+                               None if cache is None else cache.root / "headers.json")
+        for paths in scenes:
+            scene, dtype = _inspect_scene(paths, bands, nodata, headers)
             if self.files and len(scene.bands) != len(self.files[0].bands):
                 raise DataError(
                     f"{paths[0]}: has {len(scene.bands)} bands, expected {len(self.files[0].bands)} "
@@ -241,21 +241,10 @@ def _fill_value(nodata: float | None, dtype: np.dtype) -> float:
 
 
 def _inspect_scene(
-    paths: tuple[Path, ...], bands: Sequence[int] | None, nodata: float | None
+    paths: tuple[Path, ...], bands: Sequence[int] | None, nodata: float | None, infos: dict[Path, FileHeader]
 ) -> tuple[Scene, str]:
     """Scene with its selected bands and their common dtype; DataError on size / band / dtype problems."""
-    infos: dict[Path, _FileInfo] = {}
     for path in paths:
-        with open_raster(path) as src:
-            infos[path] = _FileInfo(
-                src.height,
-                src.width,
-                tuple(src.dtypes),
-                tuple(src.nodatavals),
-                tuple(src.colorinterp),
-                tuple(src.mask_flag_enums),
-                src.driver,
-            )
         first = infos[paths[0]]
         if (infos[path].height, infos[path].width) != (first.height, first.width):
             raise DataError(
@@ -285,7 +274,7 @@ def _inspect_scene(
     return Scene(paths, infos[paths[0]].height, infos[paths[0]].width, refs), dtypes.pop()
 
 
-def _band_ref(path: Path, index: int, info: _FileInfo, nodata: float | None, alpha_selected: bool) -> BandRef:
+def _band_ref(path: Path, index: int, info: FileHeader, nodata: float | None, alpha_selected: bool) -> BandRef:
     """Nodata rule of one band: the ``nodata`` argument, else the file's nodata value, else its mask."""
     if nodata is not None:
         return BandRef(path, index, float(nodata), False)

@@ -31,6 +31,7 @@ class TileDataConfig(LoaderConfig):
     stats_samples: PositiveInt = 256
     skip_bad: bool = False  # skip (log and count) unreadable windows instead of failing
     max_bad_fraction: Fraction = 0.01  # with skip_bad: stop when more than this fraction of reads failed
+    cache_dir: str | None = None  # decoded, windowed copies of PNG / JPEG tiles, built on first use (ssl-siam cache)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 from ssl_siam.core.errors import ConfigError
+from ssl_siam.data.cache import DecodedCache
 from ssl_siam.data.robust import SkipBad
 from ssl_siam.data.sampling import IndexedDataset
 from ssl_siam.data.stats import compute_stats, given_stats, resolve_stats
@@ -29,7 +30,9 @@ def build_tiles(cfg: TileDataConfig, seed: int) -> TileDataset:
         raise ConfigError("data.root is required: a folder, glob or file of unlabeled tiles")
     tiles = TileDataset(cfg.root, cfg.tile_size, bands=cfg.bands, band_names=cfg.band_names,
                         sampling=cfg.sampling, samples_per_epoch=cfg.samples_per_epoch,
-                        max_nodata_fraction=cfg.max_nodata_fraction, nodata=cfg.nodata, seed=seed)
+                        max_nodata_fraction=cfg.max_nodata_fraction, nodata=cfg.nodata, seed=seed,
+                        cache=DecodedCache(Path(cfg.cache_dir)) if cfg.cache_dir else None,
+                        cache_workers=max(1, cfg.num_workers))
     largest = max(tiles.files, key=lambda s: min(s.height, s.width))
     if min(largest.height, largest.width) < cfg.tile_size:
         raise ConfigError(f"data.tile_size={cfg.tile_size} is larger than every image (the largest, "
@@ -40,7 +43,7 @@ def build_tiles(cfg: TileDataConfig, seed: int) -> TileDataset:
 def build_pretraining(cfg: PretrainConfig, run_dir: Path, runtime: Runtime) -> Built:
     """Tiles → band statistics (resolved once by rank 0, saved as ``stats.json``) → views → objective → loader,
     plus the kNN monitor when ``knn.data`` is given."""
-    dataset = build_tiles(cfg.data, cfg.train.seed)
+    dataset = main_first(runtime.world, lambda: build_tiles(cfg.data, cfg.train.seed))  # rank 0 fills the cache
     if cfg.data.skip_bad:
         dataset = SkipBad(dataset, cfg.data.max_bad_fraction)
     stats = main_first(runtime.world, lambda: resolve_stats(

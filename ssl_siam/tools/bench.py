@@ -11,6 +11,7 @@ All measurements drive the same model, objective and optimizer (one :class:`Trai
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import tempfile
@@ -103,8 +104,19 @@ def measure(trainer: Trainer, batches: Iterator[Any], steps: int, warmup: int) -
     return steps * trainer.samples_per_step / (time.perf_counter() - start)
 
 
+def cached_loader_rate(cfg: Any, build: Callable, runtime: Runtime, cache_dir: Path, run_dir: Path, batch: int,
+                       steps: int, warmup: int) -> float:
+    """:func:`loader_rate` of the same training reading its PNG / JPEG sources from the decoded cache ``cache_dir``
+    (built first where missing, untimed)."""
+    cfg = dataclasses.replace(cfg, run_dir=str(run_dir), data=dataclasses.replace(cfg.data, cache_dir=str(cache_dir)))
+    session = prepare(cfg, "bench", build, runtime)
+    session.close()
+    return loader_rate(session.built.loader, batch, steps, warmup)
+
+
 def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, backbone: str, image_size: int,
-              batch: int, workers: int, steps: int, warmup: int, aug_seconds: float) -> dict[str, float | None]:
+              batch: int, workers: int, steps: int, warmup: int, aug_seconds: float,
+              cache_dir: Path | None = None) -> dict[str, float | None]:
     tile = math.ceil(image_size * TILE_MARGIN)
     cfg = load_config(PretrainConfig, RECIPES[objective], [
         f"model.backbone={backbone}", f"data.tile_size={tile}", f"augment.global_size={image_size}",
@@ -123,6 +135,8 @@ def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, b
         "ceiling": measure(trainer, itertools.repeat((torch.arange(batch, device=device), views)), steps, warmup),
         "ours": measure(trainer, iter(loader), steps, warmup),
         "loader": loader_rate(loader, batch, steps, warmup),
+        "loader_cached": None if cache_dir is None else cached_loader_rate(
+            cfg, build_pretraining, runtime, cache_dir, run_dir.with_name("run-cached"), batch, steps, warmup),
     }
     del views
     transform = lightly_transform(objective, specs[0].size, specs[-1].size, cfg)
@@ -139,7 +153,7 @@ def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, b
 
 
 def _finetune(split: Path, run_dir: Path, device: torch.device, backbone: str, crop: int, batch: int,
-              workers: int, steps: int, warmup: int) -> dict[str, float | None]:
+              workers: int, steps: int, warmup: int, cache_dir: Path | None = None) -> dict[str, float | None]:
     cfg = load_config(FinetuneConfig, RECIPES["finetune"], [
         f"model.backbone={backbone}", f"data.crop_size={crop}", f"train.batch_size={batch}",
         f"data.num_workers={workers}", f"data.samples_per_epoch={batch * (warmup + steps + 2)}",
@@ -160,20 +174,24 @@ def _finetune(split: Path, run_dir: Path, device: torch.device, backbone: str, c
     }
     return {"ceiling": measure(trainer, itertools.repeat(synthetic), steps, warmup),
             "ours": measure(trainer, iter(loader), steps, warmup), "loader": loader_rate(loader, batch, steps, warmup),
+            "loader_cached": None if cache_dir is None else cached_loader_rate(
+                cfg, build_finetuning, runtime, cache_dir, run_dir.with_name("run-cached"), batch, steps, warmup),
             "lightly": None,
             "aug_ours_per_core": None, "aug_lightly_per_core": None}
 
 
 def run_bench(objective: str = "simsiam", *, backbone: str | None = None, image_size: int | None = None,
               batch_size: int | None = None, workers: int = 2, device: str = "auto", steps: int = 10, warmup: int = 2,
-              data: str | None = None, aug_seconds: float = 3.0) -> dict:
+              data: str | None = None, aug_seconds: float = 3.0, cache_dir: str | None = None) -> dict:
     """Training samples/s (pairs/s for ``finetune``) of the model-only ceiling, our pipeline and lightly's.
 
     ``data``: tiles (a folder, glob or file, as ``data.root`` of ``ssl-siam pretrain``) or, for ``finetune``, an
     xBD split folder; None generates synthetic RGB PNGs ``image_size · 1.15`` px wide in a temporary folder.
     lightly reads whole files, so it runs only on single-file 3-band uint8 tiles (else None). ``aug_seconds``: CPU
-    time per side of the per-core augmentation comparison. Heads, optimizer and augmentations are the paper
-    recipes in ``configs/``; the DINO last layer / finetuning encoder are not frozen, so every step is a full update.
+    time per side of the per-core augmentation comparison. ``cache_dir``: also time the loader reading the PNG / JPEG
+    sources from this decoded cache (``loader_cached``; built first where missing, untimed). Heads, optimizer and
+    augmentations are the paper recipes in ``configs/``; the DINO last layer / finetuning encoder are not frozen, so
+    every step is a full update.
     """
     if objective not in RECIPES:
         raise ConfigError(f"unknown benchmark objective {objective!r}; valid: {', '.join(RECIPES)}")
@@ -193,11 +211,11 @@ def run_bench(objective: str = "simsiam", *, backbone: str | None = None, image_
             make_xbd_split(root, pairs, size=math.ceil(size * TILE_MARGIN))
         if objective == "finetune":
             rates = _finetune(Path(data) if data else root, run_dir, dev, backbone, size, batch, workers, steps,
-                              warmup)
+                              warmup, Path(cache_dir) if cache_dir else None)
         else:
             source = Path(data) if data else root / "images"
             rates = _pretrain(objective, source, run_dir, dev, backbone, size, batch, workers, steps, warmup,
-                              aug_seconds)
+                              aug_seconds, Path(cache_dir) if cache_dir else None)
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
@@ -207,6 +225,7 @@ def run_bench(objective: str = "simsiam", *, backbone: str | None = None, image_
             "workers": workers, "samples_per_s": rates,
             "ratios": {"ours_vs_ceiling": ratio(rates["ours"], rates["ceiling"]),
                        "loader_vs_ceiling": ratio(rates["loader"], rates["ceiling"]),
+                       "loader_cached_vs_loader": ratio(rates["loader_cached"], rates["loader"]),
                        "ours_vs_lightly": ratio(rates["ours"], rates["lightly"]),
                        "aug_ours_vs_lightly": ratio(rates["aug_ours_per_core"], rates["aug_lightly_per_core"])}}
 
@@ -218,10 +237,16 @@ def format_bench(result: dict) -> str:
     def times(key: str, text: str) -> str:
         return "" if ratios[key] is None else text.format(ratios[key])
 
+    def per_worker(rate: float | None) -> str:
+        return "" if rate is None or not result["workers"] else f" ({rate / result['workers']:.1f} per worker)"
+
     rows = [
         ("ceiling (model only, data on device)", rates["ceiling"], ""),
         ("ours (end to end)", rates["ours"], times("ours_vs_ceiling", "{:.2f}× ceiling")),
-        ("ours, data loading alone", rates["loader"], times("loader_vs_ceiling", "{:.2f}× ceiling")),
+        ("ours, data loading alone", rates["loader"], times("loader_vs_ceiling", "{:.2f}× ceiling") + per_worker(
+            rates["loader"])),
+        ("ours, data loading from the cache", rates["loader_cached"],
+         times("loader_cached_vs_loader", "{:.2f}× uncached") + per_worker(rates["loader_cached"])),
         ("lightly (end to end)", rates["lightly"], times("ours_vs_lightly", "ours {:.2f}×")),
         ("augmentation per core, ours", rates["aug_ours_per_core"], ""),
         ("augmentation per core, lightly", rates["aug_lightly_per_core"], times("aug_ours_vs_lightly", "ours {:.2f}×")),

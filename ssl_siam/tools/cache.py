@@ -1,0 +1,83 @@
+"""``ssl-siam cache``: fill (or check) a decoded cache for the sources a training will read — tile folders, globs
+and files of ``ssl-siam pretrain``, or pair datasets (xBD splits, whose label JSONs are rasterised into masks
+first, and the change-detection layouts) of ``ssl-siam finetune`` — so the training's ``data.cache_dir`` finds
+every entry built."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ssl_siam.core.errors import DataError
+from ssl_siam.data.cache import DecodedCache, check_cache, needs_decoding
+from ssl_siam.data.change import detect_format, find_change_pairs
+from ssl_siam.data.sources import resolve_sources
+from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
+from ssl_siam.data.xbd.targets import ensure_targets
+
+_PAIR_FIELDS = ("pre_image", "post_image", "damage_target", "loc_target")
+
+
+@dataclass
+class CacheReport:
+    """What a cache run found and did."""
+
+    sources: int = 0  # files that the cache decodes
+    built: int = 0  # entries written by this run
+    seconds: float = 0.0
+    bytes: int = 0  # disk used by the entries of these sources
+    pairs: int = 0  # pairs among the sources (pair datasets)
+    problems: list[str] = field(default_factory=list)  # --check
+
+    def summary(self) -> str:
+        size = f"{self.bytes / 2**20:.1f} MiB"
+        per = f", {self.bytes / self.pairs / 2**20:.2f} MiB per pair" if self.pairs else (
+            f", {self.bytes / max(self.sources, 1) / 2**20:.2f} MiB per file")
+        return (f"{self.sources} files ({self.built} decoded now, {self.seconds:.1f} s), {size} on disk{per}")
+
+
+def _is_pair_dataset(root: Path) -> bool:
+    try:
+        detect_format(root)
+    except DataError:
+        return False
+    return True
+
+
+def pair_sources(root: Path, out: Path, ignore_index: int = 255) -> list[PairRecord]:
+    """The pairs of a pair dataset with their target masks (xBD: rasterised into ``out`` where missing or older
+    than their label, as ``ssl-siam finetune data.cache_dir=OUT`` does)."""
+    fmt = detect_format(root)
+    if fmt != "xbd":
+        return find_change_pairs([root], fmt, out)
+    records, _ = find_pairs(root)
+    return ensure_targets(records, out, unclassified="ignore", ignore_index=ignore_index)
+
+
+def cache_sources(sources: Sequence[str], out: Path, workers: int = 1, check: bool = False) -> CacheReport:
+    """Decode every PNG / JPEG of ``sources`` into ``out`` (``check``: verify the entries instead of building
+    them; xBD masks are rasterised either way)."""
+    cache, report = DecodedCache(Path(out)), CacheReport()
+    files: list[Path] = []
+    for source in sources:
+        root = Path(source)
+        if root.is_dir() and _is_pair_dataset(root):
+            records = pair_sources(root, Path(out))
+            files += [getattr(r, f) for r in records for f in _PAIR_FIELDS if getattr(r, f) is not None]
+            report.pairs += len(records)
+        else:
+            files += [p for paths in resolve_sources(source, None) for p in paths]
+    decodable = [f for f in dict.fromkeys(files) if needs_decoding(f)]
+    report.sources = len(decodable)
+    start = time.perf_counter()
+    if check:
+        report.problems = check_cache(cache, decodable, workers)
+    else:
+        missing = sum(not cache.entry(f).is_file() for f in decodable)
+        cache.paths(decodable, workers=workers, progress=True)
+        report.built = missing
+    report.seconds = time.perf_counter() - start
+    report.bytes = sum(e.stat().st_size for e in map(cache.entry, decodable) if e.is_file())
+    return report
