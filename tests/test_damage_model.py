@@ -171,3 +171,31 @@ def test_bad_siamese_options() -> None:
         build_damage_net("resnet18", 3, siamese="triplet")
     with pytest.raises(ConfigError, match="asymmetric"):
         build_damage_net("resnet18", 3, post_in_chans=2)
+
+
+@pytest.mark.parametrize("encoder_bn", ["train", "frozen"])
+def test_frozen_encoder_batchnorm_keeps_its_statistics(encoder_bn: str) -> None:
+    from torch import nn
+
+    from ssl_siam.damage.losses import DeepSupervisionLoss, FocalDiceLoss
+    from ssl_siam.damage.task import FinetuneTask
+    from ssl_siam.data.stats import BandStats
+
+    torch.manual_seed(0)
+    model = build_damage_net("resnet18", 3, decoder_channels=(16, 16, 8, 8, 8))
+    stats = BandStats(low=[0.0] * 3, high=[255.0] * 3, mean=[0.5] * 3, std=[0.25] * 3)
+    task = FinetuneTask(model, DeepSupervisionLoss(FocalDiceLoss(), [0.5]), stats, stats, encoder_bn=encoder_bn)
+    task.train()
+
+    def running(modules: list[nn.Module]) -> list[torch.Tensor]:
+        return [m.running_mean.clone() for m in modules if isinstance(m, nn.BatchNorm2d)]
+
+    encoder_before, decoder_before = running(model.encoder_modules()), running(list(model.decoder.modules()))
+    batch = {"pre": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8),
+             "post": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8),
+             "mask": torch.randint(0, 5, (2, 64, 64)), "index": torch.arange(2)}
+    task.training_step(batch, 0, 0)["loss"].backward()
+    encoder_same = all(torch.equal(a, b) for a, b in zip(encoder_before, running(model.encoder_modules())))
+    assert encoder_same == (encoder_bn == "frozen")
+    assert not any(torch.equal(a, b) for a, b in zip(decoder_before, running(list(model.decoder.modules()))))
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())  # still trains

@@ -112,6 +112,11 @@ class SiameseDamageNet(nn.Module):
         """The coarsest feature reduction of the encoder (32 for a ResNet): input sizes must be multiples of it."""
         return max(self.encoder.feature_info.reduction())
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """Every module of both branches' backbones."""
+        post = [] if self.post_encoder is None else list(self.post_encoder.modules())
+        return [*self.encoder.modules(), *post]
+
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Both branches' backbone parameters (for a lower LR or freezing)."""
         post = [] if self.post_encoder is None else list(self.post_encoder.parameters())

@@ -106,7 +106,8 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     model = build_model(cfg, dataset.num_bands_pre, dataset.num_bands_post, encoder)
     task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
                         cfg.train.encoder_lr_scale, runtime.memory_format,
-                        jitter_seed=cfg.train.seed if d.photometric_on_device else None)
+                        jitter_seed=cfg.train.seed if d.photometric_on_device else None,
+                        encoder_bn=cfg.train.encoder_bn)
     collate = None if d.photometric_on_device else JitterCollate(cfg.train.seed)
     per_epoch = d.samples_per_epoch or max(len(dataset), cfg.train.batch_size)
     loader = training_loader(dataset, cfg, runtime, per_epoch, collate)

@@ -42,12 +42,23 @@ class FinetuneTask(TrainingTask):
 
     def __init__(self, model: SiameseDamageNet, criterion: nn.Module, pre_stats: BandStats, post_stats: BandStats,
                  freeze_encoder_epochs: float = 0.0, encoder_lr_scale: float = 1.0,
-                 memory_format: torch.memory_format = torch.contiguous_format, jitter_seed: int | None = None) -> None:
+                 memory_format: torch.memory_format = torch.contiguous_format, jitter_seed: int | None = None,
+                 encoder_bn: str = "train") -> None:
         super().__init__()
-        self.model, self.criterion = model, criterion
+        self.model, self.criterion, self.encoder_bn = model, criterion, encoder_bn
         self.pre_stats, self.post_stats = pre_stats, post_stats
         self.freeze_epochs, self.encoder_lr_scale = freeze_encoder_epochs, encoder_lr_scale
         self.memory_format, self.freeze_steps, self.jitter_seed = memory_format, 0, jitter_seed
+
+    def train(self, mode: bool = True) -> FinetuneTask:
+        """``train.encoder_bn=frozen`` keeps the encoder's BatchNorm layers in eval mode: their running statistics
+        (the pretrained ones) normalise every batch and are never updated; their affine weights still train."""
+        super().train(mode)
+        if mode and self.encoder_bn == "frozen":
+            for module in self.model.encoder_modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def configure(self, total_steps: int, steps_per_epoch: int) -> None:
         self.freeze_steps = round(self.freeze_epochs * steps_per_epoch)
