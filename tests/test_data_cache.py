@@ -142,3 +142,19 @@ def test_cache_cli_check_and_a_finetune_reading_through_it(split: Path, tmp_path
     assert main(["cache", str(split), "--out", str(out), "--check"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "1 of 12 cache entries are missing or wrong" in err and "differ" in err
+
+
+def test_parallel_mask_rasterisation_equals_serial_and_resumes(tmp_path: Path) -> None:
+    make_xbd_split(tmp_path / "s", 16, size=64, seed=3)
+    records = find_pairs(tmp_path / "s")[0]
+    serial = ensure_targets(records, tmp_path / "a")
+    parallel = ensure_targets(records, tmp_path / "b", workers=2)
+    assert [r.id for r in parallel] == [r.id for r in records]
+    for one, two in zip(serial, parallel):
+        assert one.damage_target.read_bytes() == two.damage_target.read_bytes()
+        assert one.loc_target.read_bytes() == two.loc_target.read_bytes()
+    parallel[3].damage_target.unlink()  # an interrupted run: the rest is kept, the missing mask is made again
+    kept = parallel[4].damage_target.stat().st_mtime_ns
+    again = ensure_targets(records, tmp_path / "b", workers=2)
+    assert again[3].damage_target.read_bytes() == serial[3].damage_target.read_bytes()
+    assert again[4].damage_target.stat().st_mtime_ns == kept

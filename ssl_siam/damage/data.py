@@ -75,7 +75,7 @@ def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[
         records = [records[i] for i in sorted(order[n_val:])]
     if not records:
         raise ConfigError(f"data.root {cfg.data.root}: no training pairs left after holding out validation pairs")
-    kwargs = dict(unclassified="ignore", ignore_index=cfg.data.ignore_index)
+    kwargs = dict(unclassified="ignore", ignore_index=cfg.data.ignore_index, workers=max(1, cfg.data.num_workers))
     records, val = ensure_targets(records, cache_dir, **kwargs), ensure_targets(val, cache_dir, **kwargs)
     if cfg.data.cache_dir:  # read PNG / JPEG images and masks from their decoded, windowed copies
         cache = DecodedCache(Path(cfg.data.cache_dir))

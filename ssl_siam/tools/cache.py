@@ -46,14 +46,14 @@ def _is_pair_dataset(root: Path) -> bool:
     return True
 
 
-def pair_sources(root: Path, out: Path, ignore_index: int = 255) -> list[PairRecord]:
+def pair_sources(root: Path, out: Path, ignore_index: int = 255, workers: int = 1) -> list[PairRecord]:
     """The pairs of a pair dataset with their target masks (xBD: rasterised into ``out`` where missing or older
     than their label, as ``ssl-siam finetune data.cache_dir=OUT`` does)."""
     fmt = detect_format(root)
     if fmt != "xbd":
         return find_change_pairs([root], fmt, out)
     records, _ = find_pairs(root)
-    return ensure_targets(records, out, unclassified="ignore", ignore_index=ignore_index)
+    return ensure_targets(records, out, unclassified="ignore", ignore_index=ignore_index, workers=workers)
 
 
 def cache_sources(sources: Sequence[str], out: Path, workers: int = 1, check: bool = False) -> CacheReport:
@@ -64,7 +64,7 @@ def cache_sources(sources: Sequence[str], out: Path, workers: int = 1, check: bo
     for source in sources:
         root = Path(source)
         if root.is_dir() and _is_pair_dataset(root):
-            records = pair_sources(root, Path(out))
+            records = pair_sources(root, Path(out), workers=workers)
             files += [getattr(r, f) for r in records for f in _PAIR_FIELDS if getattr(r, f) is not None]
             report.pairs += len(records)
         else:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.xbd.labels import damage_mask, load_label, localization_mask
 from ssl_siam.data.xbd.pairs import PairRecord
+
+_PARALLEL_FROM = 16  # fewer pairs are rasterised in this process
 
 
 class MaskCache:
@@ -58,11 +62,19 @@ class MaskCache:
 
 
 def ensure_targets(
-    records: Sequence[PairRecord], cache_dir: str | Path, unclassified: str = "ignore", ignore_index: int = 255
+    records: Sequence[PairRecord], cache_dir: str | Path, unclassified: str = "ignore", ignore_index: int = 255,
+    workers: int = 1,
 ) -> list[PairRecord]:
-    """Records with target paths, rasterising JSON-labelled pairs into ``cache_dir`` where needed."""
+    """Records with target paths, rasterising JSON-labelled pairs into ``cache_dir`` where needed, by ``workers``
+    processes when many need it (an interrupted run resumes: finished masks are kept, each written atomically)."""
     cache = MaskCache(cache_dir, unclassified, ignore_index)
-    return [cache.ensure(record) for record in records]
+    todo = [r for r in records if r.damage_target is None]
+    if workers <= 1 or len(todo) < _PARALLEL_FROM:
+        return [cache.ensure(record) for record in records]
+    with ProcessPoolExecutor(workers) as pool:
+        done = dict(zip(map(id, todo), tqdm(pool.map(cache.ensure, todo, chunksize=8), total=len(todo),
+                                            desc="rasterising masks", unit="pair")))
+    return [done.get(id(r), r) for r in records]
 
 
 def _stale(target: Path, source: Path) -> bool:
