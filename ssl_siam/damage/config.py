@@ -23,6 +23,7 @@ class XBDDataConfig(LoaderConfig):
     building_bias: Fraction = 0.8  # probability that a training crop is centred on a building pixel
     misregistration_px: NonNegativeInt = 0  # max independent shift of the post image (augmentation)
     photometric_on_device: bool = False  # true: jitter on the training device, not in the workers (docs/finetuning.md)
+    geometric_on_device: bool = False  # true: flips / rotations / affine / misregistration on the device, batched
     bands: list[PositiveInt] | None = None  # 1-based bands of the pre image (and post, unless post_bands)
     post_bands: list[PositiveInt] | None = None
     ignore_index: Annotated[int, Range(0, 255)] = 255  # `un-classified` buildings in training masks

@@ -100,5 +100,6 @@ def pair_dataset(cfg: FinetuneConfig, fmt: str, records: list[PairRecord], train
                   num_classes=classes, mask_map=CHANGE_MASK_MAP if fmt in CHANGE_FORMATS else None)
     if not train:
         return XBDPairDataset(records, None, train=False, **common)
-    return XBDPairDataset(records, d.crop_size, train=True, building_bias=d.building_bias,
-                          misregistration_px=d.misregistration_px, **common)
+    device = d.geometric_on_device  # then the task applies the geometry to whole batches
+    return XBDPairDataset(records, d.crop_size, train=True, building_bias=d.building_bias, augment=not device,
+                          misregistration_px=0 if device else d.misregistration_px, **common)

@@ -18,7 +18,7 @@ from ssl_siam.damage.config import FinetuneConfig, LossConfig
 from ssl_siam.damage.data import num_classes, pair_dataset, resolve_format, split_records
 from ssl_siam.damage.losses import LOSSES, DeepSupervisionLoss, SemanticChangeLoss, build_loss
 from ssl_siam.damage.model import SiameseDamageNet, build_damage_net
-from ssl_siam.damage.task import FinetuneTask, JitterCollate
+from ssl_siam.damage.task import FinetuneTask, Geometry, JitterCollate
 from ssl_siam.damage.validate import VALIDATORS
 from ssl_siam.data.semantic import NUM_LANDCOVER
 from ssl_siam.data.stats import BandStats, compute_stats, given_stats, resolve_stats
@@ -107,7 +107,9 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
                         cfg.train.encoder_lr_scale, runtime.memory_format,
                         jitter_seed=cfg.train.seed if d.photometric_on_device else None,
-                        encoder_bn=cfg.train.encoder_bn)
+                        encoder_bn=cfg.train.encoder_bn,
+                        geometry=Geometry(cfg.train.seed, d.misregistration_px, d.ignore_index)
+                        if d.geometric_on_device else None)
     collate = None if d.photometric_on_device else JitterCollate(cfg.train.seed)
     per_epoch = d.samples_per_epoch or max(len(dataset), cfg.train.batch_size)
     loader = training_loader(dataset, cfg, runtime, per_epoch, collate)

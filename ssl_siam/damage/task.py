@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from torch.utils.data import default_collate
 from ssl_siam.damage.model import SiameseDamageNet
 from ssl_siam.data.sampling import seeded_generator
 from ssl_siam.data.stats import BandStats
+from ssl_siam.data.transforms.geometry import pair_geometry
 from ssl_siam.data.transforms.photometric import jitter_pair
 from ssl_siam.train.optim import param_groups
 from ssl_siam.train.task import TrainingTask
@@ -32,6 +34,15 @@ class JitterCollate:
         return batch
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """``data.geometric_on_device``: the joint geometry applied by the task (:func:`pair_geometry`)."""
+
+    seed: int
+    misregistration_px: int = 0
+    ignore_index: int = 255
+
+
 class FinetuneTask(TrainingTask):
     """Batches ``{"pre", "post": raw [B, C, H, W], "mask": [B, H, W], "index"}`` → normalised pair → model → loss;
     with ``jitter_seed`` the training pairs are photometrically jittered on the device first (else the workers
@@ -43,9 +54,9 @@ class FinetuneTask(TrainingTask):
     def __init__(self, model: SiameseDamageNet, criterion: nn.Module, pre_stats: BandStats, post_stats: BandStats,
                  freeze_encoder_epochs: float = 0.0, encoder_lr_scale: float = 1.0,
                  memory_format: torch.memory_format = torch.contiguous_format, jitter_seed: int | None = None,
-                 encoder_bn: str = "train") -> None:
+                 encoder_bn: str = "train", geometry: Geometry | None = None) -> None:
         super().__init__()
-        self.model, self.criterion, self.encoder_bn = model, criterion, encoder_bn
+        self.model, self.criterion, self.encoder_bn, self.geometry = model, criterion, encoder_bn, geometry
         self.pre_stats, self.post_stats = pre_stats, post_stats
         self.freeze_epochs, self.encoder_lr_scale = freeze_encoder_epochs, encoder_lr_scale
         self.memory_format, self.freeze_steps, self.jitter_seed = memory_format, 0, jitter_seed
@@ -70,10 +81,15 @@ class FinetuneTask(TrainingTask):
         return pre.contiguous(memory_format=self.memory_format), post.contiguous(memory_format=self.memory_format)
 
     def training_step(self, batch: dict[str, Any], step: int, micro: int) -> dict[str, torch.Tensor]:
-        pre, post = batch["pre"], batch["post"]
-        if self.jitter_seed is not None:  # seeded by the batch's first sample index: a resumed run jitters alike
-            pre, post = jitter_pair(pre, post, seeded_generator(pre.device, self.jitter_seed, int(batch["index"][0])))
-        total, parts = self.criterion(self.model(*self.normalize(pre, post)), batch["mask"])
+        pre, post, mask = batch["pre"], batch["post"], batch["mask"]
+        first = int(batch["index"][0])  # seeds the device-side draws: a resumed run augments alike
+        if self.jitter_seed is not None:
+            pre, post = jitter_pair(pre, post, seeded_generator(pre.device, self.jitter_seed, first))
+        if self.geometry is not None:
+            g = self.geometry
+            pre, post, mask = pair_geometry(pre, post, mask, seeded_generator(pre.device, g.seed, first, 1),
+                                            misregistration_px=g.misregistration_px, ignore_index=g.ignore_index)
+        total, parts = self.criterion(self.model(*self.normalize(pre, post)), mask)
         return {"loss": total, **{k: v for k, v in parts.items() if k != "total"}}
 
     def param_groups(self) -> list[dict]:

@@ -64,6 +64,7 @@ class XBDPairDataset(torch.utils.data.Dataset):
         self._lut = np.arange(256, dtype=np.uint8)
         for value, label in (mask_map or {}).items():
             self._lut[value] = label
+        self._identity = bool(np.array_equal(self._lut, np.arange(256)))
         first = self.records[0]
         with open_raster(first.pre_image) as pre, open_raster(first.post_image) as post:
             self.num_bands_pre = len(_indexes(first.pre_image, pre.count, self._bands_pre))
@@ -92,6 +93,10 @@ class XBDPairDataset(torch.utils.data.Dataset):
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         return {**tensors, "index": index, "id": record.id}
 
+    def _map(self, mask: np.ndarray) -> np.ndarray:
+        """File values → classes through ``mask_map`` (no copy when it maps nothing)."""
+        return mask if self._identity else self._lut[mask]
+
     def _read_mask(self, record: PairRecord, rng: np.random.Generator) -> tuple[np.ndarray, Window, tuple[int, int]]:
         """Damage target in the item's window [h, w] (uint8), the window, and the target's (height, width)."""
         path = record.damage_target
@@ -103,15 +108,16 @@ class XBDPairDataset(torch.utils.data.Dataset):
             if self.train:
                 row, col = int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))
                 if rng.random() < self.building_bias:
-                    full = self._lut[_read(src, path, [1], None)[0].astype(np.uint8)]
-                    rows, cols = np.nonzero((full != 0) & (full != self.ignore_index))
-                    if len(rows):
-                        k, (jy, jx) = rng.integers(len(rows)), rng.integers(-(crop_h // 4), crop_h // 4 + 1, 2)
-                        row = int(np.clip(rows[k] + jy - crop_h // 2, 0, height - crop_h))
-                        col = int(np.clip(cols[k] + jx - crop_w // 2, 0, width - crop_w))
+                    full = self._map(_read(src, path, [1], None)[0].astype(np.uint8))
+                    flat = np.flatnonzero((full != 0) & (full != self.ignore_index))  # row-major, as np.nonzero
+                    if len(flat):
+                        k, (jy, jx) = rng.integers(len(flat)), rng.integers(-(crop_h // 4), crop_h // 4 + 1, 2)
+                        y, x = divmod(int(flat[k]), width)
+                        row = int(np.clip(y + jy - crop_h // 2, 0, height - crop_h))
+                        col = int(np.clip(x + jx - crop_w // 2, 0, width - crop_w))
             window = Window(col, row, crop_w, crop_h)
             if full is None:
-                mask = self._lut[_read(src, path, [1], window)[0].astype(np.uint8)]
+                mask = self._map(_read(src, path, [1], window)[0].astype(np.uint8))
             else:
                 mask = full[row : row + crop_h, col : col + crop_w]
         bad = (mask > self.num_classes - 1) & (mask != self.ignore_index)
