@@ -158,3 +158,16 @@ def test_parallel_mask_rasterisation_equals_serial_and_resumes(tmp_path: Path) -
     again = ensure_targets(records, tmp_path / "b", workers=2)
     assert again[3].damage_target.read_bytes() == serial[3].damage_target.read_bytes()
     assert again[4].damage_target.stat().st_mtime_ns == kept
+
+
+def test_pretrain_reads_tiles_through_the_cache(split: Path, tmp_path: Path) -> None:
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    assert main(["pretrain", "--config", "pretrain/simsiam_resnet50", f"data.root={split / 'images'}",
+                 f"data.cache_dir={cache}", "model.backbone=resnet18", "data.tile_size=64", "augment.global_size=48",
+                 "train.batch_size=4", "train.max_steps=2", "train.device=cpu", "data.num_workers=0",
+                 "train.progress=false", "data.stats_samples=4", f"run_dir={run}"]) == 0
+    entries = list(cache.glob("decoded/*/*/*.tif"))
+    assert len(entries) == 6  # the 3 pairs' pre and post images
+    headers = json.loads((cache / "headers.json").read_text())["files"]
+    assert sorted(headers) == sorted(map(str, entries))
+    assert json.loads((run / "metrics.json").read_text())["step"] == 2
