@@ -28,8 +28,8 @@ class XBDDataConfig(LoaderConfig):
     post_bands: list[PositiveInt] | None = None
     ignore_index: Annotated[int, Range(0, 255)] = 255  # `un-classified` buildings in training masks
     skip_bad: bool = False  # skip (and report) unpairable/unreadable pairs instead of failing
-    cache_dir: str | None = None  # masks rasterised and PNG / JPEG decoded here (ssl-siam cache); default: masks only,
-    # in <run_dir>/targets
+    cache_dir: str | None = None  # masks rasterised and PNG / JPEG decoded here (ssl-siam cache, docs/benchmark.md)
+    targets_dir: str | None = None  # without cache_dir: where masks are rasterised; default <run_dir>/targets
     stats: str | None = None  # stats JSON for the pre image; default: the encoder's, else computed
     post_stats: str | None = None
     stats_samples: PositiveInt = 128

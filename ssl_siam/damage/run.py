@@ -97,7 +97,7 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     first; the other ranks then read them."""
     d, world = cfg.data, runtime.world
     encoder = EncoderMeta.read(cfg.model.encoder_weights) if cfg.model.encoder_weights else None
-    cache_dir = Path(d.cache_dir) if d.cache_dir else run_dir / "targets"
+    cache_dir = Path(d.cache_dir or d.targets_dir or run_dir / "targets")
     fmt = resolve_format(cfg)
     train_records, val_records = main_first(world, lambda: split_records(cfg, fmt, cache_dir))
     dataset = pair_dataset(cfg, fmt, train_records, train=True)
