@@ -16,6 +16,7 @@ from PIL import Image
 from ssl_siam.cli import main
 from ssl_siam.core.config import load_config
 from ssl_siam.core.errors import ConfigError, DataError
+from ssl_siam.data.cache import DecodedCache
 from ssl_siam.data.stats import BandStats
 from ssl_siam.encoders import EncoderMeta
 from ssl_siam.metric_learning.config import MetricConfig
@@ -218,6 +219,10 @@ def test_xbd_pairs_label_unchanged_buildings(tmp_path: Path) -> None:
     assert data[0]["a"].shape == data[0]["b"].shape == (3, 16, 16)
     with pytest.raises(ConfigError, match="triplet variant needs location data"):
         open_pair_dataset("xbd-pairs", [str(split)], crop_size=16, negatives=True)
+    cached = open_pair_dataset("xbd-pairs", [str(split)], crop_size=16, cache=DecodedCache(tmp_path / "cache"))
+    assert all(r.pre_image.suffix == ".tif" for r in cached.crops.records)
+    for i in range(len(data)):  # the same crops through the decoded cache
+        assert all(torch.equal(data[i][k], cached[i][k]) for k in ("a", "b", "label"))
 
 
 def test_one_shot_scores_with_the_models_own_similarity() -> None:

@@ -4,14 +4,13 @@ training and validation, and the crop dataset with the task's classes."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.damage.config import FinetuneConfig
-from ssl_siam.data.cache import DecodedCache
+from ssl_siam.data.cache import DecodedCache, decoded
 from ssl_siam.data.change import CHANGE_FORMATS, CHANGE_MASK_MAP, SEMANTIC_FORMATS, detect_format, find_change_pairs
 from ssl_siam.data.semantic import NUM_CODES
 from ssl_siam.data.xbd.dataset import XBDPairDataset
@@ -82,14 +81,6 @@ def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[
         records, val = (decoded(cache, r, max(1, cfg.data.num_workers)) for r in (records, val))
     return records, val
 
-
-def decoded(cache: DecodedCache, records: list[PairRecord], workers: int = 1) -> list[PairRecord]:
-    """``records`` with every PNG / JPEG (images and target masks) replaced by its decoded cache entry (built by
-    ``workers`` processes where missing); the ids, and so every output name, stay the same."""
-    fields = ("pre_image", "post_image", "damage_target", "loc_target")
-    sources = [getattr(r, f) for r in records for f in fields if getattr(r, f) is not None]
-    entries = dict(zip(sources, cache.paths(sources, workers=workers, progress=True)))
-    return [replace(r, **{f: entries[getattr(r, f)] for f in fields if getattr(r, f) is not None}) for r in records]
 
 
 def pair_dataset(cfg: FinetuneConfig, fmt: str, records: list[PairRecord], train: bool) -> XBDPairDataset:

@@ -16,7 +16,7 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.rasters import open_raster
+from ssl_siam.data.xbd.pairs import PairRecord
 
 BLOCK = 256  # GeoTIFF tile size: a 512² crop touches at most 9 tiles
 _TAG_SOURCE, _TAG_SIZE, _TAG_MTIME, _TAG_SHA, _TAG_DRIVER = (
@@ -77,6 +78,15 @@ class DecodedCache:
                 for source, entry in tqdm(missing, desc="decoding", unit="file", disable=not progress):
                     build_entry(source, entry)
         return [entries.get(Path(s), Path(s)) for s in sources]
+
+
+def decoded(cache: DecodedCache, records: list[PairRecord], workers: int = 1) -> list[PairRecord]:
+    """``records`` with every PNG / JPEG (images and target masks) replaced by its decoded cache entry (built by
+    ``workers`` processes where missing); the ids, and so every output name, stay the same."""
+    fields = ("pre_image", "post_image", "damage_target", "loc_target")
+    sources = [getattr(r, f) for r in records for f in fields if getattr(r, f) is not None]
+    entries = dict(zip(sources, cache.paths(sources, workers=workers, progress=True)))
+    return [replace(r, **{f: entries[getattr(r, f)] for f in fields if getattr(r, f) is not None}) for r in records]
 
 
 def build_entry(source: Path, entry: Path) -> Path:

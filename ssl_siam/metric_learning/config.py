@@ -27,6 +27,7 @@ class MetricDataConfig(LoaderConfig):
     val_objects: str | None = None  # object-series: polygons of the val_root scenes (default: `objects`)
     stats: str | None = None  # band stats JSON; default: the SSL encoder's, else computed and saved
     stats_samples: PositiveInt = 64
+    cache_dir: str | None = None  # decoded, windowed copies of PNG / JPEG inputs, built on first use (ssl-siam cache)
 
 
 @dataclass

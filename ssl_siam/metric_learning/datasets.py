@@ -21,6 +21,7 @@ import torch
 
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.core.registry import Registry
+from ssl_siam.data.cache import DecodedCache, decoded
 from ssl_siam.data.rasters import load_image, open_raster
 from ssl_siam.data.xbd.buildings import BuildingCrops
 from ssl_siam.data.xbd.pairs import find_pairs
@@ -51,10 +52,11 @@ class XBDBuildingPairs(PairDataset):
 
     labelled = True
 
-    def __init__(self, roots: Sequence[str], crop_size: int, **_: object) -> None:
+    def __init__(self, roots: Sequence[str], crop_size: int, cache: DecodedCache | None = None, **_: object) -> None:
         if not roots:
             raise DataError("data.root is empty: expected xBD split directories")
-        self.crops = BuildingCrops(find_pairs([Path(r) for r in roots])[0], crop_size)
+        records = find_pairs([Path(r) for r in roots])[0]
+        self.crops = BuildingCrops(records if cache is None else decoded(cache, records), crop_size)
         self.num_bands = self.crops.num_bands
         self.stats_sources = [r.pre_image for r in self.crops.records]
         self.stats_bands = None
@@ -76,7 +78,7 @@ class CSVPairs(PairDataset):
 
     labelled = True
 
-    def __init__(self, roots: Sequence[str], crop_size: int, **_: object) -> None:
+    def __init__(self, roots: Sequence[str], crop_size: int, cache: DecodedCache | None = None, **_: object) -> None:
         if len(roots) != 1:
             raise DataError(f"data.root {list(roots)}: expected exactly one pairs CSV file")
         path = Path(roots[0])
@@ -94,6 +96,10 @@ class CSVPairs(PairDataset):
             raise DataError(f"{path}: cannot read the pairs CSV ({exc})") from None
         if not self.pairs:
             raise DataError(f"{path}: no pairs (expected rows path_a,path_b,label)")
+        if cache is not None:
+            files = [p for pair in self.pairs for p in pair[:2]]
+            entries = dict(zip(files, cache.paths(files)))
+            self.pairs = [(entries[a], entries[b], label) for a, b, label in self.pairs]
         with open_raster(self.pairs[0][0]) as src:
             self.num_bands = src.count
         self.stats_sources = sorted({p for pair in self.pairs for p in pair[:2]})
@@ -126,12 +132,14 @@ class CSVPairs(PairDataset):
 
 def open_pair_dataset(kind: str, roots: Sequence[str], *, crop_size: int, bands: Sequence[int] | None = None,
                       samples_per_epoch: int = 2048, seed: int = 0, negatives: bool = False,
-                      neighbour_px: int = 1, objects: str | None = None) -> PairDataset:
-    """The registered dataset ``kind`` (ConfigError naming ``data.dataset`` for an unknown one)."""
+                      neighbour_px: int = 1, objects: str | None = None,
+                      cache: DecodedCache | None = None) -> PairDataset:
+    """The registered dataset ``kind`` (ConfigError naming ``data.dataset`` for an unknown one); ``cache``: read
+    PNG / JPEG through a decoded cache."""
     cls = METRIC_DATASETS.get(kind)
     if negatives and cls.labelled:
         raise ConfigError(f"data.dataset={kind} gives labelled pairs; the triplet variant needs location data "
                         f"({', '.join(k for k in METRIC_DATASETS.names() if not METRIC_DATASETS.get(k).labelled)})")
     return cls([str(r) for r in roots], crop_size=crop_size, bands=bands, samples_per_epoch=samples_per_epoch,
-               seed=seed, negatives=negatives, neighbour_px=neighbour_px, objects=objects)
+               seed=seed, negatives=negatives, neighbour_px=neighbour_px, objects=objects, cache=cache)
 

@@ -16,6 +16,7 @@ from rasterio.windows import transform as window_transform
 from shapely.geometry import box, shape
 
 from ssl_siam.core.errors import ConfigError, DataError
+from ssl_siam.data.cache import DecodedCache
 from ssl_siam.data.tiles import TileDataset, open_raster
 from ssl_siam.metric_learning.datasets import METRIC_DATASETS, PairDataset
 
@@ -31,12 +32,12 @@ class _Dates(PairDataset):
     labelled = False
 
     def __init__(self, roots: Sequence[str], window: int, bands: Sequence[int] | None, samples_per_epoch: int,
-                 seed: int, negatives: bool = False) -> None:
+                 seed: int, negatives: bool = False, cache: DecodedCache | None = None) -> None:
         if not roots:
             raise DataError("data.root is empty: expected one folder or glob of scenes per date")
         # max_nodata_fraction=1: no nodata re-draws, so window i is the same place on every date
         self.dates = [TileDataset(root, window, bands=bands, samples_per_epoch=samples_per_epoch,
-                                  max_nodata_fraction=1.0, seed=seed) for root in roots]
+                                  max_nodata_fraction=1.0, seed=seed, cache=cache) for root in roots]
         first = self.dates[0]
         for root, date in zip(roots[1:], self.dates[1:]):
             if len(date.files) != len(first.files):
@@ -80,8 +81,9 @@ class DateWindowPairs(_Dates):
     """Positive = the same ``crop_size`` window on two different dates (or twice the same date)."""
 
     def __init__(self, roots: Sequence[str], crop_size: int, bands: Sequence[int] | None = None,
-                 samples_per_epoch: int = 2048, seed: int = 0, negatives: bool = False, **_: object) -> None:
-        super().__init__(roots, crop_size, bands, samples_per_epoch, seed, negatives)
+                 samples_per_epoch: int = 2048, seed: int = 0, negatives: bool = False,
+                 cache: DecodedCache | None = None, **_: object) -> None:
+        super().__init__(roots, crop_size, bands, samples_per_epoch, seed, negatives, cache)
 
     def _observe(self, index: int, date: int) -> torch.Tensor:
         return self.dates[date][index]
@@ -100,11 +102,11 @@ class PixelSeriesPairs(_Dates):
 
     def __init__(self, roots: Sequence[str], crop_size: int = 0, bands: Sequence[int] | None = None,
                  samples_per_epoch: int = 2048, seed: int = 0, negatives: bool = False, neighbour_px: int = 1,
-                 **_: object) -> None:
+                 cache: DecodedCache | None = None, **_: object) -> None:
         if len(roots) < 2:
             raise DataError(f"data.root has {len(roots)} date(s): pixel-series needs one root per date, at least 2")
         self.radius = int(neighbour_px)
-        super().__init__(roots, 2 * self.radius + 1, bands, samples_per_epoch, seed, negatives)
+        super().__init__(roots, 2 * self.radius + 1, bands, samples_per_epoch, seed, negatives, cache)
 
     def _windows(self, index: int) -> np.ndarray:
         """[T, C, w, w] the location's window on every date."""
@@ -139,12 +141,14 @@ class ObjectSeriesPairs(PairDataset):
     series = True
 
     def __init__(self, roots: Sequence[str], crop_size: int = 0, bands: Sequence[int] | None = None, seed: int = 0,
-                 negatives: bool = False, objects: str | None = None, **_: object) -> None:
+                 negatives: bool = False, objects: str | None = None, cache: DecodedCache | None = None,
+                 **_: object) -> None:
         if len(roots) < 2:
             raise DataError(f"data.root has {len(roots)} date(s): object-series needs one root per date, at least 2")
         if not objects:
             raise ConfigError("data.objects is required for object-series: a GeoJSON of polygons")
-        self.dates = [TileDataset(root, 1, bands=bands, max_nodata_fraction=1.0, seed=seed) for root in roots]
+        self.dates = [TileDataset(root, 1, bands=bands, max_nodata_fraction=1.0, seed=seed, cache=cache)
+                      for root in roots]
         for root, date in zip(roots, self.dates):
             if len(date.files) != 1:
                 raise DataError(f"{root}: {len(date.files)} scenes, object-series takes exactly one per date")

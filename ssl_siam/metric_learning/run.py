@@ -10,6 +10,7 @@ import torch
 
 from ssl_siam.core.config import from_dict
 from ssl_siam.core.errors import ConfigError
+from ssl_siam.data.cache import DecodedCache
 from ssl_siam.data.stats import BandStats, compute_stats, given_stats, resolve_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.encoders import EncoderMeta
@@ -48,7 +49,8 @@ def open_data(cfg: MetricConfig, roots: list[str], seed: int, samples: int, obje
     as verification builds its negative pairs from the batch."""
     d = cfg.data
     return open_pair_dataset(d.dataset, roots, crop_size=d.crop_size, bands=d.bands, samples_per_epoch=samples,
-                             seed=seed, negatives=negatives, neighbour_px=d.neighbour_px, objects=objects or d.objects)
+                             seed=seed, negatives=negatives, neighbour_px=d.neighbour_px, objects=objects or d.objects,
+                             cache=DecodedCache(Path(d.cache_dir)) if d.cache_dir else None)
 
 
 def build_task(cfg: MetricConfig, in_chans: int, series: bool, stats: BandStats, mining: str,
