@@ -3,7 +3,7 @@ pairs of one synthetic disaster, a held-out disaster, 20x unlabeled images; its 
 thing against the same random-init baseline: the SSL objective (SimSiam, BYOL, DINO, pretrained alike), the encoder
 learning rate, frozen encoder BatchNorm, and freezing the encoder early on.
 
-    python scripts/diagnose_pretraining.py OUT_DIR [--device cpu]
+    python scripts/diagnose_pretraining.py OUT_DIR [--device cpu] [--questions 0 2]
 
 Writes OUT_DIR/diagnosis.md (one table per question: mean, 95 % CI and the paired difference to random init).
 """
@@ -45,6 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--questions", type=int, nargs="+", default=list(range(len(VARIANTS))),
+                        help="which of the questions to run (0-based, in the order above)")
     args = parser.parse_args()
     paths = make_demo_data(args.out / "data", quick=False)
     encoders = {name: pretrain(paths, args.out / "pretrain", name, args.device) for name in ("simsiam", "byol", "dino")}
@@ -52,6 +54,8 @@ def main() -> None:
              f"{BUDGET} labelled pairs of synthetic-storm, tested on synthetic-tornado (never labelled); seeds "
              f"{SEEDS}; xView2 score; paired difference to random init with its 95 % CI.", ""]
     for number, (question, overrides) in enumerate(VARIANTS.items()):
+        if number not in args.questions:
+            continue
         chosen = list(encoders.values()) if number == 0 else [encoders["simsiam"]]
         cfg = load_config(StudyConfig, "demo/study_resnet18", [
             f"data.root=[{paths['train']},{paths['hold']}]", f"budgets=[{BUDGET}]", f"seeds={SEEDS}",
