@@ -82,11 +82,11 @@ class FinetuneTask(TrainingTask):
 
     def training_step(self, batch: dict[str, Any], step: int, micro: int) -> dict[str, torch.Tensor]:
         pre, post, mask = batch["pre"], batch["post"], batch["mask"]
-        first = int(batch["index"][0])  # seeds the device-side draws: a resumed run augments alike
-        if self.jitter_seed is not None:
+        if self.jitter_seed is not None:  # device-side draws seeded by the batch's first index: resumes augment alike
+            first = int(batch["index"][0])
             pre, post = jitter_pair(pre, post, seeded_generator(pre.device, self.jitter_seed, first))
         if self.geometry is not None:
-            g = self.geometry
+            g, first = self.geometry, int(batch["index"][0])
             pre, post, mask = pair_geometry(pre, post, mask, seeded_generator(pre.device, g.seed, first, 1),
                                             misregistration_px=g.misregistration_px, ignore_index=g.ignore_index)
         total, parts = self.criterion(self.model(*self.normalize(pre, post)), mask)
