@@ -62,8 +62,7 @@ def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path
             raise DataError(f"{which}: {have} bands selected, the model takes {expected[which != pre_path]}; choose "
                             "them with --bands (1-based, e.g. --bands 1 2 3) and --post-bands for the post image")
         shape = (pair.height, pair.width)
-        change = task.model.head.out_channels == 2  # no change / change (+ land cover per date: semantic)
-        semantic = task.model.semantic_head is not None
+        semantic = getattr(task.model, "semantic_head", None) is not None  # change + land cover per date
         maps: dict[str, np.ndarray] = {}
         nodata = np.zeros(shape, bool)
 
@@ -82,6 +81,7 @@ def predict_pair(task: FinetuneTask, runtime: Runtime, pre_path: Path, post_path
                                               batch_size=batch_size, tta=tta, device=device,
                                               amp_dtype=runtime.amp_dtype, out_device=device):
             rows = slice(top, top + probs.shape[1])
+            change = semantic or probs.shape[0] == 2  # a change model: no change / change
             if not maps:
                 kinds = (("mask", np.uint8), ("probability", np.float32)) if change else (
                     ("loc", np.uint8), ("damage", np.uint8), ("confidence", np.float32))
