@@ -16,6 +16,7 @@ from ssl_siam.study.stats import paired_difference, summarize
 
 COMPONENTS = {"damage": ("localization_f1", "damage_f1"), "binary": ("precision", "recall"),
               "semantic": ("sek", "miou")}  # beside the score
+METRICS = {"damage": "xView2 score", "binary": "change F1", "semantic": "SECOND score (0.3 mIoU + 0.7 SeK)"}
 
 
 def aggregate(results: list[dict[str, Any]], design: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +46,7 @@ def aggregate(results: list[dict[str, Any]], design: dict[str, Any]) -> dict[str
                 row["diff_vs_random"] = {"mean": diff["mean"], "ci95": diff["ci95"], "n": diff["n"]}
             rows.append(row)
     return {"rows": rows, "baseline": baseline, "split": design["split"], "holdout": design["holdout"],
-            "metric": "xView2 score" if components == COMPONENTS["damage"] else "change F1", "components": components,
+            "metric": METRICS[next(k for k, v in COMPONENTS.items() if v == components)], "components": components,
             "n_test_pairs": len(design["test"]), "n_pool": len(design["pool"]), "results": results}
 
 
@@ -62,7 +63,7 @@ def study_table(study: dict[str, Any]) -> list[str]:
     names = " | ".join(c.replace("_", " ") for c in components)
     metric = study.get("metric", "xView2 score")
     lines = [f"| encoder | labelled pairs | runs | {metric}, mean [95 % CI] | std | {names} | Δ vs random, paired "
-             "[95 % CI] |", "|---|---|---|---|---|" + "---|" * len(components)]
+             "[95 % CI] |", "|---|---|---|---|---|" + "---|" * (len(components) + 1)]
     for r in study["rows"]:
         std = "–" if r["std"] is None else f"{r['std']:.3f}"
         diff = _interval(r.get("diff_vs_random")) if "diff_vs_random" in r else "(baseline)"
