@@ -189,3 +189,25 @@ def test_georeferenced_change_outputs_and_oscd_end_to_end(tmp_path: Path) -> Non
     features = json.loads((tmp_path / "pred" / "dubai_changes.geojson").read_text())["features"]
     assert all({"area", "area_px", "mean_probability"} <= f["properties"].keys() for f in features)
     assert all(f["properties"]["area"] == pytest.approx(100 * f["properties"]["area_px"]) for f in features)
+
+
+def test_s2looking_and_pairs_csv_finetune_predict_score(tmp_path: Path) -> None:
+    root = levir(tmp_path / "s2", n=4, folders=("Image1", "Image2", "label"))
+    run = tmp_path / "run"
+    assert main(["finetune", "task=binary", f"data.root={root}", f"run_dir={run}", *TINY,
+                 "data.val_fraction=0.25"]) == 0
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(run / "checkpoints" / "last.pt"), "--data", str(root), "--out", str(out),
+                 "--device", "cpu", "--window", "64"]) == 0
+    assert len(list(out.glob("chip_0_*_change_mask.png"))) == 4
+    assert main(["score", "--task", "binary", "--pred", str(out), "--targ", str(root / "label"),
+                 "--json", str(tmp_path / "s.json")]) == 0
+    assert 0 <= json.loads((tmp_path / "s.json").read_text())["f1"] <= 1
+    csv = root / "pairs.csv"
+    csv.write_text("pre,post,mask\n" + "".join(f"Image1/chip_0_{i}.png,Image2/chip_0_{i}.png,label/chip_0_{i}.png\n"
+                                               for i in range(4)))
+    run2 = tmp_path / "run2"
+    assert main(["finetune", "task=binary", f"data.root={csv}", f"run_dir={run2}", *TINY,
+                 "data.val_fraction=0.25"]) == 0
+    metrics = json.loads((run2 / "metrics.json").read_text())
+    assert metrics["step"] == 2 and "f1" in metrics["val"]
