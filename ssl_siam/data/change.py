@@ -118,18 +118,20 @@ def _csv_pairs(path: Path) -> list[PairRecord]:
         raise DataError(f"{path}: cannot read the pairs CSV ({exc})") from None
     records = []
     for line, row in enumerate(rows, start=2):
-        pre, post, mask = (_inside(folder, row[k], path, line) for k in ("pre", "post", "mask"))
+        pre, post, mask = (file_inside(folder, row[k], path, line) for k in ("pre", "post", "mask"))
         check_sizes(pre, [post, mask])
         records.append(PairRecord(Path(row["post"]).stem, folder, pre, post, damage_target=mask))
     return records
 
 
-def _inside(folder: Path, relative: str | None, csv_path: Path, line: int) -> Path:
+def file_inside(folder: Path, relative: str | None, csv_path: Path, line: int) -> Path:
+    """``folder / relative`` resolved; a one-line DataError naming the CSV line when it leaves ``folder`` or is
+    missing."""
     target = (folder / (relative or "")).resolve()
     if not relative or not target.is_relative_to(folder):
-        raise DataError(f"{csv_path}:{line}: path {relative!r} must be a file inside {folder}")
+        raise DataError(f"{csv_path}:{line}: image path {relative!r} must be a file inside {folder}")
     if not target.is_file():
-        raise DataError(f"{csv_path}:{line}: {target} does not exist")
+        raise DataError(f"{csv_path}:{line}: image {target} does not exist")
     return target
 
 

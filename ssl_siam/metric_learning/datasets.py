@@ -22,6 +22,7 @@ import torch
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.core.registry import Registry
 from ssl_siam.data.cache import DecodedCache, decoded
+from ssl_siam.data.change import file_inside
 from ssl_siam.data.rasters import load_image, open_raster
 from ssl_siam.data.xbd.buildings import BuildingCrops
 from ssl_siam.data.xbd.pairs import find_pairs
@@ -90,8 +91,8 @@ class CSVPairs(PairDataset):
                 if not reader.fieldnames or not {"path_a", "path_b", "label"} <= set(reader.fieldnames):
                     raise DataError(f"{path}: expected a CSV header path_a,path_b,label, got {reader.fieldnames}")
                 for line, row in enumerate(reader, start=2):
-                    self.pairs.append((self._inside(root, row["path_a"], path, line),
-                                       self._inside(root, row["path_b"], path, line), self._label(row, path, line)))
+                    self.pairs.append((file_inside(root, row["path_a"], path, line),
+                                       file_inside(root, row["path_b"], path, line), self._label(row, path, line)))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise DataError(f"{path}: cannot read the pairs CSV ({exc})") from None
         if not self.pairs:
@@ -104,15 +105,6 @@ class CSVPairs(PairDataset):
             self.num_bands = src.count
         self.stats_sources = sorted({p for pair in self.pairs for p in pair[:2]})
         self.stats_bands = None
-
-    @staticmethod
-    def _inside(root: Path, relative: str | None, csv_path: Path, line: int) -> Path:
-        target = (root / (relative or "")).resolve()
-        if not relative or not target.is_relative_to(root):
-            raise DataError(f"{csv_path}:{line}: image path {relative!r} must be a file inside {root}")
-        if not target.is_file():
-            raise DataError(f"{csv_path}:{line}: image {target} does not exist")
-        return target
 
     @staticmethod
     def _label(row: dict[str, str], csv_path: Path, line: int) -> float:
