@@ -211,3 +211,19 @@ def test_s2looking_and_pairs_csv_finetune_predict_score(tmp_path: Path) -> None:
                  "data.val_fraction=0.25"]) == 0
     metrics = json.loads((run2 / "metrics.json").read_text())
     assert metrics["step"] == 2 and "f1" in metrics["val"]
+    unlabelled = root / "predict.csv"  # prediction needs no mask column; a LEVIR-trained model maps a CSV too
+    unlabelled.write_text("pre,post\n" + "".join(f"Image1/chip_0_{i}.png,Image2/chip_0_{i}.png\n" for i in range(4)))
+    for ckpt in (run2, run):
+        out2 = tmp_path / f"out_{ckpt.name}"
+        assert main(["predict", "--ckpt", str(ckpt / "checkpoints" / "last.pt"), "--data", str(unlabelled),
+                     "--out", str(out2), "--device", "cpu", "--window", "64"]) == 0
+        assert sorted(p.name for p in out2.glob("*_change_mask.png")) == [f"chip_0_{i}_change_mask.png"
+                                                                        for i in range(4)]
+        assert main(["score", "--task", "binary", "--pred", str(out2), "--targ", str(root / "label"),
+                     "--json", str(tmp_path / "s2.json")]) == 0
+        scores = json.loads((tmp_path / "s2.json").read_text())
+        assert set(scores) >= {"precision", "recall", "f1", "iou", "oa", "kappa"}
+    same = tmp_path / "out_run"  # the first model on the CSV maps exactly what it mapped from the folder
+    for i in range(4):
+        a, b = (np.asarray(Image.open(d / f"chip_0_{i}_change_mask.png")) for d in (out, same))
+        assert np.array_equal(a, b)

@@ -125,7 +125,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ssl_siam.damage.predict import predict_pair, predict_split
     from ssl_siam.damage.run import load_finetuned
-    from ssl_siam.data.change import detect_format
+    from ssl_siam.data.change import data_format
 
     if bool(args.data) == bool(args.pre or args.post) or (args.pre is None) != (args.post is None):
         raise UserError("give either --pre and --post, or --data XBD_SPLIT_DIR")
@@ -137,7 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                   batch_size=args.batch_size)
     out = Path(args.out)
     if args.data:
-        fmt = cfg.data.format if cfg.data.format != "auto" else detect_format(Path(args.data))
+        fmt = data_format(Path(args.data), cfg.data.format)
         written = predict_split(task, runtime, Path(args.data), out, fmt, **kwargs)
     else:
         written = predict_pair(task, runtime, Path(args.pre), Path(args.post), out, **kwargs)

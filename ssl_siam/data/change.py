@@ -56,6 +56,17 @@ def detect_format(root: Path) -> str:
     return found[0]
 
 
+def data_format(root: Path, trained: str) -> str:
+    """The layout of data given for prediction: its own when it can be told (a model trained on LEVIR chips can
+    map a pairs CSV), else the ``data.format`` the model was trained with."""
+    try:
+        return detect_format(root)
+    except DataError:
+        if trained == "auto":
+            raise
+        return trained
+
+
 def find_change_pairs(roots: Sequence[str | Path], fmt: str, cache_dir: Path, *, test: bool = False,
                       bands: Sequence[str] = OSCD_BANDS, require_masks: bool = True) -> list[PairRecord]:
     """The pairs of every root in layout ``fmt`` (ids unique across roots); ``test`` selects OSCD's test cities;
@@ -65,7 +76,7 @@ def find_change_pairs(roots: Sequence[str | Path], fmt: str, cache_dir: Path, *,
         if fmt in FOLDERS:
             records += _folder_pairs(root, *FOLDERS[fmt], require_masks=require_masks)
         elif fmt == "pairs-csv":
-            records += _csv_pairs(root)
+            records += _csv_pairs(root, require_masks=require_masks)
         elif fmt == "oscd":
             records += _oscd_pairs(root, cache_dir, "test" if test else "train", bands)
         elif fmt == "second":
@@ -105,20 +116,23 @@ def _find_mask(folder: Path, image: Path) -> Path:
     raise DataError(f"{image}: no change mask {folder / image.name}")
 
 
-def _csv_pairs(path: Path) -> list[PairRecord]:
-    """Rows ``pre,post,mask`` of a CSV; every path relative to the CSV and inside its folder."""
+def _csv_pairs(path: Path, require_masks: bool = True) -> list[PairRecord]:
+    """Rows ``pre,post,mask`` of a CSV (the ``mask`` column optional without ``require_masks``); every path
+    relative to the CSV and inside its folder."""
     folder = path.parent.resolve()
+    columns = ("pre", "post", "mask") if require_masks else ("pre", "post")
     try:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"pre", "post", "mask"} <= set(reader.fieldnames):
-                raise DataError(f"{path}: expected a CSV header pre,post,mask, got {reader.fieldnames}")
+            if not reader.fieldnames or not set(columns) <= set(reader.fieldnames):
+                raise DataError(f"{path}: expected a CSV header {','.join(columns)}, got {reader.fieldnames}")
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read the pairs CSV ({exc})") from None
     records = []
     for line, row in enumerate(rows, start=2):
-        pre, post, mask = (file_inside(folder, row[k], path, line) for k in ("pre", "post", "mask"))
+        pre, post = (file_inside(folder, row[k], path, line) for k in ("pre", "post"))
+        mask = file_inside(folder, row["mask"], path, line) if row.get("mask") or require_masks else None
         check_sizes(pre, [post, mask])
         records.append(PairRecord(Path(row["post"]).stem, folder, pre, post, damage_target=mask))
     return records
