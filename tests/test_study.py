@@ -123,3 +123,36 @@ def test_study_runs_cells_resumes_and_aggregates(two_disasters: dict[str, Path],
     capsys.readouterr()
     assert main([*args[:-len(TINY)], "seeds=[0]", *TINY]) == 2  # another design in the same run_dir
     assert "holds another design" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["binary", "semantic"])
+def test_study_compares_encoders_on_change_benchmarks(task: str, tmp_path: Path) -> None:
+    from ssl_siam.tools.scenes import make_levir_split, make_second_split
+
+    if task == "binary":
+        make_levir_split(tmp_path / "data", 6, size=96, seed=0)
+    else:
+        make_second_split(tmp_path / "data", 6, size=96, seed=0)
+    export_encoder(create_encoder("resnet18", 3), tmp_path / "ssl", EncoderMeta("resnet18", 3))
+    recipe = "levir_label_efficiency" if task == "binary" else "second_label_efficiency"
+    study = tmp_path / "run"
+    assert main(["study", "--config", recipe, f"data.root={tmp_path / 'data'}", f"run_dir={study}",
+                 f"encoders=[{tmp_path / 'ssl'},random:resnet18]", "budgets=[2]", "seeds=[0,1]", *TINY]) == 0
+    result = json.loads((study / "study.json").read_text())
+    assert result["metric"] == ("change F1" if task == "binary" else "SECOND score (0.3 mIoU + 0.7 SeK)")
+    assert result["n_test_pairs"] == 2 and result["n_pool"] == 4
+    components = ("precision", "recall") if task == "binary" else ("sek", "miou")
+    for cell in result["results"]:
+        assert all(0 <= cell[k] <= 1 for k in ("score", *components))
+        if task == "semantic":
+            assert cell["score"] == pytest.approx(0.3 * cell["miou"] + 0.7 * cell["sek"])
+        else:
+            p, r = cell["precision"], cell["recall"]
+            assert cell["score"] == pytest.approx(cell["f1"]) and cell["f1"] == pytest.approx(
+                2 * p * r / (p + r) if p + r else 0.0)
+    ssl = next(r for r in result["rows"] if r["encoder_name"] == "ssl")
+    by_seed = {(c["encoder_name"], c["seed"]): c["score"] for c in result["results"]}
+    assert ssl["diff_vs_random"]["n"] == 2 and ssl["diff_vs_random"]["mean"] == pytest.approx(
+        sum(by_seed["ssl", s] - by_seed["random:resnet18", s] for s in (0, 1)) / 2)
+    assert all(k in ssl for k in components)
+    assert result["metric"] in (study / "study.md").read_text()
