@@ -227,3 +227,15 @@ def test_s2looking_and_pairs_csv_finetune_predict_score(tmp_path: Path) -> None:
     for i in range(4):
         a, b = (np.asarray(Image.open(d / f"chip_0_{i}_change_mask.png")) for d in (out, same))
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("fmt", ["levir", "second", "xbd"])
+def test_synthetic_command_writes_each_layout(fmt: str, tmp_path: Path) -> None:
+    out = tmp_path / fmt
+    assert main(["synthetic", str(out), "--format", fmt, "--pairs", "3", "--size", "64", "--seed", "1"]) == 0
+    assert detect_format(out) == fmt
+    if fmt != "xbd":
+        records = find_change_pairs([out], fmt, tmp_path / "cache")
+        assert len(records) == 3 and all(r.damage_target is not None for r in records)
+        mask = np.asarray(Image.open(records[0].damage_target)) if fmt == "levir" else None
+        assert mask is None or set(np.unique(mask)) <= {0, 255}

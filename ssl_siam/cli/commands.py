@@ -218,6 +218,24 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    from ssl_siam.tools.scenes import make_geotiff_scenes, make_levir_split, make_second_split
+    from ssl_siam.tools.synthetic import make_xbd_split
+
+    check_output(args.out, "out")
+    out, n = Path(args.out), args.pairs
+    if args.format == "xbd":
+        make_xbd_split(out, n, size=args.size, seed=args.seed, disaster=args.disaster)
+    elif args.format == "levir":
+        make_levir_split(out, n, size=args.size, seed=args.seed, disaster=args.disaster)
+    elif args.format == "second":
+        make_second_split(out, n, size=args.size, seed=args.seed)
+    else:
+        make_geotiff_scenes(out, n, size=args.size, bands=args.bands, seed=args.seed)
+    print(f"wrote {n} {'scenes' if args.format == 'geotiff' else 'pairs'} in the {args.format} layout to {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ssl_siam.tools.demo import run_demo
 

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=c.cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="Siamese damage finetuning on xBD with xView2 validation")
+    p = sub.add_parser("finetune", help="Siamese change finetuning: xBD damage (xView2), binary change (LEVIR, "
+                       "S2Looking, OSCD, CSV), semantic change (SECOND)")
     p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=c.cmd_finetune)
@@ -103,11 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="un-classified buildings: no-damage (scoring targets) or 255 (training masks)")
     p.set_defaults(func=c.cmd_targets)
 
-    p = sub.add_parser("predict", help="map damage on pre/post images with a finetuned checkpoint")
+    p = sub.add_parser("predict", help="map damage or change on pre/post images with a finetuned checkpoint")
     p.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a finetune run")
     p.add_argument("--pre", help="pre-event image (PNG/JPEG/GeoTIFF)")
     p.add_argument("--post", help="post-event image")
-    p.add_argument("--data", help="an xBD split directory: predict every pair")
+    p.add_argument("--data", help="a split directory (xBD, LEVIR, S2Looking, OSCD, SECOND) or pairs CSV: predict "
+                   "every pair")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--window", type=POSITIVE, default=512, help="sliding-window size")
@@ -177,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the packaged config recipes (use them by name with --config)")
     p.set_defaults(func=c.cmd_recipes)
+
+    p = sub.add_parser("synthetic", help="generate a learnable sample dataset in a benchmark's layout (the demo's)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--format", choices=("xbd", "levir", "second", "geotiff"), default="xbd",
+                   help="xbd: images/ labels/ pairs with damage; levir: A/ B/ label/ change chips; second: im1/ im2/ "
+                   "label1/ label2/ land cover; geotiff: unlabeled multi-band scenes")
+    p.add_argument("--pairs", type=POSITIVE, default=16, help="pairs (scenes for geotiff)")
+    p.add_argument("--size", type=POSITIVE, default=256, help="image side in pixels")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    p.add_argument("--disaster", default="synthetic-storm", help="xbd / levir: the disaster name in the ids")
+    p.add_argument("--bands", type=number(int, 1, 4), default=4, help="geotiff: bands (red, green, blue, nir)")
+    p.set_defaults(func=c.cmd_synthetic)
 
     p = sub.add_parser("demo", help="the whole pipeline on generated sample data, on CPU, in minutes")
     p.add_argument("--out", default="demo_output")
