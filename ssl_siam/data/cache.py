@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +37,7 @@ _DECODED_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 
 def needs_decoding(path: Path) -> bool:
     """Whether ``path`` is in a sequential format (by its suffix: PNG, JPEG, GIF, BMP) that the cache decodes."""
-    return Path(path).suffix.lower() in _DECODED_SUFFIXES
+    return os.path.splitext(path)[1].lower() in _DECODED_SUFFIXES
 
 
 def source_driver(src: rasterio.io.DatasetReader) -> str:
@@ -52,10 +53,25 @@ class DecodedCache:
 
     def entry(self, source: Path) -> Path:
         """Where ``source``'s decoded copy lives (whether or not it exists yet)."""
-        source = Path(source).resolve()
-        stat = source.stat()
-        key = hashlib.sha1(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-        return Path(self.root) / "decoded" / key[:2] / key / f"{source.stem}.tif"
+        return Path(self._entry(str(source), {}))
+
+    def _entry(self, source: str, parents: dict[str, str]) -> str:
+        """:meth:`entry` as a string, resolving each folder once (``parents``): one ``lstat`` per regular file."""
+        try:
+            info = os.lstat(source)
+            if stat.S_ISLNK(info.st_mode):
+                real = os.path.realpath(source)
+                info = os.stat(real)
+            else:
+                folder, name = os.path.split(os.path.abspath(source))
+                if folder not in parents:
+                    parents[folder] = os.path.realpath(folder)
+                real = os.path.join(parents[folder], name)
+        except OSError as exc:
+            raise DataError(f"{source}: cannot read ({exc.strerror})") from None
+        key = hashlib.sha1(f"{real}|{info.st_size}|{info.st_mtime_ns}".encode()).hexdigest()[:16]
+        stem = os.path.splitext(os.path.basename(real))[0]
+        return os.path.join(self.root, "decoded", key[:2], key, f"{stem}.tif")
 
     def path(self, source: Path) -> Path:
         """``source`` itself when it is read by window anyway (GeoTIFF, VRT), else its entry, built if missing."""
@@ -66,8 +82,9 @@ class DecodedCache:
 
     def paths(self, sources: Sequence[Path], workers: int = 1, progress: bool = False) -> list[Path]:
         """:meth:`path` of every source, the missing entries built by ``workers`` processes."""
-        entries = {s: self.entry(s) for s in dict.fromkeys(map(Path, sources)) if needs_decoding(s)}
-        missing = list({e: (s, e) for s, e in entries.items() if not e.is_file()}.values())  # links: one build
+        parents: dict[str, str] = {}
+        entries = {s: Path(self._entry(str(s), parents)) for s in dict.fromkeys(sources) if needs_decoding(s)}
+        missing = list({e: (s, e) for s, e in entries.items() if not os.path.isfile(e)}.values())  # links: one build
         if missing:
             jobs = zip(*missing)
             if workers > 1 and len(missing) > 1:
@@ -77,7 +94,7 @@ class DecodedCache:
             else:
                 for source, entry in tqdm(missing, desc="decoding", unit="file", disable=not progress):
                     build_entry(source, entry)
-        return [entries.get(Path(s), Path(s)) for s in sources]
+        return [entries.get(s) or Path(s) for s in sources]
 
 
 def decoded(cache: DecodedCache, records: list[PairRecord], workers: int = 1) -> list[PairRecord]:
@@ -104,7 +121,7 @@ def build_entry(source: Path, entry: Path) -> Path:
             profile.update(crs=src.crs, transform=src.transform)
         if src.nodata is not None:
             profile["nodata"] = src.nodata
-        colorinterp, driver, stat = src.colorinterp, src.driver, source.stat()
+        colorinterp, driver, info = src.colorinterp, src.driver, source.stat()
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = entry.with_name(f".{entry.stem}.{os.getpid()}.tmp.tif")
     try:
@@ -114,8 +131,8 @@ def build_entry(source: Path, entry: Path) -> Path:
         with dst:
             dst.write(data)
             dst.colorinterp = colorinterp  # an alpha band stays an alpha band
-            dst.update_tags(**{_TAG_SOURCE: str(source.resolve()), _TAG_SIZE: str(stat.st_size),
-                               _TAG_MTIME: str(stat.st_mtime_ns), _TAG_SHA: pixels_sha1(data), _TAG_DRIVER: driver})
+            dst.update_tags(**{_TAG_SOURCE: str(source.resolve()), _TAG_SIZE: str(info.st_size),
+                               _TAG_MTIME: str(info.st_mtime_ns), _TAG_SHA: pixels_sha1(data), _TAG_DRIVER: driver})
         os.replace(tmp, entry)
     except BaseException:
         tmp.unlink(missing_ok=True)

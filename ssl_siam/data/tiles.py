@@ -62,6 +62,8 @@ class TileDataset(torch.utils.data.Dataset):
     row / column is shifted back inside the scene). Scenes smaller than a tile are padded with nodata (or 0).
     In float rasters NaN is always nodata (tagged or not): it counts for re-draws and the valid mask, and is
     filled with the band's nodata value (0 when that is not finite), so tiles are always finite.
+    With ``cache``, PNG / JPEG are read from their decoded copies and headers from its index; ``workers``
+    processes read the headers (and build missing entries).
     """
 
     def __init__(
@@ -78,7 +80,7 @@ class TileDataset(torch.utils.data.Dataset):
         max_redraws: int = 20,
         seed: int = 0,
         cache: DecodedCache | None = None,
-        cache_workers: int = 1,
+        workers: int = 1,
     ) -> None:
         if tile_size < 1:
             raise ValueError(f"tile_size must be positive, got {tile_size}")
@@ -100,13 +102,19 @@ class TileDataset(torch.utils.data.Dataset):
         dtypes: list[str] = []
         scenes = resolve_sources(sources, band_names)
         if cache is not None:  # PNG / JPEG read from their decoded, windowed copies (built where missing)
-            flat = cache.paths([p for paths in scenes for p in paths], workers=cache_workers, progress=True)
+            flat = cache.paths([p for paths in scenes for p in paths], workers=workers, progress=True)
             cached = iter(flat)
             scenes = [tuple(next(cached) for _ in paths) for paths in scenes]
-        headers = read_headers([p for paths in scenes for p in paths], cache_workers,
+        headers = read_headers([p for paths in scenes for p in paths], workers,
                                None if cache is None else cache.root / "headers.json")
+        layouts: dict[tuple[FileHeader, ...], tuple[tuple[_BandSlot, ...], str]] = {}  # scenes sharing headers
         for paths in scenes:
-            scene, dtype = _inspect_scene(paths, bands, nodata, headers)
+            key = tuple(headers[p] for p in paths)
+            if key not in layouts:
+                layouts[key] = _scene_layout(paths, bands, nodata, key)
+            layout, dtype = layouts[key]
+            scene = Scene(paths, key[0].height, key[0].width,
+                          tuple(BandRef(paths[f], i, value, masked) for f, i, value, masked in layout))
             if self.files and len(scene.bands) != len(self.files[0].bands):
                 raise DataError(
                     f"{paths[0]}: has {len(scene.bands)} bands, expected {len(self.files[0].bands)} "
@@ -240,18 +248,22 @@ def _fill_value(nodata: float | None, dtype: np.dtype) -> float:
 
 
 
-def _inspect_scene(
-    paths: tuple[Path, ...], bands: Sequence[int] | None, nodata: float | None, infos: dict[Path, FileHeader]
-) -> tuple[Scene, str]:
-    """Scene with its selected bands and their common dtype; DataError on size / band / dtype problems."""
-    for path in paths:
-        first = infos[paths[0]]
-        if (infos[path].height, infos[path].width) != (first.height, first.width):
+_BandSlot = tuple[int, int, "float | None", bool]  # a BandRef with its file's position in the stack for its path
+
+
+def _scene_layout(
+    paths: tuple[Path, ...], bands: Sequence[int] | None, nodata: float | None, infos: tuple[FileHeader, ...]
+) -> tuple[tuple[_BandSlot, ...], str]:
+    """The selected bands of a stack of files with headers ``infos`` (as :class:`BandRef` fields with the file's
+    position for its path) and their common dtype; DataError naming ``paths`` on size / band / dtype problems."""
+    first = infos[0]
+    for path, info in zip(paths, infos):
+        if (info.height, info.width) != (first.height, first.width):
             raise DataError(
-                f"{path}: size {infos[path].width}x{infos[path].height}, expected "
+                f"{path}: size {info.width}x{info.height}, expected "
                 f"{first.width}x{first.height} like {paths[0]} of the same band stack"
             )
-    available = [(path, i) for path in paths for i in range(1, len(infos[path].dtypes) + 1)]
+    available = [(f, i) for f, info in enumerate(infos) for i in range(1, len(info.dtypes) + 1)]
     if bands is None:
         chosen = available
     else:
@@ -264,24 +276,25 @@ def _inspect_scene(
         chosen = [available[band - 1] for band in bands]
     if not chosen:
         raise DataError(f"{paths[0]}: no bands selected, expected at least one")
-    dtypes = {infos[path].dtypes[i - 1] for path, i in chosen}
+    dtypes = {infos[f].dtypes[i - 1] for f, i in chosen}
     if len(dtypes) != 1 or next(iter(dtypes)) not in _DTYPES:
         raise DataError(
             f"{paths[0]}: band dtype {'/'.join(sorted(dtypes))}, expected one of {', '.join(_DTYPES)}"
         )
-    alpha_files = {path for path, i in chosen if infos[path].colorinterp[i - 1] == ColorInterp.alpha}
-    refs = tuple(_band_ref(path, i, infos[path], nodata, path in alpha_files) for path, i in chosen)
-    return Scene(paths, infos[paths[0]].height, infos[paths[0]].width, refs), dtypes.pop()
+    alpha_files = {f for f, i in chosen if infos[f].colorinterp[i - 1] == ColorInterp.alpha}
+    slots = tuple((f, i, *_band_rule(i, infos[f], nodata, f in alpha_files)) for f, i in chosen)
+    return slots, dtypes.pop()
 
 
-def _band_ref(path: Path, index: int, info: FileHeader, nodata: float | None, alpha_selected: bool) -> BandRef:
-    """Nodata rule of one band: the ``nodata`` argument, else the file's nodata value, else its mask."""
+def _band_rule(index: int, info: FileHeader, nodata: float | None, alpha_selected: bool) -> tuple[float | None, bool]:
+    """Nodata rule of one band (:class:`BandRef`'s ``nodata``, ``masked``): the ``nodata`` argument, else the file's
+    nodata value, else its mask."""
     if nodata is not None:
-        return BandRef(path, index, float(nodata), False)
+        return float(nodata), False
     if info.nodatavals[index - 1] is not None:
-        return BandRef(path, index, float(info.nodatavals[index - 1]), False)
+        return float(info.nodatavals[index - 1]), False
     if info.colorinterp[index - 1] == ColorInterp.alpha:
-        return BandRef(path, index, 0.0, False)  # a selected alpha band: transparent pixels are nodata
+        return 0.0, False  # a selected alpha band: transparent pixels are nodata
     flags = info.mask_flags[index - 1]
     has_mask = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
-    return BandRef(path, index, None, has_mask and (info.driver not in _NO_MASK_DRIVERS or alpha_selected))
+    return None, has_mask and (info.driver not in _NO_MASK_DRIVERS or alpha_selected)

@@ -32,7 +32,7 @@ def build_tiles(cfg: TileDataConfig, seed: int) -> TileDataset:
                         sampling=cfg.sampling, samples_per_epoch=cfg.samples_per_epoch,
                         max_nodata_fraction=cfg.max_nodata_fraction, nodata=cfg.nodata, seed=seed,
                         cache=DecodedCache(Path(cfg.cache_dir)) if cfg.cache_dir else None,
-                        cache_workers=max(1, cfg.num_workers))
+                        workers=max(1, cfg.num_workers))
     largest = max(tiles.files, key=lambda s: min(s.height, s.width))
     if min(largest.height, largest.width) < cfg.tile_size:
         raise ConfigError(f"data.tile_size={cfg.tile_size} is larger than every image (the largest, "
