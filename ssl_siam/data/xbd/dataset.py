@@ -65,6 +65,7 @@ class XBDPairDataset(torch.utils.data.Dataset):
         for value, label in (mask_map or {}).items():
             self._lut[value] = label
         self._identity = bool(np.array_equal(self._lut, np.arange(256)))
+        self._row_index: dict[Path, np.ndarray] = {}  # mask -> cumulative building pixels per row
         first = self.records[0]
         with open_raster(first.pre_image) as pre, open_raster(first.post_image) as post:
             self.num_bands_pre = len(_indexes(first.pre_image, pre.count, self._bands_pre))
@@ -97,6 +98,21 @@ class XBDPairDataset(torch.utils.data.Dataset):
         """File values → classes through ``mask_map`` (no copy when it maps nothing)."""
         return mask if self._identity else self._lut[mask]
 
+    def _building(self, mask: np.ndarray) -> np.ndarray:
+        return (mask != 0) & (mask != self.ignore_index)
+
+    def _building_rows(self, src: DatasetReader, path: Path, full: np.ndarray | None) -> np.ndarray:
+        """Cumulative count of building pixels per row of the mask at ``path`` [height]: computed on the first
+        visit of this process and kept (8 bytes per row), so a building-centred crop of a windowed mask reads
+        one row, not the whole mask."""
+        ends = self._row_index.get(path)
+        if ends is None:
+            if full is None:
+                full = self._map(_read(src, path, [1], None)[0].astype(np.uint8))
+            ends = np.cumsum(self._building(full).sum(axis=1), dtype=np.int64)
+            self._row_index[path] = ends
+        return ends
+
     def _read_mask(self, record: PairRecord, rng: np.random.Generator) -> tuple[np.ndarray, Window, tuple[int, int]]:
         """Damage target in the item's window [h, w] (uint8), the window, and the target's (height, width)."""
         path = record.damage_target
@@ -108,11 +124,15 @@ class XBDPairDataset(torch.utils.data.Dataset):
             if self.train:
                 row, col = int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))
                 if rng.random() < self.building_bias:
-                    full = self._map(_read(src, path, [1], None)[0].astype(np.uint8))
-                    flat = np.flatnonzero((full != 0) & (full != self.ignore_index))  # row-major, as np.nonzero
-                    if len(flat):
-                        k, (jy, jx) = rng.integers(len(flat)), rng.integers(-(crop_h // 4), crop_h // 4 + 1, 2)
-                        y, x = divmod(int(flat[k]), width)
+                    if src.driver in SEQUENTIAL_DRIVERS:  # decoded whole anyway: the crop is sliced from it
+                        full = self._map(_read(src, path, [1], None)[0].astype(np.uint8))
+                    ends = self._building_rows(src, path, full)
+                    if ends[-1]:  # the k-th building pixel in row-major order, k uniform
+                        k, (jy, jx) = rng.integers(ends[-1]), rng.integers(-(crop_h // 4), crop_h // 4 + 1, 2)
+                        y = int(np.searchsorted(ends, k, side="right"))
+                        line = full[y] if full is not None else self._map(
+                            _read(src, path, [1], Window(0, y, width, 1))[0, 0].astype(np.uint8))
+                        x = int(np.flatnonzero(self._building(line))[k - (ends[y - 1] if y else 0)])
                         row = int(np.clip(y + jy - crop_h // 2, 0, height - crop_h))
                         col = int(np.clip(x + jx - crop_w // 2, 0, width - crop_w))
             window = Window(col, row, crop_w, crop_h)
