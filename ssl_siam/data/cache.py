@@ -26,18 +26,17 @@ from rasterio.errors import NotGeoreferencedWarning
 from tqdm import tqdm
 
 from ssl_siam.core.errors import DataError
-from ssl_siam.data.rasters import open_raster
+from ssl_siam.data.rasters import SEQUENTIAL_SUFFIXES, open_raster
 from ssl_siam.data.xbd.pairs import PairRecord
 
 BLOCK = 256  # GeoTIFF tile size: a 512² crop touches at most 9 tiles
 _TAG_SOURCE, _TAG_SIZE, _TAG_MTIME, _TAG_SHA, _TAG_DRIVER = (
     "SSL_SIAM_SOURCE", "SSL_SIAM_SOURCE_SIZE", "SSL_SIAM_SOURCE_MTIME_NS", "SSL_SIAM_PIXELS_SHA1", "SSL_SIAM_DRIVER")
-_DECODED_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 
 
 def needs_decoding(path: Path) -> bool:
     """Whether ``path`` is in a sequential format (by its suffix: PNG, JPEG, GIF, BMP) that the cache decodes."""
-    return os.path.splitext(path)[1].lower() in _DECODED_SUFFIXES
+    return os.path.splitext(path)[1].lower() in SEQUENTIAL_SUFFIXES
 
 
 def source_driver(src: rasterio.io.DatasetReader) -> str:

@@ -32,6 +32,7 @@ os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "TRUE")
 
 #: GDAL drivers without random access: a window read decodes from the top, so these files are read whole.
 SEQUENTIAL_DRIVERS = ("PNG", "JPEG", "GIF", "BMP")
+SEQUENTIAL_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")  # their files, told by name without opening
 
 
 def open_raster(path: Path) -> DatasetReader:
