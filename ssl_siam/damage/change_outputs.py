@@ -3,17 +3,15 @@ transform for georeferenced input), change polygons as GeoJSON with area and mea
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import rasterio
 from PIL import Image
 from rasterio.features import shapes
 
-from ssl_siam.damage.outputs import NODATA, crs_name
+from ssl_siam.damage.outputs import write_georeferenced
 
 CHANGE_COLOUR = (255, 40, 40)
 _ALPHA = 0.5
@@ -64,16 +62,7 @@ def write_change_outputs(out_dir: str | Path, stem: str, mask: np.ndarray, proba
     if profile is None:
         return paths
     tif, geojson = out_dir / f"{stem}_change.tif", out_dir / f"{stem}_changes.geojson"
-    bands = np.stack([mask, scaled])
-    if nodata is not None:
-        bands[:, nodata] = NODATA
-    with rasterio.open(tif, "w", driver="GTiff", count=2, dtype="uint8", compress="lzw", nodata=NODATA,
-                       height=mask.shape[0], width=mask.shape[1], crs=profile["crs"],
-                       transform=profile["transform"]) as dst:
-        dst.write(bands)
-        dst.descriptions = ("change_mask", "change_probability_x255")
-    collection = {"type": "FeatureCollection",
-                  "crs": {"type": "name", "properties": {"name": crs_name(profile["crs"])}},
-                  "features": change_features(mask, probability, profile["transform"])}
-    geojson.write_text(json.dumps(collection) + "\n")
+    write_georeferenced(tif, geojson, np.stack([mask, scaled]), profile, nodata,
+                        change_features(mask, probability, profile["transform"]),
+                        descriptions=("change_mask", "change_probability_x255"))
     return [*paths, tif, geojson]

@@ -125,17 +125,31 @@ def write_outputs(
     if profile is None:
         return paths
     tif, geojson = out_dir / f"{stem}_damage.tif", out_dir / f"{stem}_buildings.geojson"
-    grid = {"height": loc.shape[0], "width": loc.shape[1], "crs": profile["crs"], "transform": profile["transform"]}
-    with rasterio.open(tif, "w", driver="GTiff", count=1, dtype="uint8", compress="lzw", nodata=NODATA, **grid) as dst:
-        dst.write(damage if nodata is None else np.where(nodata, NODATA, damage).astype(np.uint8), 1)
-        dst.write_colormap(1, {0: (0, 0, 0, 0), **{i + 1: (*c, 255) for i, c in enumerate(DAMAGE_COLOURS)}})
-    collection = {
-        "type": "FeatureCollection",
-        "crs": {"type": "name", "properties": {"name": crs_name(profile["crs"])}},
-        "features": building_features(loc, damage, confidence, profile["transform"]),
-    }
-    geojson.write_text(json.dumps(collection) + "\n")
+    colours = {0: (0, 0, 0, 0), **{i + 1: (*c, 255) for i, c in enumerate(DAMAGE_COLOURS)}}
+    write_georeferenced(tif, geojson, damage[None], profile, nodata,
+                        building_features(loc, damage, confidence, profile["transform"]), colormap=colours)
     return [*paths, tif, geojson]
+
+
+def write_georeferenced(tif: Path, geojson: Path, bands: np.ndarray, profile: dict[str, Any],
+                        nodata: np.ndarray | None, features: list[dict[str, Any]], *,
+                        descriptions: Sequence[str] | None = None, colormap: dict | None = None) -> None:
+    """``bands`` [C, H, W] uint8 as an LZW GeoTIFF on ``profile``'s grid (:data:`NODATA` where ``nodata``; band 1
+    coloured by ``colormap``) and ``features`` as a GeoJSON FeatureCollection in its CRS."""
+    bands = bands.astype(np.uint8)  # a copy: nodata is written into it
+    if nodata is not None:
+        bands[:, nodata] = NODATA
+    with rasterio.open(tif, "w", driver="GTiff", count=len(bands), dtype="uint8", compress="lzw", nodata=NODATA,
+                       height=bands.shape[1], width=bands.shape[2], crs=profile["crs"],
+                       transform=profile["transform"]) as dst:
+        dst.write(bands)
+        if descriptions:
+            dst.descriptions = tuple(descriptions)
+        if colormap:
+            dst.write_colormap(1, colormap)
+    crs = {"type": "name", "properties": {"name": crs_name(profile["crs"])}}
+    collection = {"type": "FeatureCollection", "crs": crs, "features": features}
+    geojson.write_text(json.dumps(collection) + "\n")
 
 
 def building_features(

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ssl_siam.core.errors import DataError
@@ -67,14 +69,15 @@ def pair_code(label1: np.ndarray, label2: np.ndarray, path: Path) -> np.ndarray:
     return (label1 * NUM_LANDCOVER + label2).astype(np.uint8)
 
 
-def split_code(code: np.ndarray, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Code mask → (label1, label2); ``ignore_index`` pixels stay ``ignore_index`` in both (numpy or torch)."""
+Labels = TypeVar("Labels", np.ndarray, torch.Tensor)
+
+
+def split_code(code: Labels, ignore_index: int) -> tuple[Labels, Labels]:
+    """Code mask → (label1, label2), numpy or torch as given; ``ignore_index`` pixels stay ``ignore_index``."""
+    where = torch.where if isinstance(code, torch.Tensor) else np.where
     ignored = code == ignore_index
-    label1, label2 = code // NUM_LANDCOVER, code % NUM_LANDCOVER
-    if ignored.any():
-        label1, label2 = (label.masked_fill(ignored, ignore_index) if hasattr(label, "masked_fill")
-                          else np.where(ignored, ignore_index, label) for label in (label1, label2))
-    return label1, label2
+    return (where(ignored, ignore_index, code // NUM_LANDCOVER),  # type: ignore[operator]
+            where(ignored, ignore_index, code % NUM_LANDCOVER))
 
 
 def second_pairs(root: Path, cache_dir: Path, require_masks: bool = True) -> list[PairRecord]:
