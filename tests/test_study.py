@@ -120,6 +120,23 @@ def test_study_runs_cells_resumes_and_aggregates(two_disasters: dict[str, Path],
     assert set(rows[("ssl", 1)]["diff_vs_random"]) == {"mean", "ci95", "n"}
     finetuned.clear()
     assert main(args) == 0 and finetuned == []  # everything done: nothing reruns
+    assert main([*args, "probes=true", "probe_crop_size=32"]) == 0 and finetuned == []  # probes need no finetune
+    probes = json.loads((study / "study.json").read_text())["probes"]
+    assert set(probes) == {"linear", "knn"}
+    from ssl_siam.data.xbd.buildings import labelled_buildings
+    from ssl_siam.data.xbd.pairs import find_pairs
+
+    count = {r.id: len(labelled_buildings(r, 0)) for r in find_pairs(two_disasters["xbd"])[0]}
+    for cell in design["cells"]:  # each probe trains on the buildings of exactly its cell's labelled pairs
+        (row,) = [r for r in probes["linear"]["results"] if r["index"] == cell["index"]]
+        assert row["n_train"] == sum(count[i] for i in cell["ids"]) and row["seed"] == cell["seed"]
+        assert row["n_test"] == sum(count[i] for i in design["test"]) and 0 <= row["score"] <= 1
+    for method in ("linear", "knn"):
+        (ssl,) = [r for r in probes[method]["rows"] if r["encoder_name"] == "ssl" and r["n_labels"] == 2]
+        top1 = {(r["encoder_name"], r["seed"]): r["score"] for r in probes[method]["results"] if r["n_labels"] == 2}
+        assert ssl["diff_vs_random"]["mean"] == pytest.approx(
+            sum(top1["ssl", s] - top1["random:resnet18", s] for s in (0, 1)) / 2)
+    assert "kNN top-1 (buildings)" in (study / "study.md").read_text()
     capsys.readouterr()
     assert main([*args[:-len(TINY)], "seeds=[0]", *TINY]) == 2  # another design in the same run_dir
     assert "holds another design" in capsys.readouterr().err

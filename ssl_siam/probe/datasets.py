@@ -6,6 +6,7 @@ applied at extraction) of ``V`` views: one scene for ``folder``, the pre and pos
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ssl_siam.core.registry import Registry
 from ssl_siam.data.rasters import load_image, open_raster
 from ssl_siam.data.xbd.buildings import BuildingCrops
 from ssl_siam.data.xbd.labels import DAMAGE_CLASSES
-from ssl_siam.data.xbd.pairs import find_pairs
+from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
 from ssl_siam.probe.splits import group_split, stratified_split
 
 FOLDER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -143,22 +144,34 @@ class XBDCropDataset(ProbeDataset):
     num_views = 2
 
     def __init__(self, roots: Roots, val_roots: Roots | None, crop_size: int, seed: int) -> None:
-        self.classes = list(DAMAGE_CLASSES)
         train_records, _ = find_pairs(_roots(roots))
         test_records = [] if val_roots is None else find_pairs(_roots(val_roots))[0]
-        self.crops = BuildingCrops(train_records + test_records, crop_size)
+        sources = _roots(roots) + ([] if val_roots is None else _roots(val_roots))
+        self._setup(train_records, test_records, crop_size,
+                    f"xbd-crops {[str(r.resolve()) for r in sources]} crop={crop_size}")
+        if val_roots is None:
+            record_index = np.array([b.record for b in self.crops.buildings])
+            groups = [self.records[r].id for r in record_index]
+            self.is_test = group_split(groups, [self.records[r].disaster for r in record_index], TEST_FRACTION, seed)
+
+    @classmethod
+    def from_records(cls, train: Sequence[PairRecord], test: Sequence[PairRecord], crop_size: int) -> XBDCropDataset:
+        """The buildings of ``train`` and ``test`` pairs (already found), the test split being ``test``'s."""
+        dataset = cls.__new__(cls)
+        ids = sorted(f"{r.split_dir.resolve()}/{r.id}" for r in [*train, *test])
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+        dataset._setup(list(train), list(test), crop_size, f"xbd-crops records {digest} crop={crop_size}")
+        return dataset
+
+    def _setup(self, train: list[PairRecord], test: list[PairRecord], crop_size: int, source: str) -> None:
+        self.classes = list(DAMAGE_CLASSES)
+        self.crops = BuildingCrops(train + test, crop_size)
         self.records, buildings = self.crops.records, self.crops.buildings
         self.ids = [b.id for b in buildings]
         self.labels = np.array([b.label for b in buildings], dtype=np.int64)
-        record_index = np.array([b.record for b in buildings])
-        if val_roots is None:
-            groups = [self.records[r].id for r in record_index]
-            self.is_test = group_split(groups, [self.records[r].disaster for r in record_index], TEST_FRACTION, seed)
-        else:
-            self.is_test = record_index >= len(train_records)
+        self.is_test = np.array([b.record for b in buildings]) >= len(train)
         self.num_bands = self.crops.num_bands
-        sources = _roots(roots) + ([] if val_roots is None else _roots(val_roots))
-        self.source = f"xbd-crops {[str(r.resolve()) for r in sources]} crop={crop_size}"
+        self.source = source
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.crops[index]  # [2, C, S, S]

@@ -29,5 +29,9 @@ class StudyConfig:
     holdout: str | None = None  # split=disaster: the held-out disaster (default: the one with the most pairs)
     test_fraction: Fraction = 0.25  # split=image without data.val_root: images of `root` kept for testing
     test_window: PositiveInt = 512  # sliding-window size when scoring the test pairs
+    probes: bool = False  # also frozen-feature probes (linear, kNN) of each encoder at each cell's labelled pairs
+    # (xBD building damage; study.json "probes", a table per method in study.md)
+    probe_crop_size: PositiveInt = 64  # probes: building crop side in pixels
+    probe_k: PositiveInt = 20  # probes: neighbours of the kNN
     data: StudyDataConfig = field(default_factory=StudyDataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # every cell's finetune config (any key)

@@ -19,13 +19,17 @@ COMPONENTS = {"damage": ("localization_f1", "damage_f1"), "binary": ("precision"
 METRICS = {"damage": "xView2 score", "binary": "change F1", "semantic": "SECOND score (0.3 mIoU + 0.7 SeK)"}
 
 
-def aggregate(results: list[dict[str, Any]], design: dict[str, Any]) -> dict[str, Any]:
+def aggregate(results: list[dict[str, Any]], design: dict[str, Any], components: tuple[str, ...] | None = None,
+              metric: str | None = None) -> dict[str, Any]:
     """``{"rows": [...], "design": ...}``: one row per encoder × budget, in the design's order. Each row holds
     ``encoder``, ``budget``, ``n_labels``, ``n_runs``, ``mean``, ``std``, ``ci95`` of the score, the same summary
     per component, and for every encoder but random init ``diff_vs_random`` (``mean``, ``ci95``, ``n``): the paired
-    difference over the seeds both ran, against the first ``random:`` encoder."""
+    difference over the seeds both ran, against the first ``random:`` encoder. ``components`` and ``metric``
+    default to the task's (told from the results' keys)."""
     first = results[0]
-    components = COMPONENTS["damage" if "localization_f1" in first else "semantic" if "sek" in first else "binary"]
+    task = "damage" if "localization_f1" in first else "semantic" if "sek" in first else "binary"
+    components = components or COMPONENTS[task]
+    metric = metric or METRICS[task]
     encoders = list(dict.fromkeys(r["encoder"] for r in sorted(results, key=lambda r: r["index"])))
     budgets = list(dict.fromkeys(r["budget"] for r in sorted(results, key=lambda r: r["index"])))
     baseline = next((e for e in encoders if any(r["random"] for r in results if r["encoder"] == e)), None)
@@ -46,7 +50,7 @@ def aggregate(results: list[dict[str, Any]], design: dict[str, Any]) -> dict[str
                 row["diff_vs_random"] = {"mean": diff["mean"], "ci95": diff["ci95"], "n": diff["n"]}
             rows.append(row)
     return {"rows": rows, "baseline": baseline, "split": design["split"], "holdout": design["holdout"],
-            "metric": METRICS[next(k for k, v in COMPONENTS.items() if v == components)], "components": components,
+            "metric": metric, "components": components,
             "n_test_pairs": len(design["test"]), "n_pool": len(design["pool"]), "results": results}
 
 
@@ -103,5 +107,10 @@ def write_study(study: dict[str, Any], study_dir: Path) -> Path:
              "Every encoder of a (budget, seed) finetunes on the same labelled pairs with the same seed; the "
              "differences to random init are paired by seed. CIs: two-sided 95 % Student t over seeds.", "",
              *study_table(study), "", "![score against labelled pairs](study.png)", ""]
+    for method, probe in study.get("probes", {}).items():
+        n_test = probe["results"][0]["n_test"]
+        lines += [f"## Frozen encoder, {method} probe: damage class of the buildings of the same labelled pairs", "",
+                  f"{n_test} test buildings (of the test pairs); the probe trains on the buildings of each cell's "
+                  "labelled pairs.", "", *study_table(probe), ""]
     (study_dir / "study.md").write_text("\n".join(lines))
     return study_dir / "study.md"

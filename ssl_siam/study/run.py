@@ -18,6 +18,7 @@ from ssl_siam.damage.evaluate import evaluate
 from ssl_siam.damage.run import run_finetune
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import Cell, Split, make_cells, make_split
+from ssl_siam.study.probes import aggregate_probes, probe_cells
 from ssl_siam.study.report import aggregate, write_study
 
 log = logging.getLogger(__name__)
@@ -88,5 +89,8 @@ def run_study(cfg: StudyConfig, only_cell: int | None = None) -> Path:
     scores = [study_dir / "cells" / c.folder / "score.json" for c in cells]
     results = [json.loads(p.read_text()) for p in scores if p.is_file()]
     if len(results) == len(cells):
-        write_study(aggregate(results, design), study_dir)
+        study = aggregate(results, design)
+        if cfg.probes:
+            study["probes"] = aggregate_probes(probe_cells(cfg, split, cells, study_dir), design)
+        write_study(study, study_dir)
     return study_dir
