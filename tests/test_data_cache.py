@@ -60,7 +60,7 @@ def test_tiles_from_the_cache_are_bit_identical_and_keep_georeferencing(tmp_path
     with rasterio.open(folder / "geo.tif", "w", driver="GTiff", width=64, height=64, count=2, dtype="uint16",
                        crs="EPSG:32636", transform=rasterio.Affine(0.5, 0, 1e5, 0, -0.5, 3e6)) as dst:
         dst.write(rng.integers(1, 5000, (2, 64, 64), dtype=np.uint16))
-    cache = DecodedCache(tmp_path / "cache")
+    cache = DecodedCache(tmp_path / "cache", min_pixels=0)  # small tiles decoded too
     for bands in (None, [1, 2, 3], [1, 4]):
         sources = [folder / "alpha.png"] if bands == [1, 4] else [folder / f"t{i}.png" for i in range(3)]
         plain = TileDataset(sources, 48, bands=bands, seed=1)
@@ -75,10 +75,26 @@ def test_tiles_from_the_cache_are_bit_identical_and_keep_georeferencing(tmp_path
         assert src.profile["tiled"] and src.compression is None and src.count == 3
 
 
+def test_small_images_are_read_from_the_source(tmp_path: Path) -> None:
+    """Decoding a small PNG whole costs about what opening its entry would: only larger ones are decoded."""
+    rng = np.random.default_rng(0)
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(small)
+    Image.fromarray(rng.integers(0, 256, (130, 130, 3), dtype=np.uint8)).save(large)
+    cache = DecodedCache(tmp_path / "cache")
+    assert cache.paths([small, large]) == [small, cache.entry(large)]
+    assert list(cache.entries([small, large])) == [large]
+    plain, fast = TileDataset([small, large], 48, seed=2), TileDataset([small, large], 48, seed=2, cache=cache)
+    assert [s.paths[0].suffix for s in fast.files] == [".png", ".tif"]
+    for i in range(6):
+        assert torch.equal(plain[i], fast[i])
+    assert check_cache(cache, [small, large]) == []
+
+
 def test_a_changed_source_gets_a_new_entry(tmp_path: Path) -> None:
     source = tmp_path / "a.png"
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(source)
-    cache = DecodedCache(tmp_path / "cache")
+    cache = DecodedCache(tmp_path / "cache", min_pixels=0)
     first = cache.path(source)
     Image.fromarray(np.full((40, 40), 7, np.uint8)).save(source)
     os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
@@ -92,7 +108,7 @@ def test_a_changed_source_gets_a_new_entry(tmp_path: Path) -> None:
 def test_a_killed_build_leaves_nothing_that_is_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = tmp_path / "a.png"
     Image.fromarray(np.arange(1600, dtype=np.uint16).reshape(40, 40).astype(np.uint8)).save(source)
-    cache = DecodedCache(tmp_path / "cache")
+    cache = DecodedCache(tmp_path / "cache", min_pixels=0)
     entry = cache.entry(source)
 
     def killed(*args: object, **kwargs: object) -> None:
@@ -169,6 +185,7 @@ def test_pretrain_reads_tiles_through_the_cache(split: Path, tmp_path: Path) -> 
                  "train.progress=false", "data.stats_samples=4", f"run_dir={run}"]) == 0
     entries = list(cache.glob("decoded/*/*/*.tif"))
     assert len(entries) == 6  # the 3 pairs' pre and post images
-    headers = json.loads((cache / "headers.json").read_text())["files"]
-    assert sorted(headers) == sorted(map(str, entries))
+    headers = json.loads((cache / "headers.json").read_text())["files"]  # of the sources and of their entries
+    sources = sorted((split / "images").glob("*.png"))
+    assert sorted(headers) == sorted(map(str, entries + sources))
     assert json.loads((run / "metrics.json").read_text())["step"] == 2

@@ -71,7 +71,7 @@ def test_cache_entry_of_a_link_is_its_target(tmp_path: Path) -> None:
     link.symlink_to(source)
     linked_folder = tmp_path / "folder_link"
     linked_folder.symlink_to(tmp_path / "data")
-    cache = DecodedCache(tmp_path / "cache")
+    cache = DecodedCache(tmp_path / "cache", min_pixels=0)
     entry = cache.entry(source)
     assert cache.entry(link) == entry == cache.entry(linked_folder / "t0.png")
     assert entry.name == "t0.tif"  # named after the file the link points to

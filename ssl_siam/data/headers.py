@@ -13,13 +13,19 @@ from pathlib import Path
 
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.io import DatasetReader
 
-from ssl_siam.data.cache import source_driver
 from ssl_siam.data.rasters import open_raster
 
 _PARALLEL_FROM = 256  # fewer files are read in this process: a pool costs more than it saves
 _CHUNK = 256  # files per task of the pool
 _INDEX_VERSION = 2
+TAG_DRIVER = "SSL_SIAM_DRIVER"  # a decoded cache entry's tag: the GDAL driver of its source (PNG / JPEG mask rules)
+
+
+def source_driver(src: DatasetReader) -> str:
+    """The GDAL driver of the file a raster came from: a cache entry's source driver (e.g. PNG), else its own."""
+    return src.tags().get(TAG_DRIVER, src.driver) if src.driver == "GTiff" else src.driver
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,7 @@ class TileDataset(torch.utils.data.Dataset):
             flat = cache.paths([p for paths in scenes for p in paths], workers=workers, progress=True)
             cached = iter(flat)
             scenes = [tuple(next(cached) for _ in paths) for paths in scenes]
-        headers = read_headers([p for paths in scenes for p in paths], workers,
-                               None if cache is None else cache.root / "headers.json")
+        headers = read_headers([p for paths in scenes for p in paths], workers, None if cache is None else cache.index)
         layouts: dict[tuple[FileHeader, ...], tuple[tuple[_BandSlot, ...], str]] = {}  # scenes sharing headers
         for paths in scenes:
             key = tuple(headers[p] for p in paths)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssl_siam.core.errors import DataError
-from ssl_siam.data.cache import DecodedCache, check_cache, needs_decoding
+from ssl_siam.data.cache import DecodedCache, check_cache
 from ssl_siam.data.change import detect_format, find_change_pairs
 from ssl_siam.data.sources import resolve_sources
 from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
@@ -69,15 +69,14 @@ def cache_sources(sources: Sequence[str], out: Path, workers: int = 1, check: bo
             report.pairs += len(records)
         else:
             files += [p for paths in resolve_sources(source, None) for p in paths]
-    decodable = [f for f in dict.fromkeys(files) if needs_decoding(f)]
-    report.sources = len(decodable)
+    entries = cache.entries(files, workers)
+    report.sources = len(entries)
     start = time.perf_counter()
     if check:
-        report.problems = check_cache(cache, decodable, workers)
+        report.problems = check_cache(cache, list(entries), workers)
     else:
-        missing = sum(not cache.entry(f).is_file() for f in decodable)
-        cache.paths(decodable, workers=workers, progress=True)
-        report.built = missing
+        report.built = sum(not e.is_file() for e in entries.values())
+        cache.paths(list(entries), workers=workers, progress=True)
     report.seconds = time.perf_counter() - start
-    report.bytes = sum(e.stat().st_size for e in map(cache.entry, decodable) if e.is_file())
+    report.bytes = sum(e.stat().st_size for e in set(entries.values()) if e.is_file())
     return report
