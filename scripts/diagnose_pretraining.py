@@ -60,15 +60,19 @@ def main() -> None:
         cfg = load_config(StudyConfig, "demo/study_resnet18", [
             f"data.root=[{paths['train']},{paths['hold']}]", f"budgets=[{BUDGET}]", f"seeds={SEEDS}",
             f"encoders=[{','.join(map(str, chosen))},random:resnet18]", f"run_dir={args.out / f'study{number}'}",
-            f"finetune.train.device={args.device}", *overrides])
-        rows = json.loads((run_study(cfg) / "study.json").read_text())["rows"]
-        lines += [f"## {question}", "", "| encoder | mean | 95 % CI | − random (paired) | 95 % CI |",
-                  "|---|---|---|---|---|"]
-        for row in rows:
-            diff = row.get("diff_vs_random")
-            paired = f"{diff['mean']:+.3f} | {interval(diff['ci95'])}" if diff else "— | —"
-            lines.append(f"| {Path(row['encoder']).name} | {row['mean']:.3f} | {interval(row['ci95'])} | {paired} |")
-        lines.append("")
+            f"finetune.train.device={args.device}", f"probes={number == 0}", *overrides])
+        study = json.loads((run_study(cfg) / "study.json").read_text())
+        tables = {question: study["rows"], **{f"{question}: frozen encoder, {m} probe of the buildings' damage "
+                                              f"(top-1)": p["rows"] for m, p in study.get("probes", {}).items()}}
+        for title, rows in tables.items():
+            lines += [f"## {title}", "", "| encoder | mean | 95 % CI | − random (paired) | 95 % CI |",
+                      "|---|---|---|---|---|"]
+            for row in rows:
+                diff = row.get("diff_vs_random")
+                paired = f"{diff['mean']:+.3f} | {interval(diff['ci95'])}" if diff else "— | —"
+                lines.append(f"| {Path(row['encoder']).name} | {row['mean']:.3f} | {interval(row['ci95'])} | "
+                             f"{paired} |")
+            lines.append("")
     (args.out / "diagnosis.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -15,7 +15,7 @@ import hashlib
 import os
 import stat
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +26,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from tqdm import tqdm
 
 from ssl_siam.core.errors import DataError
-from ssl_siam.data.headers import TAG_DRIVER, read_headers
+from ssl_siam.data.headers import TAG_DRIVER, FileHeader, read_headers
 from ssl_siam.data.rasters import SEQUENTIAL_SUFFIXES, open_raster
 from ssl_siam.data.xbd.pairs import PairRecord
 
@@ -77,12 +77,15 @@ class DecodedCache:
         stem = os.path.splitext(os.path.basename(real))[0]
         return os.path.join(self.root, "decoded", key[:2], key, f"{stem}.tif")
 
-    def entries(self, sources: Sequence[Path], workers: int = 1) -> dict[Path, Path]:
+    def entries(self, sources: Sequence[Path], workers: int = 1,
+                headers: Mapping[Path, FileHeader] | None = None) -> dict[Path, Path]:
         """The entry of every source the cache decodes (built or not): PNG / JPEG, by suffix, of more than
-        ``min_pixels`` pixels (sizes from the header index; ``workers`` processes read the missing headers)."""
+        ``min_pixels`` pixels (sizes from ``headers`` where given, else from the header index, ``workers``
+        processes reading the missing ones)."""
         decodable = [s for s in dict.fromkeys(sources) if needs_decoding(s)]
         if self.min_pixels and decodable:
-            headers = read_headers(decodable, workers, self.index)
+            if headers is None or any(s not in headers for s in decodable):
+                headers = read_headers(decodable, workers, self.index)
             decodable = [s for s in decodable if headers[s].height * headers[s].width > self.min_pixels]
         parents: dict[str, str] = {}
         return {s: Path(self._entry(str(s), parents)) for s in decodable}
@@ -92,9 +95,11 @@ class DecodedCache:
         missing."""
         return self.paths([source])[0]
 
-    def paths(self, sources: Sequence[Path], workers: int = 1, progress: bool = False) -> list[Path]:
-        """:meth:`path` of every source, the missing entries built by ``workers`` processes."""
-        entries = self.entries(sources, workers)
+    def paths(self, sources: Sequence[Path], workers: int = 1, progress: bool = False,
+              headers: Mapping[Path, FileHeader] | None = None) -> list[Path]:
+        """:meth:`path` of every source, the missing entries built by ``workers`` processes (``headers``: as
+        :meth:`entries`)."""
+        entries = self.entries(sources, workers, headers)
         missing = list({e: (s, e) for s, e in entries.items() if not os.path.isfile(e)}.values())  # links: one build
         if missing:
             jobs = zip(*missing)

@@ -76,6 +76,8 @@ def read_headers(paths: Sequence[Path], workers: int = 1, index: Path | None = N
     The index stores each distinct header once (tiles of one archive mostly share theirs) and per file its size,
     mtime and header number, so a start-up over 10⁵ known tiles costs a ``stat`` per file and one small JSON."""
     paths = list(dict.fromkeys(paths))
+    if not paths:
+        return {}
     files, table = _load_index(index)
     decoded: dict[int, FileHeader] = {}
     headers: dict[Path, FileHeader] = {}

@@ -101,11 +101,13 @@ class TileDataset(torch.utils.data.Dataset):
         self.files: list[Scene] = []
         dtypes: list[str] = []
         scenes = resolve_sources(sources, band_names)
-        if cache is not None:  # PNG / JPEG read from their decoded, windowed copies (built where missing)
-            flat = cache.paths([p for paths in scenes for p in paths], workers=workers, progress=True)
-            cached = iter(flat)
+        flat = [p for paths in scenes for p in paths]
+        headers = read_headers(flat, workers, None if cache is None else cache.index)
+        if cache is not None:  # larger PNG / JPEG read from their decoded, windowed copies (built where missing)
+            mapped = cache.paths(flat, workers=workers, progress=True, headers=headers)
+            headers.update(read_headers([m for m, p in zip(mapped, flat) if m != p], workers, cache.index))
+            cached = iter(mapped)
             scenes = [tuple(next(cached) for _ in paths) for paths in scenes]
-        headers = read_headers([p for paths in scenes for p in paths], workers, None if cache is None else cache.index)
         layouts: dict[tuple[FileHeader, ...], tuple[tuple[_BandSlot, ...], str]] = {}  # scenes sharing headers
         for paths in scenes:
             key = tuple(headers[p] for p in paths)
