@@ -147,9 +147,9 @@ def test_study_compares_encoders_on_change_benchmarks(task: str, tmp_path: Path)
     from ssl_siam.tools.scenes import make_levir_split, make_second_split
 
     if task == "binary":
-        make_levir_split(tmp_path / "data", 6, size=96, seed=0)
+        make_levir_split(tmp_path / "data", 6, size=64, seed=0)
     else:
-        make_second_split(tmp_path / "data", 6, size=96, seed=0)
+        make_second_split(tmp_path / "data", 6, size=64, seed=0)
     export_encoder(create_encoder("resnet18", 3), tmp_path / "ssl", EncoderMeta("resnet18", 3))
     recipe = "levir_label_efficiency" if task == "binary" else "second_label_efficiency"
     study = tmp_path / "run"
