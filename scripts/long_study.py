@@ -43,7 +43,8 @@ def main() -> None:
     study = run_study(load_config(StudyConfig, "demo/study_resnet18", [
         f"data.root=[{data / 'train'},{data / 'hold'}]", f"encoders=[{pretrain},random:resnet18]",
         "budgets=[4,12,24]", "seeds=[0,1,2]", f"run_dir={args.out / 'study'}", "finetune.train.max_steps=300",
-        "finetune.train.checkpoint_every=100", "finetune.data.crop_size=96"]))
+        "finetune.train.checkpoint_every=100", "finetune.data.crop_size=96", "probes=true",
+        "probe_crop_size=48"]))
     print((study / "study.md").read_text())
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -87,6 +88,9 @@ def plot_study(study: dict[str, Any], path: Path) -> Path:
         if all(r["ci95"] for r in rows):
             ax.fill_between(x, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], alpha=0.2)
     ax.set_xscale("log")
+    budgets = sorted({r["n_labels"] for r in study["rows"]})
+    ax.set_xticks(budgets, [str(b) for b in budgets])  # the budgets themselves, not powers of ten
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("labelled training pairs")
     ax.set_ylabel(f"{study.get('metric', 'xView2 score')} (test)")
     ax.grid(alpha=0.3)
