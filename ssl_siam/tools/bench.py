@@ -44,6 +44,7 @@ RECIPES = {"simsiam": "pretrain/simsiam_resnet50", "byol": "pretrain/byol_resnet
            "dino": "pretrain/dino_resnet50", "finetune": "finetune/xbd_resnet50"}
 DEFAULTS = {"cuda": ("resnet50", 224, 256), "cpu": ("resnet18", 64, 32)}  # backbone, view size, batch
 FINETUNE_DEFAULTS = {"cuda": (512, 16), "cpu": (64, 32)}  # crop, batch (16: configs/finetune/xbd_resnet50.yaml)
+LOADER_BATCHES = 50  # the fewest batches the loader alone is timed over
 TILE_MARGIN = 1.15  # tiles are this much larger than the views, so random-resized crops have room
 
 
@@ -75,14 +76,20 @@ def lightly_transform(objective: str, global_size: int, local_size: int, cfg: Pr
 
 def loader_rate(loader: torch.utils.data.DataLoader, batch: int, steps: int, warmup: int) -> float:
     """Samples/s of the DataLoader alone (workers read, crop and collate; nothing consumes the batches): the most
-    the data side can feed, to hold against ``ceiling``."""
+    the data side can feed, to hold against ``ceiling``. Timed over at least :data:`LOADER_BATCHES` batches (cheap:
+    no model), since a few batches of a fast loader are mostly its prefetch queue and start-up."""
     batches = iter(loader)
     for _ in range(warmup):
         next(batches)
+    timed = loader_batches(steps)
     start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(timed):
         next(batches)
-    return steps * batch / (time.perf_counter() - start)
+    return timed * batch / (time.perf_counter() - start)
+
+
+def loader_batches(steps: int) -> int:
+    return max(steps, LOADER_BATCHES)
 
 
 def measure(trainer: Trainer, batches: Iterator[Any], steps: int, warmup: int) -> float:
@@ -121,7 +128,7 @@ def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, b
     cfg = load_config(PretrainConfig, RECIPES[objective], [
         f"model.backbone={backbone}", f"data.tile_size={tile}", f"augment.global_size={image_size}",
         f"augment.local_size={round(image_size * 96 / 224)}", f"train.batch_size={batch}",
-        f"data.num_workers={workers}", f"data.samples_per_epoch={batch * (warmup + steps + 2)}",
+        f"data.num_workers={workers}", f"data.samples_per_epoch={batch * (warmup + loader_batches(steps) + 2)}",
         f"train.max_steps={3 * (warmup + steps)}", "dino.freeze_last_layer_epochs=0", f"run_dir={run_dir}"])
     cfg.data.root = [str(root)]
     runtime = Runtime.create(device, cfg.train.precision, cfg.train.channels_last)
@@ -156,7 +163,7 @@ def _finetune(split: Path, run_dir: Path, device: torch.device, backbone: str, c
               workers: int, steps: int, warmup: int, cache_dir: Path | None = None) -> dict[str, float | None]:
     cfg = load_config(FinetuneConfig, RECIPES["finetune"], [
         f"model.backbone={backbone}", f"data.crop_size={crop}", f"train.batch_size={batch}",
-        f"data.num_workers={workers}", f"data.samples_per_epoch={batch * (warmup + steps + 2)}",
+        f"data.num_workers={workers}", f"data.samples_per_epoch={batch * (warmup + loader_batches(steps) + 2)}",
         f"train.max_steps={2 * (warmup + steps)}", "train.freeze_encoder_epochs=0", "data.val_fraction=0",
         f"run_dir={run_dir}"])
     cfg.data.root = [str(split)]
