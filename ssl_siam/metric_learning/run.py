@@ -80,8 +80,8 @@ def build_metric_learning(cfg: MetricConfig, run_dir: Path, runtime: Runtime) ->
     validator on ``data.val_root`` (every rank holds it; rank 0 runs it and broadcasts the metrics)."""
     mining = resolve_mining(cfg, METRIC_DATASETS.get(cfg.data.dataset).labelled)
     encoder = EncoderMeta.read(cfg.model.encoder_weights) if cfg.model.encoder_weights else None
-    dataset = open_data(cfg, cfg.data.root, cfg.train.seed, cfg.data.samples_per_epoch,
-                        negatives=cfg.model.variant == "triplet")
+    dataset = main_first(runtime.world, lambda: open_data(  # rank 0 fills the decoded cache, the others read it
+        cfg, cfg.data.root, cfg.train.seed, cfg.data.samples_per_epoch, negatives=cfg.model.variant == "triplet"))
 
     def compute() -> BandStats:
         tiles = TileDataset(dataset.stats_sources, tile_size=64, bands=dataset.stats_bands, seed=cfg.train.seed)
