@@ -6,13 +6,11 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
@@ -21,35 +19,11 @@ from ssl_siam.core.errors import DataError
 from ssl_siam.data.cache import DecodedCache
 from ssl_siam.data.headers import FileHeader, read_headers
 from ssl_siam.data.rasters import open_raster
+from ssl_siam.data.scenes import BandRef, Scene, SceneLayout, scene_layout
 from ssl_siam.data.sources import resolve_sources
 
 SAMPLING_MODES = ("random", "grid")
-_DTYPES = ("uint8", "uint16", "int16", "float32")  # torch.from_numpy keeps them
-_NO_MASK_DRIVERS = (
-    "PNG",
-    "JPEG",
-)  # their alpha / transparency mask is not nodata unless the alpha band is selected
 _MAX_OPEN = 64  # open file handles kept per process
-
-
-@dataclass(frozen=True)
-class BandRef:
-    """One output band: band ``index`` (1-based) of ``path`` and how its nodata pixels are recognised."""
-
-    path: Path
-    index: int
-    nodata: float | None  # pixels equal to this value are nodata (NaN matches NaN)
-    masked: bool  # nodata from the file's mask (alpha band / internal mask) where the mask is 0
-
-
-@dataclass(frozen=True)
-class Scene:
-    """One scene: a raster file, or a stack of same-size files whose bands are concatenated in order."""
-
-    paths: tuple[Path, ...]
-    height: int
-    width: int
-    bands: tuple[BandRef, ...]  # selected bands, in output order
 
 
 class TileDataset(torch.utils.data.Dataset):
@@ -108,11 +82,11 @@ class TileDataset(torch.utils.data.Dataset):
             headers.update(read_headers([m for m, p in zip(mapped, flat) if m != p], workers, cache.index))
             cached = iter(mapped)
             scenes = [tuple(next(cached) for _ in paths) for paths in scenes]
-        layouts: dict[tuple[FileHeader, ...], tuple[tuple[_BandSlot, ...], str]] = {}  # scenes sharing headers
+        layouts: dict[tuple[FileHeader, ...], SceneLayout] = {}  # scenes sharing headers
         for paths in scenes:
             key = tuple(headers[p] for p in paths)
             if key not in layouts:
-                layouts[key] = _scene_layout(paths, bands, nodata, key)
+                layouts[key] = scene_layout(paths, bands, nodata, key)
             layout, dtype = layouts[key]
             scene = Scene(paths, key[0].height, key[0].width,
                           tuple(BandRef(paths[f], i, value, masked) for f, i, value, masked in layout))
@@ -246,56 +220,3 @@ def _fill_value(nodata: float | None, dtype: np.dtype) -> float:
     with np.errstate(invalid="ignore"):
         cast = np.array(nodata).astype(dtype)
     return cast.item() if cast == nodata or (np.isnan(cast) and math.isnan(nodata)) else 0
-
-
-
-_BandSlot = tuple[int, int, "float | None", bool]  # a BandRef with its file's position in the stack for its path
-
-
-def _scene_layout(
-    paths: tuple[Path, ...], bands: Sequence[int] | None, nodata: float | None, infos: tuple[FileHeader, ...]
-) -> tuple[tuple[_BandSlot, ...], str]:
-    """The selected bands of a stack of files with headers ``infos`` (as :class:`BandRef` fields with the file's
-    position for its path) and their common dtype; DataError naming ``paths`` on size / band / dtype problems."""
-    first = infos[0]
-    for path, info in zip(paths, infos):
-        if (info.height, info.width) != (first.height, first.width):
-            raise DataError(
-                f"{path}: size {info.width}x{info.height}, expected "
-                f"{first.width}x{first.height} like {paths[0]} of the same band stack"
-            )
-    available = [(f, i) for f, info in enumerate(infos) for i in range(1, len(info.dtypes) + 1)]
-    if bands is None:
-        chosen = available
-    else:
-        for band in bands:
-            if not 1 <= band <= len(available):
-                raise DataError(
-                    f"{paths[0]}: band {band} out of range, expected 1..{len(available)} "
-                    f"(the scene has {len(available)} bands)"
-                )
-        chosen = [available[band - 1] for band in bands]
-    if not chosen:
-        raise DataError(f"{paths[0]}: no bands selected, expected at least one")
-    dtypes = {infos[f].dtypes[i - 1] for f, i in chosen}
-    if len(dtypes) != 1 or next(iter(dtypes)) not in _DTYPES:
-        raise DataError(
-            f"{paths[0]}: band dtype {'/'.join(sorted(dtypes))}, expected one of {', '.join(_DTYPES)}"
-        )
-    alpha_files = {f for f, i in chosen if infos[f].colorinterp[i - 1] == ColorInterp.alpha}
-    slots = tuple((f, i, *_band_rule(i, infos[f], nodata, f in alpha_files)) for f, i in chosen)
-    return slots, dtypes.pop()
-
-
-def _band_rule(index: int, info: FileHeader, nodata: float | None, alpha_selected: bool) -> tuple[float | None, bool]:
-    """Nodata rule of one band (:class:`BandRef`'s ``nodata``, ``masked``): the ``nodata`` argument, else the file's
-    nodata value, else its mask."""
-    if nodata is not None:
-        return float(nodata), False
-    if info.nodatavals[index - 1] is not None:
-        return float(info.nodatavals[index - 1]), False
-    if info.colorinterp[index - 1] == ColorInterp.alpha:
-        return 0.0, False  # a selected alpha band: transparent pixels are nodata
-    flags = info.mask_flags[index - 1]
-    has_mask = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
-    return None, has_mask and (info.driver not in _NO_MASK_DRIVERS or alpha_selected)
