@@ -3,7 +3,7 @@ on 472 unlabeled images of two synthetic disasters (including the held-out one),
 finetuned from it and from random init on 4, 12 and 24 labelled pairs of one disaster, 3 paired seeds each, scored
 on the other disaster (leave-one-disaster-out). Re-running resumes whatever is unfinished.
 
-    python scripts/long_study.py OUT_DIR [--steps 4500]
+    python scripts/long_study.py OUT_DIR [--steps 4500] [--finetune-steps 300]
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ DATA = (("train", 24, 0, "synthetic-storm"), ("hold", 12, 1, "synthetic-tornado"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--steps", type=int, default=4500)
+    parser.add_argument("--steps", type=int, default=4500, help="pretraining steps")
+    parser.add_argument("--finetune-steps", type=int, default=300, help="finetuning steps per cell")
     args = parser.parse_args()
     data = args.out / "data"
     for name, n, seed, disaster in DATA:
@@ -42,8 +43,8 @@ def main() -> None:
         "optim.warmup_steps=100"]))
     study = run_study(load_config(StudyConfig, "demo/study_resnet18", [
         f"data.root=[{data / 'train'},{data / 'hold'}]", f"encoders=[{pretrain},random:resnet18]",
-        "budgets=[4,12,24]", "seeds=[0,1,2]", f"run_dir={args.out / 'study'}", "finetune.train.max_steps=300",
-        "finetune.train.checkpoint_every=100", "finetune.data.crop_size=96", "probes=true",
+        "budgets=[4,12,24]", "seeds=[0,1,2]", f"run_dir={args.out / 'study'}", f"finetune.train.max_steps={args.finetune_steps}",
+        f"finetune.train.checkpoint_every={min(100, args.finetune_steps)}", "finetune.data.crop_size=96", "probes=true",
         "probe_crop_size=48"]))
     print((study / "study.md").read_text())
 
