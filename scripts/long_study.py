@@ -1,4 +1,4 @@
-"""The longer label-efficiency study of docs/study.md: SimSiam pretrained for 4 500 steps (~40 min on 2 CPU cores)
+"""The longer label-efficiency study of docs/study.md: SimSiam pretrained for 4 500 steps (41 min on 2 CPU cores)
 on 472 unlabeled images of two synthetic disasters (including the held-out one), then the resnet18 Siamese UNet
 finetuned from it and from random init on 4, 12 and 24 labelled pairs of one disaster, 3 paired seeds each, scored
 on the other disaster (leave-one-disaster-out). Re-running resumes whatever is unfinished.
@@ -43,9 +43,10 @@ def main() -> None:
         "optim.warmup_steps=100"]))
     study = run_study(load_config(StudyConfig, "demo/study_resnet18", [
         f"data.root=[{data / 'train'},{data / 'hold'}]", f"encoders=[{pretrain},random:resnet18]",
-        "budgets=[4,12,24]", "seeds=[0,1,2]", f"run_dir={args.out / 'study'}", f"finetune.train.max_steps={args.finetune_steps}",
-        f"finetune.train.checkpoint_every={min(100, args.finetune_steps)}", "finetune.data.crop_size=96", "probes=true",
-        "probe_crop_size=48"]))
+        "budgets=[4,12,24]", "seeds=[0,1,2]", f"run_dir={args.out / 'study'}",
+        f"finetune.train.max_steps={args.finetune_steps}",
+        f"finetune.train.checkpoint_every={min(100, args.finetune_steps)}",
+        "finetune.data.crop_size=96", "probes=true", "probe_crop_size=48"]))
     print((study / "study.md").read_text())
 
 
