@@ -426,16 +426,21 @@ def test_bad_inputs_of_every_command(tmp_path: Path, tile_dir: Path, xbd_pairs: 
 
 def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path: Path, tile_dir: Path) -> None:
     """Two real processes on one run_dir: the second exits 2 with one line naming the first, which finishes with
-    exactly the checkpoint of a run that was alone."""
+    exactly the checkpoint of a run that was alone (pausing it does not change the run)."""
     steps = 24
     solo = start(tile_dir, tmp_path / "solo", steps=steps, every=6)
     assert solo.wait(timeout=300) == 0, solo.stderr.read()
     first = start(tile_dir, tmp_path / "shared", steps=steps, every=6)
     lock = tmp_path / "shared" / ".lock"
     wait_for(lambda: lock.is_file() and f"pid {first.pid} " in lock.read_text())  # the first holds the run dir
-    second = start(tile_dir, tmp_path / "shared", steps=steps, every=6)
-    assert second.wait(timeout=300) == 2
-    assert first.poll() is None  # still training when the second was refused
+    # paused while the second starts, so a slow machine cannot let the first finish (and release) first
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = start(tile_dir, tmp_path / "shared", steps=steps, every=6)
+        assert second.wait(timeout=300) == 2
+        assert first.poll() is None  # still mid-run when the second was refused
+    finally:
+        first.send_signal(signal.SIGCONT)
     err = second.stderr.read().strip()
     assert len(err.splitlines()) == 1 and f"is in use by ssl-siam pid {first.pid}" in err, err
     assert first.wait(timeout=300) == 0, first.stderr.read()
