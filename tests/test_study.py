@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ssl_siam.cli import main
@@ -16,8 +18,10 @@ from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import make_cells, make_split
 from ssl_siam.study.report import aggregate
+from ssl_siam.study.run import run_study
 from ssl_siam.study.stats import paired_difference, summarize
 from ssl_siam.tools.synthetic import make_xbd_split
+from ssl_siam.train.checkpoint import load_checkpoint
 
 TINY = ["finetune.model.backbone=resnet18", "finetune.data.crop_size=64", "finetune.train.batch_size=2",
         "finetune.train.max_steps=2", "finetune.train.device=cpu", "finetune.data.num_workers=0",
@@ -140,6 +144,62 @@ def test_study_runs_cells_resumes_and_aggregates(two_disasters: dict[str, Path],
     capsys.readouterr()
     assert main([*args[:-len(TINY)], "seeds=[0]", *TINY]) == 2  # another design in the same run_dir
     assert "holds another design" in capsys.readouterr().err
+
+
+def test_an_interrupted_cell_resumes_from_its_checkpoint(two_disasters: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A cell killed after its first checkpoint continues from it on the next run instead of starting over."""
+    from ssl_siam.train.loop import Trainer
+
+    cfg = config(two_disasters, "encoders=[random:resnet18]", "budgets=[1]", "seeds=[0]",
+                 "finetune.train.checkpoint_every=1", f"run_dir={tmp_path / 'run'}")
+    original = Trainer.save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(self: Trainer, name: str = "last.pt") -> None:
+        original(self, name)
+        if self.state.step == 1:
+            raise Killed
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run_study(cfg)
+    cell = tmp_path / "run" / "cells" / "random_resnet18" / "n1" / "seed0"
+    assert load_checkpoint(cell / "checkpoints" / "last.pt")["step"] == 1 and not (cell / "score.json").exists()
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    caplog.set_level(logging.INFO, logger="ssl_siam.train.launch")
+    run_study(cfg)
+    assert "at step 1" in caplog.text  # resumed, not restarted
+    assert load_checkpoint(cell / "checkpoints" / "last.pt")["step"] == 2 and (cell / "score.json").is_file()
+
+
+def test_a_timm_weight_file_is_an_encoder_of_the_study(two_disasters: dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``timm:<name>=<file>``: its cells finetune a model whose encoder starts from that file's weights."""
+    import timm
+
+    from ssl_siam.damage.model import build_damage_net
+    from ssl_siam.study import run as study_run
+
+    weights = tmp_path / "r18.pth"
+    torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), weights)
+    with pytest.raises(ConfigError, match="encoders: timm:resnet18=.*missing.pth does not exist"):
+        make_cells(config(two_disasters, f"encoders=[timm:resnet18={tmp_path / 'missing.pth'}]"),
+                   make_split(config(two_disasters), tmp_path / "cache"))
+    seen = []
+    original = study_run.run_finetune
+    monkeypatch.setattr(study_run, "run_finetune", lambda cfg: seen.append(cfg) or original(cfg))
+    cfg = config(two_disasters, f"encoders=[timm:resnet18={weights},random:resnet18]", "budgets=[1]", "seeds=[0]",
+                 f"run_dir={tmp_path / 'run'}")
+    run_study(cfg, only_cell=0)
+    (ft,) = seen
+    assert ft.model.pretrained == str(weights) and ft.model.encoder_weights is None
+    assert (tmp_path / "run" / "cells" / "timm_resnet18" / "n1" / "seed0" / "score.json").is_file()
+    net = build_damage_net(ft.model.backbone, 3, pretrained=ft.model.pretrained, decoder_channels=[16, 16, 8, 8, 8])
+    assert torch.equal(net.encoder.conv1.weight, torch.load(weights)["conv1.weight"])
 
 
 @pytest.mark.parametrize("task", ["binary", "semantic"])
