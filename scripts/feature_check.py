@@ -33,21 +33,20 @@ def main() -> None:
     test, labels, num = torch.from_numpy(data.is_test), data.labels, len(data.classes)
     y_train, y_test = labels[~data.is_test], labels[data.is_test]
     print("| encoder | mean cosine | kNN raw | kNN centred | kNN standardised | linear |\n|---|---|---|---|---|---|")
+    def scores(pred: np.ndarray) -> str:
+        return f"{accuracy(y_test, pred):.3f} / {macro_f1(y_test, pred, num):.3f}"
+
     with tempfile.TemporaryDirectory() as cache:
-        for spec in args.encoders:
-            features = combine_views(encoder_features(parse_encoder_spec(spec), data, cache, torch.device("cpu"),
-                                                      64, 0))
+        for spec in map(parse_encoder_spec, args.encoders):
+            features = combine_views(encoder_features(spec, data, cache, torch.device("cpu"), 64, 0))
             train, held = features[~test], features[test]
             unit = F.normalize(train, dim=1)
             cosine = (unit @ unit.T)[~torch.eye(len(unit), dtype=torch.bool)].mean().item()
             mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
-            cells = []
-            for a, b in ((train, held), (train - mean, held - mean), ((train - mean) / std, (held - mean) / std)):
-                pred = knn_predict(a, y_train, b, num)
-                cells.append(f"{accuracy(y_test, pred):.3f} / {macro_f1(y_test, pred, num):.3f}")
-            pred = linear_probe(train, y_train, held, num)[0]
-            cells.append(f"{accuracy(y_test, pred):.3f} / {macro_f1(y_test, pred, num):.3f}")
-            print(f"| {spec.rstrip('/').split('/')[-1]} | {cosine:.3f} | " + " | ".join(cells) + " |")
+            variants = ((train, held), (train - mean, held - mean), ((train - mean) / std, (held - mean) / std))
+            cells = [scores(knn_predict(a, y_train, b, num)) for a, b in variants]
+            cells.append(scores(linear_probe(train, y_train, held, num)[0]))  # standardises on its own
+            print(f"| {spec.name} | {cosine:.3f} | " + " | ".join(cells) + " |")
     print(f"\ntop-1 / macro-F1 on {int(test.sum())} test buildings; train class counts "
           f"{np.bincount(y_train, minlength=num).tolist()}")
 
