@@ -45,3 +45,17 @@ def tiny_overrides(objective: str, root: Path | str, run_dir: Path | str, steps:
         "byol.proj_hidden_dim=64", "byol.out_dim=32", "byol.pred_hidden_dim=64",
         "dino.hidden_dim=64", "dino.bottleneck_dim=32", "dino.out_dim=128",
     ]
+
+
+def write_scene_folder(root: Path, per_class: int, size: int = 32, seed: int = 0,
+                       classes: tuple[str, ...] = ("field", "forest", "water")) -> Path:
+    """``root/<class>/<i>.png``: RGB scenes whose class is planted in the colour (class c is bright in band c),
+    with texture on top, so that any encoder separates them perfectly."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = 0.3 * texture(rng, size, 3)
+            img[c % 3] += 0.7
+            Image.fromarray((img * 255).astype(np.uint8).transpose(1, 2, 0)).save(root / name / f"{name}_{i:03d}.png")
+    return root

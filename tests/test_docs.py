@@ -21,7 +21,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 GUIDES = ["architecture", "pretraining", "finetuning", "prediction-and-scoring", "metric-learning", "probes",
           "distributed", "failure-handling", "configs", "benchmark", "study"]
 SECTIONS = ("run_dir", "resume", "objective", "train", "optim", "data", "model", "loss", "augment", "simsiam",
-            "byol", "dino", "knn", "finetune")
+            "byol", "dino", "knn", "finetune", "scene")
 KEY = re.compile(rf"(?<![\w/.-])((?:{'|'.join(SECTIONS)})(?:\.[a-z_0-9]+)+)(?![\w/])")
 FILE_SUFFIXES = {"py", "yaml", "md", "json", "pt", "png", "tif", "safetensors", "csv", "sbatch", "txt"}
 

@@ -157,6 +157,19 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_split_scenes(args: argparse.Namespace) -> int:
+    from ssl_siam.data.class_folders import split_scenes, write_split
+
+    if args.test_fraction <= 0:
+        raise UserError(f"--test-fraction: expected a fraction in (0, 1), got {args.test_fraction}")
+    check_output(args.out, "--out")
+    split = split_scenes(args.root, args.test_fraction, args.seed)
+    out = write_split(split, args.out)
+    print(f"{out}: {int((~split.is_test).sum())} training images in {out / 'train'}, {int(split.is_test.sum())} "
+          f"test images in {out / 'test'} ({len(split.classes)} classes; seed {args.seed})")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from ssl_siam.tools.bench import format_bench, run_bench
 

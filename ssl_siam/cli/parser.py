@@ -136,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.set_defaults(func=c.cmd_probe)
 
+    p = sub.add_parser("split-scenes", help="a class folder's fixed, seeded, stratified train / test split as two "
+                       "folders of links (pretrain on train/ only; task=scene studies test on the same split)")
+    p.add_argument("root", help="class folder: <class>/*.{tif,png,jpg}")
+    p.add_argument("--out", required=True, help="new folder: train/<class>/, test/<class>/, split.json")
+    p.add_argument("--test-fraction", type=number(float, 0, 1, high_open=True), default=0.5,
+                   help="held out of each class (study: scene.test_fraction)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="study: scene.split_seed")
+    p.set_defaults(func=c.cmd_split_scenes)
+
     p = sub.add_parser("bench", help="throughput: model-only ceiling vs our pipeline vs lightly's recipe")
     p.add_argument("--objective", choices=["simsiam", "byol", "dino", "finetune"], default="simsiam")
     p.add_argument("--device", default="auto")

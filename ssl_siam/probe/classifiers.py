@@ -102,3 +102,49 @@ def knn_predict(
 ) -> np.ndarray:
     """Predicted test classes [M]: the class with the most weighted votes (:func:`knn_votes`)."""
     return knn_votes(train_x, train_y, test_x, num_classes, k, temperature).argmax(1).numpy()
+
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float = 1.0, max_iter: int = 500
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression on x [N, F] (float64), y [N]: minimises ``½‖W‖² + c · Σ_i CE(W x_i + b,
+    y_i)`` (scikit-learn's ``LogisticRegression(C=c)``; the bias is not penalised) with L-BFGS from zero weights.
+    Convex, so the result does not depend on a seed. Returns (weight [K, F], bias [K])."""
+    if c <= 0:
+        raise ValueError(f"c must be positive, got {c}")
+    weight = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=x.device, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=x.dtype, device=x.device, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9,
+                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+    scale = 1.0 / (c * len(y))  # the same minimiser divided by c·N, so the loss is O(1)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(x @ weight.T + bias, y) + 0.5 * scale * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def logistic_regression(
+    train_x: torch.Tensor,
+    train_y: np.ndarray,
+    test_x: torch.Tensor,
+    num_classes: int,
+    *,
+    c: float = 1.0,
+    center: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> np.ndarray:
+    """Predicted test classes [M] of :func:`fit_logistic` on standardised features — a fixed penalty, nothing
+    tuned. Standardised with ``center`` = (mean [F], std [F]) when given (e.g. of every unlabelled training image,
+    which a few labels cannot estimate), else with those of ``train_x``; fitted on the device of ``train_x``."""
+    train_x, test_x = train_x.double(), test_x.double().to(train_x.device)
+    mean, std = center if center is not None else (train_x.mean(0), train_x.std(0, unbiased=False))
+    mean, std = mean.double().to(train_x.device), std.double().to(train_x.device)
+    std = std.clamp_min(1e-6 * float(std.max()) + 1e-12)  # a constant feature stays 0 instead of blowing up
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    y = torch.as_tensor(train_y, dtype=torch.int64, device=train_x.device)
+    weight, bias = fit_logistic(train_x, y, num_classes, c)
+    return (test_x @ weight.T + bias).argmax(1).cpu().numpy()

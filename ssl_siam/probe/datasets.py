@@ -15,13 +15,13 @@ import torch
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.core.registry import Registry
+from ssl_siam.data.class_folders import SceneSplit, split_scenes
 from ssl_siam.data.rasters import load_image, open_raster
 from ssl_siam.data.xbd.buildings import BuildingCrops
 from ssl_siam.data.xbd.labels import DAMAGE_CLASSES
 from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
-from ssl_siam.probe.splits import group_split, stratified_split
+from ssl_siam.probe.splits import group_split
 
-FOLDER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TEST_FRACTION = 0.25
 DATASETS: Registry[type[ProbeDataset]] = Registry("--dataset")
 
@@ -84,31 +84,23 @@ class FolderDataset(ProbeDataset):
     num_views = 1
 
     def __init__(self, root: Roots, val_root: Roots | None, crop_size: int, seed: int) -> None:
-        root = self._single(root, "--data")
-        self.crop_size = crop_size
-        found = self._scan(root)
-        self.classes = sorted(found)
-        if not self.classes:
-            raise DataError(f"{root}: no <class>/*{{{','.join(FOLDER_SUFFIXES)}}} images, expected an image folder")
-        self.files = [path for name in self.classes for path in found[name]]
-        self.ids = [f"{p.parent.name}/{p.name}" for p in self.files]
-        labels = [self.classes.index(name) for name in self.classes for _ in found[name]]
-        if val_root is None:
-            self.is_test = stratified_split(np.array(labels), TEST_FRACTION, seed)
-        else:
-            val_root = self._single(val_root, "--val-data")
-            test = self._scan(val_root)
-            if unknown := sorted(set(test) - set(self.classes)):
-                raise DataError(f"{val_root / unknown[0]}: class not in {root} (classes {', '.join(self.classes)})")
-            test_files = [path for name in sorted(test) for path in test[name]]
-            self.files += test_files
-            self.ids += [f"val:{p.parent.name}/{p.name}" for p in test_files]
-            labels += [self.classes.index(name) for name in sorted(test) for _ in test[name]]
-            self.is_test = np.arange(len(labels)) >= len(labels) - len(test_files)
-        self.labels = np.array(labels, dtype=np.int64)
+        val = None if val_root is None else self._single(val_root, "--val-data")
+        self._setup(split_scenes(self._single(root, "--data"), TEST_FRACTION, seed, val), crop_size)
+
+    @classmethod
+    def from_split(cls, split: SceneSplit, crop_size: int) -> FolderDataset:
+        """The images of a scene split (:func:`~ssl_siam.data.class_folders.split_scenes`); its test images are the
+        test split."""
+        dataset = cls.__new__(cls)
+        dataset._setup(split, crop_size)
+        return dataset
+
+    def _setup(self, split: SceneSplit, crop_size: int) -> None:
+        self.crop_size, self.classes, self.files = crop_size, list(split.classes), list(split.files)
+        self.ids, self.labels, self.is_test = split.ids(), split.labels.copy(), split.is_test.copy()
         with open_raster(self.files[0]) as src:
             self.num_bands = src.count
-        roots = [root] if val_root is None else [root, val_root]
+        roots = [split.root] if split.val_root is None else [split.root, split.val_root]
         self.source = f"folder {[str(r.resolve()) for r in roots]} crop={crop_size}"
 
     @staticmethod
@@ -117,16 +109,6 @@ class FolderDataset(ProbeDataset):
         if len(paths) != 1 or not paths[0].is_dir():
             raise DataError(f"{option} {' '.join(map(str, paths))}: expected one folder of <class>/ folders")
         return paths[0]
-
-    @staticmethod
-    def _scan(root: Path) -> dict[str, list[Path]]:
-        """Class name -> sorted image files, for class folders holding any."""
-        found = {}
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and p.is_file())
-            if files:
-                found[folder.name] = files
-        return found
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return load_image(self.files[index], self.crop_size, self.num_bands, self.files[0])[None]  # [1, C, S, S]

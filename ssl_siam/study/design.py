@@ -92,8 +92,11 @@ def make_split(cfg: StudyConfig, cache_dir: Path) -> Split:
     return Split(pool, [r for r in records + extra if r.disaster == holdout], holdout)
 
 
-def budget_count(budget: float, pool: int) -> int:
-    """Labelled pairs of a budget: a count (>= 1) or a fraction of the pool (< 1)."""
+def budget_count(budget: float | str, pool: int) -> int:
+    """Labelled pairs (or images of a class) of a budget: a count (>= 1), a fraction of the pool (< 1) or all."""
+    if budget == "all":
+        return pool
+    assert isinstance(budget, float | int)
     n = max(1, round(budget * pool)) if budget < 1 else int(budget)
     if budget >= 1 and budget != int(budget):
         raise ConfigError(f"budgets: {budget:g} is neither a whole count nor a fraction below 1")
@@ -112,7 +115,7 @@ def label_subset(pool: list[PairRecord], n: int, seed: int) -> list[str]:
 class Cell:
     index: int
     encoder: EncoderChoice
-    budget: float
+    budget: float | str
     n_labels: int
     seed: int
     ids: tuple[str, ...]

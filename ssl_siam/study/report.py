@@ -17,6 +17,7 @@ from ssl_siam.study.stats import paired_difference, summarize
 
 COMPONENTS = {"damage": ("localization_f1", "damage_f1"), "binary": ("precision", "recall"),
               "semantic": ("sek", "miou")}  # beside the score
+METHOD_METRICS = {"linear": "linear probe top-1", "knn": "kNN top-1", "finetune": "finetuned top-1"}
 METRICS = {"damage": "xView2 score", "binary": "change F1", "semantic": "SECOND score (0.3 mIoU + 0.7 SeK)"}
 
 
@@ -63,54 +64,75 @@ def _interval(summary: dict[str, Any] | None) -> str:
 
 
 def study_table(study: dict[str, Any]) -> list[str]:
-    """The markdown table of a study's rows."""
+    """The markdown table of a study's rows (with a method column where rows have one)."""
     components = study.get("components", COMPONENTS["damage"])
     names = " | ".join(c.replace("_", " ") for c in components)
     metric = study.get("metric", "xView2 score")
-    lines = [f"| encoder | labelled pairs | runs | {metric}, mean [95 % CI] | std | {names} | Δ vs random, paired "
-             "[95 % CI] |", "|---|---|---|---|---|" + "---|" * (len(components) + 1)]
+    methods = "method | " if "method" in study["rows"][0] else ""
+    lines = [f"| encoder | {methods}{study.get('unit', 'labelled pairs')} | runs | {metric}, mean [95 % CI] | std | "
+             f"{names} | Δ vs random, paired [95 % CI] |",
+             "|---|---|---|---|---|" + "---|" * (len(components) + 1 + bool(methods))]
     for r in study["rows"]:
         std = "–" if r["std"] is None else f"{r['std']:.3f}"
         diff = _interval(r.get("diff_vs_random")) if "diff_vs_random" in r else "(baseline)"
         parts = " | ".join(_interval(r[c]) for c in components)
-        lines.append(f"| {r['encoder_name']} | {r['n_labels']} | {r['n_runs']} | {_interval(r)} | {std} | {parts} "
-                     f"| {diff} |")
+        method = f"{r['method']} | " if methods else ""
+        lines.append(f"| {r['encoder_name']} | {method}{r['n_labels']} | {r['n_runs']} | {_interval(r)} | {std} | "
+                     f"{parts} | {diff} |")
     return lines
 
 
 def plot_study(study: dict[str, Any], path: Path) -> Path:
-    """Score against labelled pairs, one line per encoder with its 95 % CI band."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name in dict.fromkeys(r["encoder_name"] for r in study["rows"]):
-        rows = [r for r in study["rows"] if r["encoder_name"] == name]
-        x = [r["n_labels"] for r in rows]
-        ax.plot(x, [r["mean"] for r in rows], marker="o", label=name)
-        if all(r["ci95"] for r in rows):
-            ax.fill_between(x, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], alpha=0.2)
-    ax.set_xscale("log")
-    budgets = sorted({r["n_labels"] for r in study["rows"]})
-    ax.set_xticks(budgets, [str(b) for b in budgets])  # the budgets themselves, not powers of ten
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_xlabel("labelled training pairs")
-    ax.set_ylabel(f"{study.get('metric', 'xView2 score')} (test)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    """Score against labels, one line per encoder with its 95 % CI band; one panel per method where rows have
+    one."""
+    methods = list(dict.fromkeys(r.get("method") for r in study["rows"]))
+    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.5), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        rows_of = [r for r in study["rows"] if r.get("method") == method]
+        for name in dict.fromkeys(r["encoder_name"] for r in rows_of):
+            rows = [r for r in rows_of if r["encoder_name"] == name]
+            x = [r["n_labels"] for r in rows]
+            ax.plot(x, [r["mean"] for r in rows], marker="o", label=name)
+            if all(r["ci95"] for r in rows):
+                ax.fill_between(x, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], alpha=0.2)
+        ax.set_xscale("log")
+        budgets = sorted({r["n_labels"] for r in rows_of})
+        ax.set_xticks(budgets, [str(b) for b in budgets])  # the budgets themselves, not powers of ten
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel(study.get("unit", "labelled training pairs"))
+        ax.set_ylabel(f"{METHOD_METRICS.get(method, study.get('metric', 'xView2 score'))} (test)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
+def _scene_intro(study: dict[str, Any]) -> list[str]:
+    split = study["split"]
+    held = (f"every image of {split['val_root']}" if split.get("val_root") else f"{split['test_fraction']:g} of "
+            f"each class of {split['root']}, seeded stratified split (seed {split['seed']})")
+    return [f"Scene classification, {len(split['classes'])} classes; {split['n_train']} training images, "
+            f"{split['n_test']} test images: {held} (the test images are listed in design.json). Per (budget, seed) "
+            "every encoder is given the same labelled images (nested across budgets); the differences to random init "
+            "are paired by seed. CIs: two-sided 95 % Student t over seeds.", ""]
+
+
 def write_study(study: dict[str, Any], study_dir: Path) -> Path:
     """``study.json``, ``study.md`` and ``study.png`` in ``study_dir``; returns study.md."""
     (study_dir / "study.json").write_text(json.dumps(study, indent=1))
     plot_study(study, study_dir / "study.png")
-    where = f"leave-one-disaster-out (held out: {study['holdout']})" if study["split"] == "disaster" else "by image"
-    lines = ["# Label-efficiency study", "",
-             f"Split {where}; {study['n_pool']} labelled pairs in the pool, {study['n_test_pairs']} test pairs. "
-             "Every encoder of a (budget, seed) finetunes on the same labelled pairs with the same seed; the "
-             "differences to random init are paired by seed. CIs: two-sided 95 % Student t over seeds.", "",
-             *study_table(study), "", "![score against labelled pairs](study.png)", ""]
+    if study.get("task") == "scene":
+        intro = _scene_intro(study)
+    else:
+        where = (f"leave-one-disaster-out (held out: {study['holdout']})" if study["split"] == "disaster"
+                 else "by image")
+        intro = [f"Split {where}; {study['n_pool']} labelled pairs in the pool, {study['n_test_pairs']} test pairs. "
+                 "Every encoder of a (budget, seed) finetunes on the same labelled pairs with the same seed; the "
+                 "differences to random init are paired by seed. CIs: two-sided 95 % Student t over seeds.", ""]
+    lines = ["# Label-efficiency study", "", *intro, *study_table(study), "",
+             "![score against labels](study.png)", ""]
     for method, probe in study.get("probes", {}).items():
         n_test = probe["results"][0]["n_test"]
         lines += [f"## Frozen encoder, {method} probe: damage class of the buildings of the same labelled pairs", "",

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ssl_siam.core.config import from_dict, to_dict
+from ssl_siam.core.config import from_dict, save_config, to_dict
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.damage.config import FinetuneConfig
 from ssl_siam.damage.evaluate import evaluate
@@ -20,6 +20,7 @@ from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import Cell, Split, make_cells, make_split
 from ssl_siam.study.probes import aggregate_probes, probe_cells
 from ssl_siam.study.report import aggregate, write_study
+from ssl_siam.study.scenes import run_scene_study
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ def run_study(cfg: StudyConfig, only_cell: int | None = None) -> Path:
     """Run every cell (or only ``only_cell``) and, once every cell is scored, write ``study.json``,
     ``study.md`` and ``study.png``; returns the study directory."""
     study_dir = Path(cfg.run_dir or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
+    if cfg.task == "scene":
+        if scene_study := run_scene_study(cfg, study_dir, only_cell):
+            write_study(scene_study, study_dir)
+        return study_dir
     split = make_split(cfg, study_dir / "cache")
     cells = make_cells(cfg, split)
     if only_cell is not None and not 0 <= only_cell < len(cells):
@@ -82,6 +87,7 @@ def run_study(cfg: StudyConfig, only_cell: int | None = None) -> Path:
         raise ConfigError(f"{saved}: this study directory holds another design (encoders, budgets, seeds, data or "
                           "split differ); choose another run_dir")
     _write_json(saved, design)
+    save_config(cfg, study_dir / "config.yaml")
     for cell in cells if only_cell is None else [cells[only_cell]]:
         log.info("study cell %d/%d: %s, %d labelled pairs, seed %d", cell.index + 1, len(cells), cell.encoder.name,
                  cell.n_labels, cell.seed)
