@@ -99,6 +99,8 @@ class KNNMonitorConfig:
     """Optional kNN accuracy on a labeled set during pretraining (logged as val/knn_top1; best.pt by it)."""
 
     data: list[str] = field(default_factory=list)  # labeled data: image-folder root or xBD split dirs; empty = off
+    on_data_root: bool = False  # with data empty: data.root is itself a class folder (<class>/*) and serves as the
+    # labelled set (labels never reach the objective; its own seeded 25 % are the kNN queries)
     dataset: Literal["folder", "xbd-crops"] = "folder"
     every_epochs: PositiveFloat = 1.0
     k: PositiveInt = 20

@@ -42,7 +42,7 @@ def build_tiles(cfg: TileDataConfig, seed: int) -> TileDataset:
 
 def build_pretraining(cfg: PretrainConfig, run_dir: Path, runtime: Runtime) -> Built:
     """Tiles → band statistics (resolved once by rank 0, saved as ``stats.json``) → views → objective → loader,
-    plus the kNN monitor when ``knn.data`` is given."""
+    plus the kNN monitor when ``knn.data`` is given (or ``knn.on_data_root``)."""
     dataset = main_first(runtime.world, lambda: build_tiles(cfg.data, cfg.train.seed))  # rank 0 fills the cache
     if cfg.data.skip_bad:
         dataset = SkipBad(dataset, cfg.data.max_bad_fraction)
@@ -62,8 +62,8 @@ def build_pretraining(cfg: PretrainConfig, run_dir: Path, runtime: Runtime) -> B
     collate = None if cfg.augment.on_device else AugmentCollate(views, t.seed)
     loader = training_loader(IndexedDataset(dataset), cfg, runtime, collate_fn=collate)
     built = Built(dataset, task, loader)
-    if cfg.knn.data:
-        probe_data = open_dataset(cfg.knn.dataset, cfg.knn.data, None, cfg.knn.crop_size, t.seed)
+    if knn_data := cfg.knn.data or (cfg.data.root if cfg.knn.on_data_root else []):
+        probe_data = open_dataset(cfg.knn.dataset, knn_data, None, cfg.knn.crop_size, t.seed)
         built.validator = KNNMonitor(objective.export_encoder(), stats, probe_data, runtime.device, cfg.knn.k,
                                      cfg.knn.temperature)
         built.val_every = max(1, round(cfg.knn.every_epochs * loader.sampler.batches_per_epoch / t.accumulate))

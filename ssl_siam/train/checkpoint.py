@@ -83,7 +83,8 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
     return ckpt
 
 
-_KIND_COMMANDS = {"pretrain": "ssl-siam pretrain", "finetune": "ssl-siam finetune", "metric": "ssl-siam metric-train"}
+_KIND_COMMANDS = {"pretrain": "ssl-siam pretrain", "finetune": "ssl-siam finetune", "metric": "ssl-siam metric-train",
+                  "scene": "ssl-siam study task=scene, method finetune"}
 
 
 def checkpoint_kind(ckpt: dict[str, Any]) -> str:

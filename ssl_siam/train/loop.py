@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 import warnings
@@ -40,6 +41,8 @@ from ssl_siam.train.optim import build_optimizer, set_schedules
 from ssl_siam.train.preemption import preemption_signals
 from ssl_siam.train.runtime import Runtime, compile_backbones
 from ssl_siam.train.task import StopTraining, TrainingTask, Validator
+
+log = logging.getLogger(__name__)
 
 
 class TrainingError(UserError):
@@ -256,6 +259,9 @@ class Trainer:
                 if self.state.step % self.cfg.checkpoint_every == 0 or final:
                     self.save_checkpoint()
                     self.write_metrics(last)
+                    if main and bar.disable and "loss" in last:  # no bar (a log file): one line per checkpoint
+                        log.info("step %d/%d: loss %.4f, %.1f samples/s", self.state.step, self.total_steps,
+                                 last["loss"], last["samples_per_s"])
         if 2 * self.state.bad_steps > self.total_steps:  # most steps skipped: do not pass it off as trained
             raise TrainingError(f"{self.state.bad_steps} of {self.total_steps} steps were skipped as non-finite (loss "
                                 f"or gradients), so the model did not train; check the data for NaN / inf values "
@@ -275,6 +281,8 @@ class Trainer:
             if key != "step" and writer is not None:
                 writer.add_scalar(f"val/{key}", value, self.state.step)
         self.state.val_history.append(metrics)
+        if self.world.is_main:
+            log.info("step %d: %s", self.state.step, ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
         if metrics[self.validator.best_metric] > self.state.best:
             self.state.best = metrics[self.validator.best_metric]
             self.save_checkpoint("best.pt")

@@ -17,7 +17,7 @@ from torch import nn
 from ssl_siam.train.optim import param_groups
 
 #: the checkpoint kinds; each training stores its own in every checkpoint it writes
-CHECKPOINT_KINDS = ("pretrain", "finetune", "metric")
+CHECKPOINT_KINDS = ("pretrain", "finetune", "metric", "scene")
 
 
 class StopTraining(Exception):
