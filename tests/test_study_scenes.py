@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import SHARED_DATA, write_scene_folder
 
 from ssl_siam.cli import main
@@ -162,6 +163,17 @@ def test_study_and_probe_cli_on_a_planted_folder(scenes: dict[str, Path], tmp_pa
     rows = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert [(r["method"], r["n_train"], r["n_test"]) for r in rows] == [("linear", 12, 12), ("knn", 12, 12)] * 2
     assert all(r["top1"] == 1.0 for r in rows)
+
+
+def test_an_encoder_pretrained_on_test_images_is_refused(scenes: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "leaky"
+    export_encoder(create_encoder("resnet18", 3), run, EncoderMeta("resnet18", 3))
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"root": [str(scenes["scenes"])]}}))  # all of it
+    with pytest.raises(ConfigError, match=r"leaky was pretrained on 12 of the study's 12 test images"):
+        make_scene_cells(config(scenes, f"encoders=[{run},random:resnet18]"), open_split(config(scenes)))
+    split = write_split(split_scenes(scenes["scenes"], 0.5, 0), tmp_path / "split")
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"root": [str(split / "train")]}}))  # the train half
+    assert len(make_scene_cells(config(scenes, f"encoders=[{run},random:resnet18]"), open_split(config(scenes))))
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "rsscn7").is_dir(), reason="../shared/data/rsscn7 is absent (a fresh clone)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from ssl_siam.core.config import save_config
-from ssl_siam.core.errors import ConfigError
+from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.class_folders import SceneSplit, split_scenes
+from ssl_siam.data.sources import resolve_sources
 from ssl_siam.probe.classifiers import knn_predict, logistic_regression
 from ssl_siam.probe.datasets import FolderDataset
 from ssl_siam.probe.features import encoder_features, parse_encoder_spec
@@ -75,9 +78,34 @@ def label_subset(split: SceneSplit, budget: float | str, seed: int) -> np.ndarra
     return np.sort(np.concatenate(chosen))
 
 
+def check_unseen_test(encoder: EncoderChoice, split: SceneSplit) -> None:
+    """ConfigError when ``encoder`` is a pretraining run whose ``data.root`` (its ``config.yaml``) holds any of the
+    split's test images (compared as resolved files): its scores would not be on unseen images."""
+    if encoder.encoder_weights is None:
+        return
+    folder = Path(encoder.spec) if Path(encoder.spec).is_dir() else Path(encoder.spec).parent
+    if not (folder / "config.yaml").is_file():
+        return
+    data = (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("data", {})
+    try:
+        sources = resolve_sources(data.get("root") or [], data.get("band_names"))
+    except DataError as exc:
+        log.warning("encoders: %s: cannot check which images it was pretrained on (%s)", encoder.spec, exc)
+        return
+    seen = {os.path.realpath(path) for scene in sources for path in scene}
+    leaked = [f for f, test in zip(split.files, split.is_test) if test and os.path.realpath(f) in seen]
+    if leaked:
+        raise ConfigError(f"encoders: {encoder.spec} was pretrained on {len(leaked)} of the study's "
+                          f"{int(split.is_test.sum())} test images (e.g. {leaked[0]}); pretrain on the training half "
+                          "only (ssl-siam split-scenes ROOT --out SPLIT, data.root=SPLIT/train)")
+
+
 def make_scene_cells(cfg: StudyConfig, split: SceneSplit) -> list[SceneCell]:
-    """Every (seed, budget, encoder) in that order; ``--cell I`` runs the I-th."""
+    """Every (seed, budget, encoder) in that order; ``--cell I`` runs the I-th. An encoder pretrained on a test
+    image is refused (:func:`check_unseen_test`)."""
     encoders = [parse_encoder(s) for s in cfg.encoders]
+    for encoder in encoders:
+        check_unseen_test(encoder, split)
     if not encoders:
         raise ConfigError("encoders: expected at least one encoder")
     if len({e.name for e in encoders}) < len(encoders):
