@@ -116,7 +116,10 @@ def _scene_intro(study: dict[str, Any]) -> list[str]:
     return [f"Scene classification, {len(split['classes'])} classes; {split['n_train']} training images, "
             f"{split['n_test']} test images: {held} (the test images are listed in design.json). Per (budget, seed) "
             "every encoder is given the same labelled images (nested across budgets); the differences to random init "
-            "are paired by seed. CIs: two-sided 95 % Student t over seeds.", ""]
+            "are paired by seed. CIs: two-sided 95 % Student t over seeds.", "",
+            *[f"**{spec} was pretrained on {seen} of the {split['n_test']} test images** (unlabelled): its scores are "
+              "transductive, not on unseen images.\n" for spec, seen in study.get("test_images_seen_in_pretraining",
+                                                                                {}).items() if seen]]
 
 
 def write_study(study: dict[str, Any], study_dir: Path) -> Path:
