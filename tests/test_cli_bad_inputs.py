@@ -58,6 +58,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, tile_dir: Path) -> dict[str,
     shutil.copytree(split / "images", w["no_labels"] / "images")
     w["empty"] = root / "empty"
     w["empty"].mkdir()
+    for name, file, text in (("list_metrics", "metrics.json", "[1, 2]"), ("rowless_study", "study.json", '{"x": 1}'),
+                             ("odd_metrics", "metrics.json", '{"history": [{"step": "a"}], "val": 3}')):
+        (root / name).mkdir()
+        (root / name / file).write_text(text)
     return w
 
 
@@ -224,6 +228,12 @@ CASES: list[tuple[str, Callable[[dict], list[str]], str]] = [
     ("stats-out-folder", lambda w: ["stats", str(w["tiles"]), "--out", str(w["empty"])], "is a folder"),
     ("report-not-a-run", lambda w: ["report", str(w["empty"]), "--out", str(w["root"] / "new")],
      "expected metrics.json"),
+    ("report-metrics-list", lambda w: ["report", str(w["root"] / "list_metrics"), "--out", str(w["root"] / "new")],
+     "list_metrics/metrics.json: expected an object, as ssl-siam writes it; got list"),
+    ("report-study-rows", lambda w: ["report", str(w["root"] / "rowless_study"), "--out", str(w["root"] / "new")],
+     'rowless_study/study.json: expected an object with a "rows" list'),
+    ("report-odd-metrics", lambda w: ["report", str(w["root"] / "odd_metrics"), "--out", str(w["root"] / "new")],
+     "odd_metrics: a result file does not hold what ssl-siam writes"),
     ("demo-out-file", lambda w: ["demo", "--out", str(w["a_file"])], "is a file, expected a folder"),
     ("unknown-command", lambda w: ["pretrian"], "invalid choice: 'pretrian'"),
 ]
@@ -315,3 +325,18 @@ def test_an_rgba_geotiff_is_predicted_with_bands(world: dict[str, Path], capsys:
                  str(world["rgba_post"]), "--out", str(out), "--device", "cpu", "--bands", "1", "2", "3"]) == 0
     assert np.asarray(Image.open(out / "rgba_damage_prediction.png")).shape == (64, 64)
     assert capsys.readouterr().err == ""
+
+
+def test_a_run_that_fails_at_once_leaves_no_folder_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kept").mkdir()
+    assert main(["pretrain", "--config", "simsiam_resnet50", "data.root=/nonexistent/x"]) == 2
+    assert "/nonexistent/x" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no runs/ (default run dir) left
+    (tmp_path / "runs" / "other").mkdir(parents=True)  # runs/ that holds another run stays
+    assert main(["pretrain", "--config", "simsiam_resnet50", "data.root=/nonexistent/x"]) == 2
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["other"]
+    assert main(["pretrain", "--config", "simsiam_resnet50", "data.root=/nonexistent/x",
+                 f"run_dir={tmp_path / 'a' / 'b' / 'run'}"]) == 2
+    assert not (tmp_path / "a").exists()

@@ -4,6 +4,7 @@ markdown + matplotlib PNGs."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,33 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         if (run_dir / name).is_file():
             try:
                 run[key] = json.loads((run_dir / name).read_text())
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 raise DataError(f"{run_dir / name} is not valid JSON") from None
+            _check_shape(run[key], key, run_dir / name)
     if (run_dir / "config.yaml").is_file():
-        run["config"] = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        try:
+            run["config"] = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise DataError(f"{run_dir / 'config.yaml'} is not valid YAML") from None
+        if not isinstance(run["config"], dict):
+            raise DataError(f"{run_dir / 'config.yaml'}: expected a mapping of config keys")
     if not {"metrics", "probe", "verify", "study"} & run.keys():
         raise DataError(f"{run_dir}: expected metrics.json (a pretrain/finetune/metric-train run), probe.json, "
                         "verify.json or study.json")
     return run
+
+
+_SHAPES = {"metrics": "an object", "probe": "a list of row objects", "hold": "an object", "verify": "an object",
+           "study": 'an object with a "rows" list of row objects'}
+
+
+def _check_shape(data: Any, key: str, path: Path) -> None:
+    """DataError naming ``path`` unless ``data`` has the shape ssl-siam writes for ``key``."""
+    rows = data if key == "probe" else data.get("rows") if key == "study" and isinstance(data, dict) else None
+    ok = isinstance(data, list if key == "probe" else dict) and (
+        key not in ("probe", "study") or (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)))
+    if not ok:
+        raise DataError(f"{path}: expected {_SHAPES[key]}, as ssl-siam writes it; got {type(data).__name__}")
 
 
 def run_kind(run: dict[str, Any]) -> str | None:
@@ -153,6 +173,18 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     probe directories."""
     runs = [read_run(Path(d)) for d in run_dirs]
     out = Path(out)
+    existed = out.exists()
+    try:
+        return _write_report(runs, out)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        names = ", ".join(str(r["dir"]) for r in runs)
+        raise DataError(f"{names}: a result file does not hold what ssl-siam writes ({type(exc).__name__}: {exc})"
+                        ) from None
+
+
+def _write_report(runs: list[dict[str, Any]], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pretrain, finetune, metric = ([r for r in runs if run_kind(r) == k] for k in ("pretrain", "finetune", "metric"))
     probes = [row for r in runs for row in r.get("probe", [])]

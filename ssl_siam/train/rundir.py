@@ -34,6 +34,7 @@ class RunDir:
     resume_from: Path | None
     created: bool
     lock_fd: int | None = None
+    created_parents: tuple[Path, ...] = ()  # folders above ``path`` this process created, deepest first
 
     def save_config(self, config: RunConfig) -> None:
         """Write ``config.yaml`` (after every check that can refuse the run has passed)."""
@@ -43,6 +44,11 @@ class RunDir:
         """Remove the folder if this process created it (a run that failed before its first step)."""
         if self.created and self.lock_fd is not None:
             shutil.rmtree(self.path, ignore_errors=True)
+            for parent in self.created_parents:  # e.g. runs/ made for it; kept if another run is in it now
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
 
     def release(self) -> None:
         if self.lock_fd is not None:
@@ -79,12 +85,13 @@ def open_run_dir(config: RunConfig, default_name: str) -> RunDir:
         raise UserError(f"run_dir {run_dir} already holds {ckpt.name}; use resume=auto to continue it "
                         "or choose another run_dir")
     created = not run_dir.exists()
+    parents = tuple(p for p in run_dir.parents if not p.exists())  # deepest first
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = _lock(run_dir)
     except OSError as exc:
         raise UserError(f"run_dir {run_dir} is not writable: {exc.strerror}") from None
-    opened = RunDir(run_dir, None, created, fd)
+    opened = RunDir(run_dir, None, created, fd, parents)
     try:
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         for stale in (run_dir / "checkpoints").glob(".*.tmp-*"):  # half-written by a process killed mid-save
