@@ -48,7 +48,6 @@ NonNegativeInt = Annotated[int, Range(0)]
 PositiveFloat = Annotated[float, Range(0, low_open=True)]
 NonNegativeFloat = Annotated[float, Range(0)]
 Fraction = Annotated[float, Range(0, 1)]  # probabilities and fractions
-Overlap = Annotated[float, Range(0, 1, high_open=True)]
 Beta = Annotated[float, Range(0, 1, high_open=True)]  # Adam's β
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # a float YAML 1.1 may leave as a string
 

@@ -79,11 +79,12 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         raise DataError(f"{path} is corrupted (content checksum mismatch); resume from an earlier copy or restart")
     if kind is not None and checkpoint_kind(ckpt) != kind:
         raise DataError(f"{path} is a {checkpoint_kind(ckpt)} checkpoint, expected a {kind} checkpoint "
-                        f"(written by {_KIND_COMMANDS[kind]})")
+                        f"(written by {KIND_COMMANDS[kind]})")
     return ckpt
 
 
-_KIND_COMMANDS = {"pretrain": "ssl-siam pretrain", "finetune": "ssl-siam finetune", "metric": "ssl-siam metric-train",
+#: every training's checkpoint kind (its task's ``checkpoint_kind``) → the command that writes it
+KIND_COMMANDS = {"pretrain": "ssl-siam pretrain", "finetune": "ssl-siam finetune", "metric": "ssl-siam metric-train",
                   "scene": "ssl-siam study task=scene, method finetune"}
 
 

@@ -16,9 +16,6 @@ from torch import nn
 
 from ssl_siam.train.optim import param_groups
 
-#: the checkpoint kinds; each training stores its own in every checkpoint it writes
-CHECKPOINT_KINDS = ("pretrain", "finetune", "metric", "scene")
-
 
 class StopTraining(Exception):
     """Raised by a task hook when the run cannot usefully go on (e.g. collapse); the loop stops with a one-line
@@ -28,7 +25,7 @@ class StopTraining(Exception):
 class TrainingTask(nn.Module):
     """What the loop trains. ``forward`` is the training step, so DistributedDataParallel can wrap the task."""
 
-    checkpoint_kind: ClassVar[str]  # one of CHECKPOINT_KINDS, written into every checkpoint
+    checkpoint_kind: ClassVar[str]  # a key of train.checkpoint.KIND_COMMANDS, written into every checkpoint
 
     def configure(self, total_steps: int, steps_per_epoch: int) -> None:
         """Called once before training: schedules that depend on the run length (pure functions of the step)."""
