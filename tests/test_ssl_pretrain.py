@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import ROOT, TEST_DATA, tiny_overrides
+from conftest import ROOT, TEST_DATA, tiny_overrides, write_scene_folder
 
 import ssl_siam
 from ssl_siam.core.config import load_config
@@ -75,3 +75,17 @@ def test_worker_augmentation_matches_on_device(tile_dir: Path, tmp_path: Path) -
     device_views = pipeline(tiles, seeded_generator(tiles.device, cfg.train.seed, int(index[0])))
     for a, b in zip(worker_views, device_views):
         torch.testing.assert_close(a, b)
+
+
+def test_scene_recipe_monitors_knn_on_its_own_class_folder(tmp_path: Path) -> None:
+    """`simsiam_resnet18_scenes` pretrains on a class folder and, with knn.on_data_root, reads its labels only for
+    the kNN monitor: val/knn_top1 is logged and a planted folder is separated."""
+    from ssl_siam.cli import main
+
+    folder = write_scene_folder(tmp_path / "scenes", per_class=8)
+    assert main(["pretrain", "--config", "simsiam_resnet18_scenes", *tiny_overrides("simsiam", folder, tmp_path / "r"),
+                 "data.tile_size=32", "knn.crop_size=32", "knn.every_epochs=1", "knn.k=3"]) == 0
+    cfg = load_config(PretrainConfig, "pretrain/simsiam_resnet18_scenes")
+    assert cfg.knn.on_data_root and not cfg.knn.data and cfg.augment.global_size == 64 and cfg.data.tile_size == 160
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["val"]["knn_top1"] == 1.0 and len(metrics["val_history"]) >= 1
