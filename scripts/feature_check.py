@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssl_siam.probe.classifiers import knn_predict, linear_probe
-from ssl_siam.probe.datasets import combine_views, open_dataset
-from ssl_siam.probe.features import encoder_features, parse_encoder_spec
-from ssl_siam.probe.scores import accuracy, macro_f1
+from ssl_siam.eval.classifiers import knn_predict, linear_probe
+from ssl_siam.eval.datasets import combine_views, open_dataset
+from ssl_siam.eval.features import encoder_features, parse_encoder_spec
+from ssl_siam.eval.scores import accuracy, macro_f1
 
 
 def main() -> None:

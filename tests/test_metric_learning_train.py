@@ -19,6 +19,7 @@ from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.cache import DecodedCache
 from ssl_siam.data.stats import BandStats
 from ssl_siam.encoders import EncoderMeta
+from ssl_siam.eval.datasets import FolderDataset
 from ssl_siam.metric_learning.config import MetricConfig
 from ssl_siam.metric_learning.datasets import open_pair_dataset
 from ssl_siam.metric_learning.model import build_siamese
@@ -26,7 +27,6 @@ from ssl_siam.metric_learning.run import build_task, load_metric_task, run_metri
 from ssl_siam.metric_learning.validate import embed_pairs
 from ssl_siam.metric_learning.verification import one_shot_accuracy, roc_auc
 from ssl_siam.metric_learning.verify import model_similarity
-from ssl_siam.probe.datasets import FolderDataset
 from ssl_siam.tools.synthetic import make_xbd_split
 
 TINY = ["model.backbone=resnet18", "model.embed_dim=16", "model.head_hidden_dim=32", "train.device=cpu",

@@ -15,15 +15,15 @@ import torch
 from conftest import SHARED_DATA, TEST_DATA, texture
 from PIL import Image
 
-import ssl_siam.probe.features as probe_features
+import ssl_siam.eval.features as probe_features
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.stats import BandStats
 from ssl_siam.data.xbd.labels import DAMAGE_CLASSES
 from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
-from ssl_siam.probe.classifiers import knn_predict, knn_votes, linear_probe
-from ssl_siam.probe.datasets import XBDCropDataset, open_dataset
+from ssl_siam.eval.classifiers import knn_predict, knn_votes, linear_probe
+from ssl_siam.eval.datasets import XBDCropDataset, open_dataset
+from ssl_siam.eval.scores import confusion_matrix, macro_f1, per_class_f1
 from ssl_siam.probe.run import run_probe
-from ssl_siam.probe.scores import confusion_matrix, macro_f1, per_class_f1
 from ssl_siam.tools.synthetic import make_xbd_split
 
 REQUIRED = {"encoder", "dataset", "method", "top1", "macro_f1", "n_train", "n_test", "per_class_f1", "confusion",

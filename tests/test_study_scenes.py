@@ -19,7 +19,7 @@ from ssl_siam.core.config import load_config
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.data.class_folders import split_scenes, write_split
 from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
-from ssl_siam.probe.classifiers import logistic_regression
+from ssl_siam.eval.classifiers import logistic_regression
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import parse_encoder
 from ssl_siam.study.report import write_study

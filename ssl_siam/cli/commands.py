@@ -146,8 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from ssl_siam.probe.run import run_probe
-    from ssl_siam.tools.report import probe_table
+    from ssl_siam.probe.run import probe_table, run_probe
 
     check_output(args.out, "--out")
     rows = run_probe(args.encoder, args.data, args.dataset, args.out, val_data=args.val_data, device=args.device,

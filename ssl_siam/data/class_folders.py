@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ssl_siam.core.errors import DataError
-from ssl_siam.probe.splits import stratified_split
+from ssl_siam.eval.splits import stratified_split
 
 FOLDER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -65,7 +65,7 @@ def _scan(root: Path) -> dict[str, list[Path]]:
 def split_scenes(root: str | Path, test_fraction: float, seed: int, val_root: str | Path | None = None
                  ) -> SceneSplit:
     """The scenes of ``root``, with a fixed test split: the seeded stratified ``test_fraction`` of each class
-    (rounded, at least one, never all; :func:`~ssl_siam.probe.splits.stratified_split` over the class-major file
+    (rounded, at least one, never all; :func:`~ssl_siam.eval.splits.stratified_split` over the class-major file
     order), or, when ``val_root`` is given, every image of ``val_root`` (its classes must be ``root``'s)."""
     root = Path(root)
     found = _scan(root)

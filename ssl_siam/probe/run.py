@@ -7,17 +7,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ssl_siam.core.errors import ConfigError, DataError
-from ssl_siam.probe.classifiers import knn_predict, linear_probe
-from ssl_siam.probe.datasets import ProbeDataset, Roots, combine_views, open_dataset
-from ssl_siam.probe.features import EncoderSpec, encoder_features, parse_encoder_spec
+from ssl_siam.eval.classifiers import knn_predict, linear_probe
+from ssl_siam.eval.datasets import ProbeDataset, Roots, combine_views, open_dataset
+from ssl_siam.eval.features import EncoderSpec, encoder_features, parse_encoder_spec
+from ssl_siam.eval.scores import accuracy, confusion_matrix, macro_f1, per_class_f1
 from ssl_siam.probe.plots import plot_comparison, plot_confusion
-from ssl_siam.probe.scores import accuracy, confusion_matrix, macro_f1, per_class_f1
-from ssl_siam.tools.report import probe_table
 from ssl_siam.train.runtime import resolve_device
 
 METHODS = ("linear", "knn")
@@ -124,6 +124,14 @@ def _row_names(specs: Sequence[EncoderSpec]) -> list[str]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def probe_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The markdown table of probe rows (``ProbeRow`` fields)."""
+    lines = ["| encoder | dataset | method | top-1 | macro F1 | n train | n test |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['encoder']} | {r['dataset']} | {r['method']} | {r['top1']:.3f} | {r['macro_f1']:.3f} "
+              f"| {r['n_train']} | {r['n_test']} |" for r in rows]
+    return lines
 
 
 def write_outputs(rows: Sequence[ProbeRow], out: str | Path) -> Path:

@@ -16,8 +16,8 @@ from ssl_siam.data.class_folders import SceneSplit, split_scenes
 from ssl_siam.data.rasters import load_image
 from ssl_siam.data.stats import BandStats
 from ssl_siam.encoders import EncoderMeta, create_encoder, load_encoder
-from ssl_siam.probe.datasets import FolderDataset
-from ssl_siam.probe.features import data_stats
+from ssl_siam.eval.datasets import FolderDataset
+from ssl_siam.eval.features import data_stats
 from ssl_siam.scenes.config import SceneFinetuneConfig
 from ssl_siam.scenes.task import SceneClassifier, SceneTask
 from ssl_siam.train.checkpoint import load_checkpoint

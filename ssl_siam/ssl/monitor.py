@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from ssl_siam.data.stats import BandStats
-from ssl_siam.probe.classifiers import knn_predict
-from ssl_siam.probe.datasets import ProbeDataset, combine_views
-from ssl_siam.probe.features import extract_features
-from ssl_siam.probe.scores import accuracy, macro_f1
+from ssl_siam.eval.classifiers import knn_predict
+from ssl_siam.eval.datasets import ProbeDataset, combine_views
+from ssl_siam.eval.features import extract_features
+from ssl_siam.eval.scores import accuracy, macro_f1
 
 
 class KNNMonitor:

@@ -12,7 +12,7 @@ from ssl_siam.data.sampling import IndexedDataset
 from ssl_siam.data.stats import compute_stats, given_stats, resolve_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.encoders import EncoderMeta, create_encoder
-from ssl_siam.probe.datasets import open_dataset
+from ssl_siam.eval.datasets import open_dataset
 from ssl_siam.ssl import OBJECTIVES
 from ssl_siam.ssl.config import PretrainConfig, TileDataConfig
 from ssl_siam.ssl.monitor import KNNMonitor

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from ssl_siam.core.errors import ConfigError
-from ssl_siam.probe.classifiers import knn_predict, linear_probe
-from ssl_siam.probe.datasets import XBDCropDataset, combine_views
-from ssl_siam.probe.features import encoder_features, parse_encoder_spec
-from ssl_siam.probe.scores import accuracy, macro_f1
+from ssl_siam.eval.classifiers import knn_predict, linear_probe
+from ssl_siam.eval.datasets import XBDCropDataset, combine_views
+from ssl_siam.eval.features import encoder_features, parse_encoder_spec
+from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import Cell, Split
 from ssl_siam.study.report import aggregate

@@ -26,10 +26,10 @@ from ssl_siam.core.config import save_config
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.class_folders import SceneSplit, split_scenes
 from ssl_siam.data.sources import resolve_sources
-from ssl_siam.probe.classifiers import knn_predict, logistic_regression
-from ssl_siam.probe.datasets import FolderDataset
-from ssl_siam.probe.features import encoder_features, parse_encoder_spec
-from ssl_siam.probe.scores import accuracy, macro_f1
+from ssl_siam.eval.classifiers import knn_predict, logistic_regression
+from ssl_siam.eval.datasets import FolderDataset
+from ssl_siam.eval.features import encoder_features, parse_encoder_spec
+from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import EncoderChoice, budget_count, parse_encoder
 from ssl_siam.study.report import METHOD_METRICS, aggregate

@@ -16,13 +16,13 @@ from ssl_siam.core.config import load_config
 from ssl_siam.metric_learning.config import MetricConfig
 from ssl_siam.metric_learning.run import run_metric_train
 from ssl_siam.metric_learning.verify import verify
-from ssl_siam.probe.run import ProbeRow, run_probe
+from ssl_siam.probe.run import ProbeRow, probe_table, run_probe
 from ssl_siam.ssl.config import PretrainConfig
 from ssl_siam.ssl.run import run_pretrain
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.report import study_table
 from ssl_siam.study.run import run_study
-from ssl_siam.tools.report import plot_history, probe_table
+from ssl_siam.tools.report import plot_history
 from ssl_siam.tools.synthetic import make_xbd_split
 
 log = logging.getLogger(__name__)

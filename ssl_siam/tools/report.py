@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.damage.xview2 import DAMAGE_NAMES
+from ssl_siam.probe.run import probe_table
 from ssl_siam.study.report import plot_study, study_table
 
 
@@ -158,13 +159,6 @@ def verify_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         oneshot = f"{r['oneshot_accuracy']:.3f} ({r['oneshot_n_way']}-way)" if "oneshot_accuracy" in r else "–"
         lines.append(f"| {r['checkpoint']} | {' '.join(r['data'])} | {r['n_pairs']} | {r['roc_auc']:.3f} "
                      f"| {r['eer']:.3f} | {r['best_accuracy']:.3f} | {oneshot} |")
-    return lines
-
-
-def probe_table(rows: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ["| encoder | dataset | method | top-1 | macro F1 | n train | n test |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['encoder']} | {r['dataset']} | {r['method']} | {r['top1']:.3f} | {r['macro_f1']:.3f} "
-              f"| {r['n_train']} | {r['n_test']} |" for r in rows]
     return lines
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.stats import BandStats, stats_of_values
 from ssl_siam.encoders import EncoderMeta, create_encoder, load_encoder
-from ssl_siam.probe.datasets import ProbeDataset
+from ssl_siam.eval.datasets import ProbeDataset
 
 _SPEC_HELP = "expected a run dir or encoder.safetensors, random:<timm name> or timm:<timm name>=<weight file>"
 _STATS_SAMPLES = 64  # probe items read for data-derived band statistics

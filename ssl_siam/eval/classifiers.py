@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssl_siam.probe.scores import accuracy
-from ssl_siam.probe.splits import stratified_split
+from ssl_siam.eval.scores import accuracy
+from ssl_siam.eval.splits import stratified_split
 
 LEARNING_RATES = (1e-3, 1e-2, 1e-1)
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2)

@@ -20,7 +20,7 @@ from ssl_siam.data.rasters import load_image, open_raster
 from ssl_siam.data.xbd.buildings import BuildingCrops
 from ssl_siam.data.xbd.labels import DAMAGE_CLASSES
 from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
-from ssl_siam.probe.splits import group_split
+from ssl_siam.eval.splits import group_split
 
 TEST_FRACTION = 0.25
 DATASETS: Registry[type[ProbeDataset]] = Registry("--dataset")
