@@ -72,7 +72,7 @@ def test_frozen_encoder_keeps_its_weights_and_ids_are_checked(folder: Path, tmp_
         run_scene_finetune(config(folder, tmp_path / "bad", ("data.train_ids", ["field/nope.png"])))
 
 
-def test_study_finetune_arm(folder: Path, tmp_path: Path) -> None:
+def test_study_finetune_arm(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(StudyConfig, "study/scenes_label_efficiency", [
         f"data.root={folder}", "encoders=[random:resnet18]", "budgets=[2]", "seeds=[0]", f"run_dir={tmp_path / 's'}",
         "scene.image_size=32", "scene.device=cpu", "scene.methods=[knn,finetune]", "scene.finetune_steps=4",
@@ -85,3 +85,12 @@ def test_study_finetune_arm(folder: Path, tmp_path: Path) -> None:
     assert ckpt["step"] == 4 and len(ckpt["config"]["data"]["train_ids"]) == 6  # 2 per class
     finetune = next(r for r in json.loads((cell / "score.json").read_text()) if r["method"] == "finetune")
     assert finetune["n_train"] == 6 and finetune["n_test"] == 9 and np.isfinite(finetune["score"])
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("finetuning alone needs no frozen features")
+
+    monkeypatch.setattr("ssl_siam.study.scenes.encoder_features", fail)
+    alone = load_config(StudyConfig, str(tmp_path / "s" / "config.yaml"), [f"run_dir={tmp_path / 'alone'}",
+                                                                          "scene.methods=[finetune]"])
+    run_study(alone)
+    assert [r["method"] for r in json.loads((tmp_path / "alone" / "study.json").read_text())["rows"]] == ["finetune"]

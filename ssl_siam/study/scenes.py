@@ -163,7 +163,8 @@ def run_scene_cell(cfg: StudyConfig, cell: SceneCell, split: SceneSplit, bank: F
     done = cell_dir / "score.json"
     if done.is_file():
         return json.loads(done.read_text())
-    predictions = probe_cell(cfg, cell, split, bank(cell.encoder, cell.seed), device)
+    frozen = {"linear", "knn"} & set(cfg.scene.methods)
+    predictions = probe_cell(cfg, cell, split, bank(cell.encoder, cell.seed), device) if frozen else {}
     if "finetune" in cfg.scene.methods:
         from ssl_siam.scenes.study import finetune_cell
 
