@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,38 +31,41 @@ _STATS_PIXELS = 2**18  # pixel values kept per band for them
 @dataclass(frozen=True)
 class EncoderSpec:
     """A parsed ``--encoder`` value: ``name`` for the result rows, ``arch`` (timm name) for random / timm specs,
-    ``weights`` for export / timm specs, and ``identity`` (the spec with its files' paths, sizes and mtimes)."""
+    ``weights`` for export / timm specs, ``identity`` (the spec with its files' paths, sizes and mtimes) and, for an
+    export, its ``meta`` (read once, here)."""
 
     spec: str
     name: str
     arch: str | None
     weights: Path | None
     identity: str
+    meta: EncoderMeta | None = field(default=None, compare=False, repr=False)
 
     @property
     def exported(self) -> bool:
         return self.arch is None
 
 
-def parse_encoder_spec(spec: str) -> EncoderSpec:
-    """Check an ``--encoder`` value without loading weights (ConfigError / DataError naming it)."""
+def parse_encoder_spec(spec: str, option: str = "--encoder") -> EncoderSpec:
+    """Check an encoder value without loading weights (ConfigError / DataError naming ``option`` and it)."""
     if Path(spec).exists():
-        weights = EncoderMeta.read(spec).weights
+        meta = EncoderMeta.read(spec)
+        weights = meta.weights
         assert weights is not None
         folder = Path(spec) if Path(spec).is_dir() else Path(spec).parent
         return EncoderSpec(spec, folder.resolve().name, None, weights,
-                           _file_identity(weights) + _file_identity(weights.with_suffix(".json")))
+                           _file_identity(weights) + _file_identity(weights.with_suffix(".json")), meta)
     kind, _, rest = spec.partition(":")
     arch, _, weight_file = rest.partition("=") if kind == "timm" else (rest, "", "")
     if kind not in ("random", "timm") or not arch or (kind == "timm") != bool(weight_file):
-        raise ConfigError(f"--encoder {spec}: no such file, and not a spec; {_SPEC_HELP}")
+        raise ConfigError(f"{option} {spec}: no such file, and not a spec; {_SPEC_HELP}")
     if not timm.is_model(arch):
-        raise ConfigError(f"--encoder {spec}: unknown timm model {arch!r} (see timm.list_models())")
+        raise ConfigError(f"{option} {spec}: unknown timm model {arch!r} (see timm.list_models())")
     if kind == "random":
         return EncoderSpec(spec, spec, arch, None, spec)
     weights = Path(weight_file)
     if not weights.is_file():
-        raise DataError(f"--encoder {spec}: weight file {weights} does not exist (only local files are used)")
+        raise DataError(f"{option} {spec}: weight file {weights} does not exist (only local files are used)")
     return EncoderSpec(spec, spec, arch, weights, spec + _file_identity(weights))
 
 
@@ -74,7 +77,7 @@ def _file_identity(path: Path) -> str:
 def build_encoder(spec: EncoderSpec, in_chans: int, seed: int) -> tuple[nn.Module, BandStats | None]:
     """The timm model (pooled features ``[B, D]``) and its band statistics (None: compute from the data)."""
     if spec.exported:
-        meta = EncoderMeta.read(spec.weights)
+        meta = spec.meta or EncoderMeta.read(spec.weights)
         if meta.in_chans != in_chans:
             raise DataError(f"{spec.weights}: encoder takes {meta.in_chans} bands, the probe data has {in_chans}")
         return load_encoder(meta), meta.normalization

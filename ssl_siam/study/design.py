@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,39 +18,40 @@ import numpy as np
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.damage.data import find_records, resolve_format
 from ssl_siam.data.xbd.pairs import PairRecord
-from ssl_siam.encoders import EncoderMeta
+from ssl_siam.eval.features import EncoderSpec, parse_encoder_spec
 from ssl_siam.study.config import StudyConfig
 
 
 @dataclass(frozen=True)
 class EncoderChoice:
-    """An ``encoders`` entry: its label and what it sets in the finetune config."""
+    """An ``encoders`` entry: its label, what it sets in the finetune config, and ``parsed``, the same spec as the
+    frozen-feature machinery reads it (parsed once, by :func:`parse_encoder`)."""
 
     spec: str
     name: str  # label in tables and cell folder names
     random: bool
     backbone: str
+    parsed: EncoderSpec = field(compare=False, repr=False)
     encoder_weights: str | None = None
     pretrained: str | None = None
 
 
 def parse_encoder(spec: str) -> EncoderChoice:
     """``RUN_DIR`` / ``encoder.safetensors`` (an ``ssl-siam pretrain`` export), ``random:<timm name>`` or
-    ``timm:<timm name>=<local weight file>``; a one-line ConfigError otherwise."""
+    ``timm:<timm name>=<local weight file>``; a one-line ConfigError naming ``encoders`` otherwise."""
     kind, _, rest = spec.partition(":")
-    if kind == "random" and rest:
-        return EncoderChoice(spec, spec, True, rest)
-    if kind == "timm" and "=" in rest:
-        name, _, weights = rest.partition("=")
-        if not Path(weights).is_file():
-            raise ConfigError(f"encoders: {spec}: weight file {weights} does not exist")
-        return EncoderChoice(spec, f"timm:{name}", False, name, pretrained=weights)
-    if Path(spec).exists():
-        meta = EncoderMeta.read(spec)
-        folder = Path(spec) if Path(spec).is_dir() else Path(spec).parent
-        return EncoderChoice(spec, folder.resolve().name, False, meta.backbone, encoder_weights=spec)
-    raise ConfigError(f"encoders: {spec}: expected an ssl-siam pretrain run dir, random:<timm name> or "
-                      "timm:<timm name>=<local weight file>")
+    if kind == "timm" and "=" in rest and not Path(rest.partition("=")[2]).is_file():
+        raise ConfigError(f"encoders: {spec}: weight file {rest.partition('=')[2]} does not exist")
+    if not Path(spec).exists() and not (kind == "random" and rest) and not (kind == "timm" and "=" in rest):
+        raise ConfigError(f"encoders: {spec}: expected an ssl-siam pretrain run dir, random:<timm name> or "
+                          "timm:<timm name>=<local weight file>")
+    parsed = parse_encoder_spec(spec, "encoders:")
+    if parsed.meta is not None:
+        return EncoderChoice(spec, parsed.name, False, parsed.meta.backbone, parsed, encoder_weights=spec)
+    assert parsed.arch is not None
+    if kind == "random":
+        return EncoderChoice(spec, spec, True, parsed.arch, parsed)
+    return EncoderChoice(spec, f"timm:{parsed.arch}", False, parsed.arch, parsed, pretrained=str(parsed.weights))
 
 
 @dataclass(frozen=True)

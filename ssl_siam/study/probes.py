@@ -13,7 +13,7 @@ import torch
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.eval.classifiers import knn_predict, linear_probe
 from ssl_siam.eval.datasets import XBDCropDataset, combine_views
-from ssl_siam.eval.features import encoder_features, parse_encoder_spec
+from ssl_siam.eval.features import encoder_features
 from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import Cell, Split
@@ -38,7 +38,7 @@ def probe_cells(cfg: StudyConfig, split: Split, cells: list[Cell], study_dir: Pa
     for cell in cells:
         seed = cell.seed if cell.encoder.random else 0  # random weights differ by seed; exported ones do not
         if (cell.encoder.spec, seed) not in features:
-            raw = encoder_features(parse_encoder_spec(cell.encoder.spec), data, study_dir / "probes", device,
+            raw = encoder_features(cell.encoder.parsed, data, study_dir / "probes", device,
                                    batch_size=64, seed=seed)
             features[cell.encoder.spec, seed] = combine_views(raw)
         x = features[cell.encoder.spec, seed]

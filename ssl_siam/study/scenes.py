@@ -28,7 +28,7 @@ from ssl_siam.data.class_folders import SceneSplit, split_scenes
 from ssl_siam.data.sources import resolve_sources
 from ssl_siam.eval.classifiers import knn_predict, logistic_regression
 from ssl_siam.eval.datasets import FolderDataset
-from ssl_siam.eval.features import encoder_features, parse_encoder_spec
+from ssl_siam.eval.features import encoder_features
 from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import EncoderChoice, budget_count, parse_encoder
@@ -132,7 +132,7 @@ class FeatureBank:
     def __call__(self, encoder: EncoderChoice, seed: int) -> torch.Tensor:
         key = (encoder.spec, seed if encoder.random else 0)
         if key not in self._features:
-            features = encoder_features(parse_encoder_spec(encoder.spec), self.dataset, self.cache_dir, self.device,
+            features = encoder_features(encoder.parsed, self.dataset, self.cache_dir, self.device,
                                         self.cfg.scene.batch_size, key[1])
             self._features[key] = features[:, 0]
         return self._features[key]
