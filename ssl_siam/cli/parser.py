@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=c.cmd_metric_train)
 
-    p = sub.add_parser("study", help="label-efficiency / unseen-disaster study: encoders × budgets × seeds, with CIs")
+    p = sub.add_parser("study", help="label-efficiency / unseen-disaster study: encoders × budgets × seeds, with CIs "
+                       "(change finetuning, or task=scene: scene classification probes)")
     p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--cell", type=NON_NEGATIVE, help="run only this cell (0-based; e.g. one per Slurm array task)")
