@@ -8,6 +8,8 @@ its first ``n`` pairs); the test pairs are the same for every cell.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssl_siam.core.config import save_config
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.damage.data import find_records, resolve_format
 from ssl_siam.data.xbd.pairs import PairRecord
@@ -126,13 +129,35 @@ class Cell:
         return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', self.encoder.name)}/n{self.n_labels}/seed{self.seed}"
 
 
-def make_cells(cfg: StudyConfig, split: Split) -> list[Cell]:
-    """Every (seed, budget, encoder) in that order; ``--cell I`` runs the I-th."""
+def parse_encoders(cfg: StudyConfig) -> list[EncoderChoice]:
+    """Every ``encoders`` entry, parsed; at least one, and no two with the same name (their cell folders)."""
     encoders = [parse_encoder(s) for s in cfg.encoders]
     if not encoders:
         raise ConfigError("encoders: expected at least one encoder")
     if len({e.name for e in encoders}) < len(encoders):
         raise ConfigError(f"encoders: two encoders share a name ({', '.join(e.name for e in encoders)})")
+    return encoders
+
+
+def save_design(cfg: StudyConfig, study_dir: Path, design: dict, n_cells: int, only_cell: int | None) -> None:
+    """Check ``--cell``, refuse a study directory that holds another design, then write ``design.json`` and the
+    resolved ``config.yaml`` (the same for every study task)."""
+    if only_cell is not None and not 0 <= only_cell < n_cells:
+        raise ConfigError(f"--cell {only_cell}: the study has cells 0..{n_cells - 1}")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    saved = study_dir / "design.json"
+    if saved.is_file() and json.loads(saved.read_text()) != design:
+        raise ConfigError(f"{saved}: this study directory holds another design (encoders, budgets, seeds, data, "
+                          "split or methods differ); choose another run_dir")
+    tmp = saved.with_name(f".{saved.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(design, indent=1))
+    tmp.replace(saved)
+    save_config(cfg, study_dir / "config.yaml")
+
+
+def make_cells(cfg: StudyConfig, split: Split) -> list[Cell]:
+    """Every (seed, budget, encoder) in that order; ``--cell I`` runs the I-th."""
+    encoders = parse_encoders(cfg)
     cells = []
     for seed in cfg.seeds:
         for budget in cfg.budgets:

@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ssl_siam.core.config import from_dict, save_config, to_dict
-from ssl_siam.core.errors import ConfigError
+from ssl_siam.core.config import from_dict, to_dict
 from ssl_siam.damage.config import FinetuneConfig
 from ssl_siam.damage.evaluate import evaluate
 from ssl_siam.damage.run import run_finetune
 from ssl_siam.study.config import StudyConfig
-from ssl_siam.study.design import Cell, Split, make_cells, make_split
+from ssl_siam.study.design import Cell, Split, make_cells, make_split, save_design
 from ssl_siam.study.probes import aggregate_probes, probe_cells
 from ssl_siam.study.report import aggregate, write_study
 from ssl_siam.study.scenes import run_scene_study
@@ -78,16 +77,8 @@ def run_study(cfg: StudyConfig, only_cell: int | None = None) -> Path:
         return study_dir
     split = make_split(cfg, study_dir / "cache")
     cells = make_cells(cfg, split)
-    if only_cell is not None and not 0 <= only_cell < len(cells):
-        raise ConfigError(f"--cell {only_cell}: the study has cells 0..{len(cells) - 1}")
     design = design_record(cfg, split, cells)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    saved = study_dir / "design.json"
-    if saved.is_file() and json.loads(saved.read_text()) != design:
-        raise ConfigError(f"{saved}: this study directory holds another design (encoders, budgets, seeds, data or "
-                          "split differ); choose another run_dir")
-    _write_json(saved, design)
-    save_config(cfg, study_dir / "config.yaml")
+    save_design(cfg, study_dir, design, len(cells), only_cell)
     for cell in cells if only_cell is None else [cells[only_cell]]:
         log.info("study cell %d/%d: %s, %d labelled pairs, seed %d", cell.index + 1, len(cells), cell.encoder.name,
                  cell.n_labels, cell.seed)

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import yaml
 
-from ssl_siam.core.config import save_config
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.class_folders import SceneSplit, split_scenes
 from ssl_siam.data.sources import resolve_sources
@@ -31,7 +30,7 @@ from ssl_siam.eval.datasets import FolderDataset
 from ssl_siam.eval.features import encoder_features
 from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
-from ssl_siam.study.design import EncoderChoice, budget_count, parse_encoder
+from ssl_siam.study.design import EncoderChoice, budget_count, parse_encoders, save_design
 from ssl_siam.study.report import METHOD_METRICS, aggregate
 from ssl_siam.study.stats import paired_difference
 from ssl_siam.train.runtime import resolve_device
@@ -98,11 +97,7 @@ def pretrained_on_test(encoder: EncoderChoice, split: SceneSplit) -> int | None:
 
 def make_scene_cells(cfg: StudyConfig, split: SceneSplit) -> list[SceneCell]:
     """Every (seed, budget, encoder) in that order; ``--cell I`` runs the I-th."""
-    encoders = [parse_encoder(s) for s in cfg.encoders]
-    if not encoders:
-        raise ConfigError("encoders: expected at least one encoder")
-    if len({e.name for e in encoders}) < len(encoders):
-        raise ConfigError(f"encoders: two encoders share a name ({', '.join(e.name for e in encoders)})")
+    encoders = parse_encoders(cfg)
     cells = []
     for seed in cfg.seeds:
         for budget in cfg.budgets:
@@ -212,17 +207,9 @@ def run_scene_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = N
     """Run every cell (or only ``only_cell``); once all are scored, the aggregate (else None)."""
     split = open_split(cfg)
     cells = make_scene_cells(cfg, split)
-    if only_cell is not None and not 0 <= only_cell < len(cells):
-        raise ConfigError(f"--cell {only_cell}: the study has cells 0..{len(cells) - 1}")
-    design = design_record(cfg, split, cells)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    saved = study_dir / "design.json"
-    if saved.is_file() and json.loads(saved.read_text()) != design:
-        raise ConfigError(f"{saved}: this study directory holds another design (encoders, budgets, seeds, data, "
-                          "split or methods differ); choose another run_dir")
-    saved.write_text(json.dumps(design, indent=1))
-    save_config(cfg, study_dir / "config.yaml")
-    test_seen = {c.encoder.spec: pretrained_on_test(c.encoder, split) for c in cells}
+    save_design(cfg, study_dir, design_record(cfg, split, cells), len(cells), only_cell)
+    encoders = {c.encoder.spec: c.encoder for c in cells}
+    test_seen = {spec: pretrained_on_test(encoder, split) for spec, encoder in encoders.items()}
     for spec, seen in test_seen.items():
         if seen:
             log.warning("encoders: %s was pretrained on %d of the %d test images (unlabelled): its scores are "

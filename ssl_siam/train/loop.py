@@ -8,7 +8,6 @@ preemption, atomic checkpoints and exact resume. Everything task-specific comes 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -39,6 +38,7 @@ from ssl_siam.train.config import OptimConfig, TrainConfig
 from ssl_siam.train.distributed import broadcast, mean_across
 from ssl_siam.train.optim import build_optimizer, set_schedules
 from ssl_siam.train.preemption import preemption_signals
+from ssl_siam.train.reporting import add_scalars, summary, write_metrics_json
 from ssl_siam.train.runtime import Runtime, compile_backbones
 from ssl_siam.train.task import StopTraining, TrainingTask, Validator
 
@@ -277,21 +277,16 @@ class Trainer:
             result = broadcast(self.validator() if self.world.is_main else None, self.world)
         metrics = {"step": self.state.step, **result}
         self.task.train()
-        for key, value in metrics.items():
-            if key != "step" and writer is not None:
-                writer.add_scalar(f"val/{key}", value, self.state.step)
+        add_scalars(writer, "val", metrics, self.state.step)
         self.state.val_history.append(metrics)
         if self.world.is_main:
-            log.info("step %d: %s", self.state.step, ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+            log.info("step %d: %s", self.state.step, summary(result))
         if metrics[self.validator.best_metric] > self.state.best:
             self.state.best = metrics[self.validator.best_metric]
             self.save_checkpoint("best.pt")
 
     def log(self, writer: SummaryWriter, metrics: dict[str, float]) -> None:
-        step = int(metrics["step"])
-        for key, value in metrics.items():
-            if key != "step":
-                writer.add_scalar(f"train/{key}", value, step)
+        add_scalars(writer, "train", metrics, int(metrics["step"]))
         self.state.history.append(dict(metrics))
 
     def write_metrics(self, last: dict[str, float]) -> None:
@@ -302,6 +297,4 @@ class Trainer:
         if self.state.val_history and self.validator is not None:
             data.update({"val": self.state.val_history[-1], f"best_{self.validator.best_metric}": self.state.best,
                          "val_history": self.state.val_history})
-        tmp = self.run_dir / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.run_dir / "metrics.json")
+        write_metrics_json(self.run_dir, data)

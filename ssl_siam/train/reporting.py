@@ -1,0 +1,29 @@
+"""What a run reports while it trains: TensorBoard scalars, one-line log summaries and the atomic metrics.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+
+
+def add_scalars(writer: SummaryWriter | None, prefix: str, metrics: dict[str, float], step: int) -> None:
+    """Every metric but ``step`` as ``<prefix>/<name>`` at ``step`` (nothing without a writer: other ranks)."""
+    if writer is not None:
+        for key, value in metrics.items():
+            if key != "step":
+                writer.add_scalar(f"{prefix}/{key}", value, step)
+
+
+def summary(metrics: dict[str, float]) -> str:
+    """``name value, ...`` for a log line."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def write_metrics_json(run_dir: Path, data: dict[str, Any]) -> None:
+    """``run_dir/metrics.json``, replaced atomically (a reader never sees half a file)."""
+    tmp = run_dir / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(run_dir / "metrics.json")
