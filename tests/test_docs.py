@@ -14,14 +14,15 @@ from conftest import ROOT
 from ssl_siam.cli.parser import build_parser
 from ssl_siam.damage.config import FinetuneConfig
 from ssl_siam.metric_learning.config import MetricConfig
+from ssl_siam.ssl import OBJECTIVES
 from ssl_siam.ssl.config import PretrainConfig
 from ssl_siam.study.config import StudyConfig
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 GUIDES = ["architecture", "pretraining", "finetuning", "prediction-and-scoring", "metric-learning", "probes",
           "distributed", "failure-handling", "configs", "benchmark", "study"]
-SECTIONS = ("run_dir", "resume", "objective", "train", "optim", "data", "model", "loss", "augment", "simsiam",
-            "byol", "dino", "knn", "finetune", "scene")
+SECTIONS = ("run_dir", "resume", "objective", "train", "optim", "data", "model", "loss", "augment", *OBJECTIVES,
+            "knn", "finetune", "scene")
 KEY = re.compile(rf"(?<![\w/.-])((?:{'|'.join(SECTIONS)})(?:\.[a-z_0-9]+)+)(?![\w/])")
 FILE_SUFFIXES = {"py", "yaml", "md", "json", "pt", "png", "tif", "safetensors", "csv", "sbatch", "txt"}
 

@@ -24,8 +24,8 @@ from ssl_siam.metric_learning.config import MetricConfig
 from ssl_siam.metric_learning.datasets import open_pair_dataset
 from ssl_siam.metric_learning.model import build_siamese
 from ssl_siam.metric_learning.run import build_task, load_metric_task, run_metric_train
-from ssl_siam.metric_learning.validate import embed_pairs
-from ssl_siam.metric_learning.verification import one_shot_accuracy, roc_auc
+from ssl_siam.metric_learning.validator import embed_pairs
+from ssl_siam.metric_learning.verification_metrics import one_shot_accuracy, roc_auc
 from ssl_siam.metric_learning.verify import model_similarity
 from ssl_siam.tools.synthetic import make_xbd_split
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import ROOT, tiny_overrides
 from lightly.utils.scheduler import cosine_schedule
 
 from ssl_siam.core.config import load_config
@@ -130,3 +134,68 @@ def test_dino_works_with_vit() -> None:
     model.configure(10, 5)
     out = model(views(n_local=2, batch=2), 0)
     assert out["loss"].ndim == 0 and math.isfinite(out["loss"].item())
+
+
+TINY_OBJECTIVE = '''"""A whole objective in one file: its options, its class, its registration."""
+from dataclasses import dataclass
+
+from torch import nn
+
+from ssl_siam.core.config import PositiveInt
+from ssl_siam.ssl.base import OBJECTIVES, Objective
+
+
+@dataclass
+class TinyConfig:
+    width: PositiveInt = 8
+
+
+@OBJECTIVES.register("tiny")
+class Tiny(Objective):
+    options = TinyConfig
+
+    def __init__(self, make_encoder, config):
+        super().__init__()
+        self.encoder = make_encoder()
+        self.head = nn.Linear(self.encoder.num_features, config.tiny.width)
+
+    def forward(self, views, step):
+        z1, z2 = (self.head(self.encoder(v)) for v in views[:2])
+        return {"loss": (z1 - z2).pow(2).mean(), "embedding": z1.detach()}
+
+    def export_encoder(self):
+        return self.encoder
+'''
+
+TRAIN_TINY = '''
+import sys
+import tiny_objective  # the one registration line (in the package: the import line of ssl/__init__.py)
+from ssl_siam.core.config import load_config, read_yaml
+from ssl_siam.core.errors import UserError
+from ssl_siam.ssl.config import PretrainConfig
+from ssl_siam.ssl.run import run_pretrain
+
+over = sys.argv[1:]
+run_dir = run_pretrain(load_config(PretrainConfig, None, over))
+print("section", read_yaml(run_dir / "config.yaml")["tiny"])
+for extra in ("tiny.width=4", "tiny.widht=4"):
+    try:
+        run_pretrain(load_config(PretrainConfig, None, [*over, extra, "train.max_steps=3"]))
+    except UserError as exc:
+        print("refused", exc)
+'''
+
+
+def test_an_objective_is_one_file_and_one_registration(tmp_path: Path, tile_dir: Path) -> None:
+    """A new objective's file, imported before the config schema is built: selectable by ``objective=tiny``, its
+    options set by ``tiny.width=…`` and saved in config.yaml, a typo in them named, a change of them refusing resume."""
+    (tmp_path / "tiny_objective.py").write_text(TINY_OBJECTIVE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    over = [*tiny_overrides("tiny", tile_dir, tmp_path / "run", steps=2), "tiny.width=8"]
+    proc = subprocess.run([sys.executable, "-c", TRAIN_TINY, *over], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "section {'width': 8}" and len(lines) == 3, proc.stdout
+    assert "holds another run (tiny.width=8 → 4)" in lines[1], lines[1]
+    assert "unknown config key 'tiny.widht'" in lines[2], lines[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ssl_siam.cli import commands as c
 
@@ -39,6 +39,19 @@ def number(kind: type, low: float, high: float | None = None, high_open: bool = 
 
 
 POSITIVE, NON_NEGATIVE = number(int, 1), number(int, 0)
+
+
+class BenchChoices:
+    """``bench --objective`` choices (:func:`ssl_siam.tools.bench.bench_choices`: the registered objectives and
+    finetune), read only when a value is checked or the choices are listed, so ``ssl-siam`` starts without torch."""
+
+    def __iter__(self) -> Iterator[str]:
+        from ssl_siam.tools.bench import bench_choices
+
+        return iter(bench_choices())
+
+    def __contains__(self, name: object) -> bool:
+        return name in list(self)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=c.cmd_split_scenes)
 
     p = sub.add_parser("bench", help="throughput: model-only ceiling vs our pipeline vs lightly's recipe")
-    p.add_argument("--objective", choices=["simsiam", "byol", "dino", "finetune"], default="simsiam")
+    p.add_argument("--objective", choices=BenchChoices(), default="simsiam", metavar="OBJECTIVE",
+                   help="%(choices)s (default: %(default)s)")
     p.add_argument("--device", default="auto")
     p.add_argument("--backbone", help="default: resnet50 on CUDA, resnet18 on CPU")
     p.add_argument("--image-size", type=POSITIVE, help="default: 224 on CUDA (512 finetune), 64 on CPU")

@@ -5,7 +5,7 @@ A new component is one file that decorates its builder with ``@REGISTRY.register
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from ssl_siam.core.errors import ConfigError
@@ -36,6 +36,10 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        """The names in registration order."""
+        return iter(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

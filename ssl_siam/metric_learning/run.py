@@ -19,7 +19,7 @@ from ssl_siam.metric_learning.datasets import METRIC_DATASETS, PairDataset, open
 from ssl_siam.metric_learning.losses import METRIC_LOSSES, PAIR_LOSSES, TRIPLET_LOSSES, build_metric_loss
 from ssl_siam.metric_learning.model import SEQUENCE_ENCODERS, build_siamese
 from ssl_siam.metric_learning.task import InputPipeline, MetricTask
-from ssl_siam.metric_learning.validate import VAL_LOCATIONS, VerificationValidator
+from ssl_siam.metric_learning.validator import VAL_LOCATIONS, VerificationValidator
 from ssl_siam.train.checkpoint import load_checkpoint
 from ssl_siam.train.collapse import CollapseMonitor
 from ssl_siam.train.distributed import main_first

@@ -16,8 +16,8 @@ from ssl_siam.core.errors import DataError
 from ssl_siam.eval.datasets import FolderDataset
 from ssl_siam.metric_learning.run import load_metric_task, open_data
 from ssl_siam.metric_learning.task import MetricTask
-from ssl_siam.metric_learning.validate import VAL_LOCATIONS, embed_pairs
-from ssl_siam.metric_learning.verification import one_shot_accuracy, plot_roc, roc_curve, verification_report
+from ssl_siam.metric_learning.validator import VAL_LOCATIONS, embed_pairs
+from ssl_siam.metric_learning.verification_metrics import one_shot_accuracy, plot_roc, roc_curve, verification_report
 from ssl_siam.train.runtime import resolve_device
 
 

@@ -1,8 +1,9 @@
-"""What every self-supervised objective provides to the shared training loop."""
+"""What every self-supervised objective provides to the shared training loop, and the registry that finds it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -10,10 +11,12 @@ from torch import nn
 from ssl_siam.core.registry import Registry
 from ssl_siam.train.optim import param_groups
 
-#: name → builder ``(make_encoder, cfg: PretrainConfig) -> Objective``; ``make_encoder()`` returns a fresh
-#: timm backbone (pooled features), so EMA teachers are built, not deep-copied (DINO's weight-normed head
-#: cannot be deep-copied).
-OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
+if TYPE_CHECKING:
+    from ssl_siam.ssl.config import AugmentConfig
+
+#: name → :class:`Objective` subclass, in registration order (the order of ``ssl/__init__.py``'s import line);
+#: the name is also the objective's section of the pretraining config
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 
 
 @torch.no_grad()
@@ -42,8 +45,17 @@ class Objective(nn.Module):
 
     ``views`` is a list of ``[B, C, H, W]`` tensors; ``embedding`` ``[B, D]`` feeds the collapse monitor.
     Schedules are pure functions of the optimizer ``step`` given ``configure(total_steps, steps_per_epoch)``.
+
+    A subclass is built as ``cls(make_encoder, cfg)`` from the pretraining config; ``make_encoder()`` returns a
+    fresh timm backbone (pooled features), so EMA teachers are built, not deep-copied (DINO's weight-normed head
+    cannot be deep-copied). It declares ``options``, the dataclass of its config section (named as the objective,
+    set with ``<name>.key=value``; a run resumes only under the same options), and for ``ssl-siam bench`` the
+    recipe it measures, the overrides that make every step a full update, and lightly's reference transform.
     """
 
+    options: ClassVar[type]
+    bench_recipe: ClassVar[str]
+    bench_overrides: ClassVar[tuple[str, ...]] = ()
     total_steps: int = 1
     steps_per_epoch: int = 1
 
@@ -61,4 +73,9 @@ class Objective(nn.Module):
 
     def export_encoder(self) -> nn.Module:
         """The backbone to export for downstream use."""
+        raise NotImplementedError
+
+    @staticmethod
+    def lightly_transform(global_size: int, local_size: int, augment: AugmentConfig) -> Callable:
+        """lightly's PIL transform of this method at our view sizes, the reference ``ssl-siam bench`` compares."""
         raise NotImplementedError

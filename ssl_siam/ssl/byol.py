@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from ssl_siam.core.config import Fraction, PositiveInt
 from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers, fp32_loss
-from ssl_siam.ssl.config import BYOLConfig, PretrainConfig
 from ssl_siam.train.optim import param_groups
 
+if TYPE_CHECKING:
+    from ssl_siam.ssl.config import AugmentConfig, PretrainConfig
 
+
+@dataclass
+class BYOLConfig:  # Grill et al. 2020
+    proj_hidden_dim: PositiveInt = 4096
+    out_dim: PositiveInt = 256
+    pred_hidden_dim: PositiveInt = 4096
+    momentum_start: Fraction = 0.99
+    momentum_end: Fraction = 1.0
+
+
+@OBJECTIVES.register("byol")
 class BYOL(Objective):
     """Online encoder+projector+predictor regresses an EMA target's projection of the other view.
 
@@ -23,10 +39,14 @@ class BYOL(Objective):
     Target momentum follows ``1 - (1 - τ_base)(cos(πk/K) + 1)/2``, from ``momentum_start`` to ``momentum_end``.
     """
 
-    def __init__(self, encoder: nn.Module, target_encoder: nn.Module, cfg: BYOLConfig) -> None:
+    options = BYOLConfig
+    bench_recipe = "pretrain/byol_resnet50"
+
+    def __init__(self, make_encoder: Callable[[], nn.Module], config: PretrainConfig) -> None:
         super().__init__()
-        dim = encoder.num_features
-        self.encoder = encoder
+        cfg: BYOLConfig = config.byol
+        self.encoder, target_encoder = make_encoder(), make_encoder()
+        dim = self.encoder.num_features
         self.projector = BYOLProjectionHead(dim, cfg.proj_hidden_dim, cfg.out_dim)
         self.predictor = BYOLPredictionHead(cfg.out_dim, cfg.pred_hidden_dim, cfg.out_dim)
         self.target_encoder = target_encoder
@@ -66,7 +86,6 @@ class BYOL(Objective):
     def export_encoder(self) -> nn.Module:
         return self.encoder
 
-
-@OBJECTIVES.register("byol")
-def build_byol(make_encoder: Callable[[], nn.Module], cfg: PretrainConfig) -> BYOL:
-    return BYOL(make_encoder(), make_encoder(), cfg.byol)
+    @staticmethod
+    def lightly_transform(global_size: int, local_size: int, augment: AugmentConfig) -> Callable:
+        return BYOLTransform(BYOLView1Transform(input_size=global_size), BYOLView2Transform(input_size=global_size))

@@ -1,11 +1,17 @@
-"""The ``ssl-siam pretrain`` config schema; defaults follow the papers cited."""
+"""The ``ssl-siam pretrain`` config schema; defaults follow the papers cited.
+
+Each objective's section (``simsiam:``, ``byol:``, ``dino:``, ...) is declared by the objective's own file
+(:attr:`Objective.options`) and added here from the registry.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from ssl_siam.core.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
+from ssl_siam.ssl import OBJECTIVES  # importing the package registers every objective
 from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainConfig
 
 
@@ -61,40 +67,6 @@ class AugmentConfig:
 
 
 @dataclass
-class SimSiamConfig:  # Chen & He 2021
-    proj_hidden_dim: PositiveInt = 2048
-    out_dim: PositiveInt = 2048
-    pred_hidden_dim: PositiveInt = 512
-    fix_pred_lr: bool = True
-
-
-@dataclass
-class BYOLConfig:  # Grill et al. 2020
-    proj_hidden_dim: PositiveInt = 4096
-    out_dim: PositiveInt = 256
-    pred_hidden_dim: PositiveInt = 4096
-    momentum_start: Fraction = 0.99
-    momentum_end: Fraction = 1.0
-
-
-@dataclass
-class DINOConfig:  # Caron et al. 2021
-    hidden_dim: PositiveInt = 2048
-    bottleneck_dim: PositiveInt = 256
-    out_dim: PositiveInt = 65536
-    batch_norm: bool = False  # BN in the head (official default for ResNet: False)
-    norm_last_layer: bool = True
-    warmup_teacher_temp: PositiveFloat = 0.04
-    teacher_temp: PositiveFloat = 0.04
-    warmup_teacher_temp_epochs: NonNegativeInt = 30
-    student_temp: PositiveFloat = 0.1
-    center_momentum: Fraction = 0.9
-    momentum_start: Fraction = 0.996
-    momentum_end: Fraction = 1.0
-    freeze_last_layer_epochs: NonNegativeInt = 1
-
-
-@dataclass
 class KNNMonitorConfig:
     """Optional kNN accuracy on a labeled set during pretraining (logged as val/knn_top1; best.pt by it)."""
 
@@ -109,14 +81,23 @@ class KNNMonitorConfig:
 
 
 @dataclass
-class PretrainConfig(RunConfig):
-    objective: str = "simsiam"
+class SharedPretrainConfig(RunConfig):
+    """What every objective's run is configured by; :data:`PretrainConfig` adds the objectives' sections."""
+
+    objective: str = "simsiam"  # a name in OBJECTIVES
     data: TileDataConfig = field(default_factory=TileDataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
-    byol: BYOLConfig = field(default_factory=BYOLConfig)
-    dino: DINOConfig = field(default_factory=DINOConfig)
-    knn: KNNMonitorConfig = field(default_factory=KNNMonitorConfig)
+
+
+_SECTIONS = [*((name, OBJECTIVES.get(name).options) for name in OBJECTIVES), ("knn", KNNMonitorConfig)]
+if clash := {f.name for f in dataclasses.fields(SharedPretrainConfig)} & {name for name, _ in _SECTIONS}:
+    raise ValueError(f"objective names {sorted(clash)} are taken by config sections")
+
+#: the schema: the shared sections, then one section per registered objective (named as it, typed by its
+#: ``options``, in registration order) and the kNN monitor's
+PretrainConfig = dataclasses.make_dataclass(
+    "PretrainConfig", [(name, schema, field(default_factory=schema)) for name, schema in _SECTIONS],
+    bases=(SharedPretrainConfig,), namespace={"__module__": __name__})

@@ -4,18 +4,41 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.transforms import DINOTransform
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from ssl_siam.core.config import Fraction, NonNegativeInt, PositiveFloat, PositiveInt
 from ssl_siam.ssl.base import OBJECTIVES, Objective, copy_buffers, fp32_loss
-from ssl_siam.ssl.config import DINOConfig, PretrainConfig
 from ssl_siam.train.optim import param_groups
+
+if TYPE_CHECKING:
+    from ssl_siam.ssl.config import AugmentConfig, PretrainConfig
+
+
+@dataclass
+class DINOConfig:  # Caron et al. 2021
+    hidden_dim: PositiveInt = 2048
+    bottleneck_dim: PositiveInt = 256
+    out_dim: PositiveInt = 65536
+    batch_norm: bool = False  # BN in the head (official default for ResNet: False)
+    norm_last_layer: bool = True
+    warmup_teacher_temp: PositiveFloat = 0.04
+    teacher_temp: PositiveFloat = 0.04
+    warmup_teacher_temp_epochs: NonNegativeInt = 30
+    student_temp: PositiveFloat = 0.1
+    center_momentum: Fraction = 0.9
+    momentum_start: Fraction = 0.996
+    momentum_end: Fraction = 1.0
+    freeze_last_layer_epochs: NonNegativeInt = 1
 
 
 def multicrop_forward(backbone: nn.Module, head: DINOProjectionHead,
@@ -34,15 +57,22 @@ def multicrop_forward(backbone: nn.Module, head: DINOProjectionHead,
     return list(logits.chunk(len(views))), bottleneck[: len(views[0])]
 
 
+@OBJECTIVES.register("dino")
 class DINO(Objective):
     """Self-distillation: the student matches the centred, sharpened EMA teacher on all crops.
 
-    The teacher sees only the ``n_global`` global crops. Teacher temperature warms up linearly over
+    The teacher sees only the ``augment.n_global`` global crops. Teacher temperature warms up linearly over
     ``warmup_teacher_temp_epochs``; the last head layer is frozen for ``freeze_last_layer_epochs``.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: DINOConfig, n_global: int = 2) -> None:
+    options = DINOConfig
+    bench_recipe = "pretrain/dino_resnet50"
+    bench_overrides = ("dino.freeze_last_layer_epochs=0",)
+
+    def __init__(self, make_encoder: Callable[[], nn.Module], config: PretrainConfig) -> None:
         super().__init__()
+        cfg: DINOConfig = config.dino
+        student, teacher = make_encoder(), make_encoder()
         dim = student.num_features
 
         def head() -> DINOProjectionHead:
@@ -59,7 +89,7 @@ class DINO(Objective):
         self.criterion = DINOLoss(output_dim=cfg.out_dim, warmup_teacher_temp=cfg.warmup_teacher_temp,
                                   teacher_temp=cfg.teacher_temp, student_temp=cfg.student_temp,
                                   center_momentum=cfg.center_momentum)
-        self.cfg, self.n_global = cfg, n_global
+        self.cfg, self.n_global = cfg, config.augment.n_global
 
     def teacher_temp(self, step: int) -> float:
         warmup = self.cfg.warmup_teacher_temp_epochs * self.steps_per_epoch
@@ -99,7 +129,9 @@ class DINO(Objective):
     def export_encoder(self) -> nn.Module:
         return self.teacher_backbone  # DINO evaluates the teacher, which is the better model
 
-
-@OBJECTIVES.register("dino")
-def build_dino(make_encoder: Callable[[], nn.Module], cfg: PretrainConfig) -> DINO:
-    return DINO(make_encoder(), make_encoder(), cfg.dino, n_global=cfg.augment.n_global)
+    @staticmethod
+    def lightly_transform(global_size: int, local_size: int, augment: AugmentConfig) -> Callable:
+        """Our recipe's crop scales and local crop count."""
+        return DINOTransform(global_crop_size=global_size, global_crop_scale=augment.global_scale,
+                             local_crop_size=local_size, local_crop_scale=augment.local_scale,
+                             n_local_views=augment.n_local)

@@ -57,8 +57,9 @@ def build_pretraining(cfg: PretrainConfig, run_dir: Path, runtime: Runtime) -> B
     t = cfg.train
     meta = EncoderMeta(cfg.model.backbone, dataset.num_bands, cfg.model.timm_kwargs, objective=cfg.objective,
                        bands=cfg.data.bands, normalization=stats)
-    task = PretrainTask(objective, views, t.seed, CollapseMonitor(t.collapse_every, t.collapse_threshold,
-                                                                  t.stop_on_collapse), meta, runtime.memory_format)
+    collapse = CollapseMonitor(t.collapse_every, t.collapse_threshold, t.stop_on_collapse)
+    task = PretrainTask(objective, views, t.seed, collapse, meta, runtime.memory_format,
+                        identity_keys=(f"{cfg.objective}.",))  # the objective's options must match to resume
     collate = None if cfg.augment.on_device else AugmentCollate(views, t.seed)
     loader = training_loader(IndexedDataset(dataset), cfg, runtime, collate_fn=collate)
     built = Built(dataset, task, loader)

@@ -3,24 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
+from lightly.transforms import SimSiamTransform
 from torch import nn
 
+from ssl_siam.core.config import PositiveInt
 from ssl_siam.ssl.base import OBJECTIVES, Objective, fp32_loss
-from ssl_siam.ssl.config import PretrainConfig, SimSiamConfig
 from ssl_siam.train.optim import param_groups
 
+if TYPE_CHECKING:
+    from ssl_siam.ssl.config import AugmentConfig, PretrainConfig
 
+
+@dataclass
+class SimSiamConfig:  # Chen & He 2021
+    proj_hidden_dim: PositiveInt = 2048
+    out_dim: PositiveInt = 2048
+    pred_hidden_dim: PositiveInt = 512
+    fix_pred_lr: bool = True
+
+
+@OBJECTIVES.register("simsiam")
 class SimSiam(Objective):
     """Symmetric negative cosine between predictor output and the stop-gradient projection of the other view."""
 
-    def __init__(self, encoder: nn.Module, cfg: SimSiamConfig) -> None:
+    options = SimSiamConfig
+    bench_recipe = "pretrain/simsiam_resnet50"
+
+    def __init__(self, make_encoder: Callable[[], nn.Module], config: PretrainConfig) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.projector = SimSiamProjectionHead(encoder.num_features, cfg.proj_hidden_dim, cfg.out_dim)
+        cfg: SimSiamConfig = config.simsiam
+        self.encoder = make_encoder()
+        self.projector = SimSiamProjectionHead(self.encoder.num_features, cfg.proj_hidden_dim, cfg.out_dim)
         self.predictor = SimSiamPredictionHead(cfg.out_dim, cfg.pred_hidden_dim, cfg.out_dim)
         self.criterion = NegativeCosineSimilarity()
         self.fix_pred_lr = cfg.fix_pred_lr
@@ -40,7 +59,6 @@ class SimSiam(Objective):
     def export_encoder(self) -> nn.Module:
         return self.encoder
 
-
-@OBJECTIVES.register("simsiam")
-def build_simsiam(make_encoder: Callable[[], nn.Module], cfg: PretrainConfig) -> SimSiam:
-    return SimSiam(make_encoder(), cfg.simsiam)
+    @staticmethod
+    def lightly_transform(global_size: int, local_size: int, augment: AugmentConfig) -> Callable:
+        return SimSiamTransform(input_size=global_size)

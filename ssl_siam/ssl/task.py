@@ -33,16 +33,17 @@ class PretrainTask(TrainingTask):
 
     The augmentation generator is seeded from (seed, first sample index), so a batch's views do not depend
     on where they were computed or on whether the run was resumed. ``export_meta`` describes the encoder that
-    :meth:`export` writes (its ``step`` is filled in then).
+    :meth:`export` writes (its ``step`` is filled in then); ``identity_keys`` names the objective's config section.
     """
 
     checkpoint_kind = "pretrain"
 
     def __init__(self, objective: Objective, pipeline: ViewPipeline, seed: int, collapse: CollapseMonitor,
-                 export_meta: EncoderMeta, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                 export_meta: EncoderMeta, memory_format: torch.memory_format = torch.contiguous_format,
+                 identity_keys: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.objective, self.pipeline, self.seed, self.memory_format = objective, pipeline, seed, memory_format
-        self.collapse, self.export_meta = collapse, export_meta
+        self.collapse, self.export_meta, self.identity_keys = collapse, export_meta, identity_keys
 
     def configure(self, total_steps: int, steps_per_epoch: int) -> None:
         self.objective.configure(total_steps, steps_per_epoch)

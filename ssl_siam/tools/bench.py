@@ -6,7 +6,10 @@ All measurements drive the same model, objective and optimizer (one :class:`Trai
 * ``ceiling``: synthetic batches already on the device, shaped as the objective expects them;
 * ``ours``: the DataLoader ``ssl-siam pretrain`` builds (tiles read in workers, views made on the device);
 * ``loader``: that DataLoader alone, no model: above ``ceiling``, data loading is not the bottleneck;
-* ``lightly``: lightly's PIL transforms (SimSiam / BYOL / DINO) run per image in the DataLoader workers.
+* ``lightly``: lightly's PIL transforms (the objective's ``lightly_transform``) run per image in the DataLoader
+  workers.
+
+Each objective declares the recipe measured and its overrides (:class:`~ssl_siam.ssl.base.Objective`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, DINOTransform, SimSiamTransform
 from PIL import Image
 
 from ssl_siam.core.config import load_config
@@ -31,6 +33,7 @@ from ssl_siam.damage.config import FinetuneConfig
 from ssl_siam.damage.data import num_classes
 from ssl_siam.damage.run import build_finetuning
 from ssl_siam.data.sampling import ResumableSampler, make_loader
+from ssl_siam.ssl import OBJECTIVES
 from ssl_siam.ssl.config import PretrainConfig
 from ssl_siam.ssl.run import build_pretraining
 from ssl_siam.ssl.views import view_specs
@@ -40,8 +43,7 @@ from ssl_siam.train.launch import prepare
 from ssl_siam.train.loop import Trainer
 from ssl_siam.train.runtime import Runtime, resolve_device
 
-RECIPES = {"simsiam": "pretrain/simsiam_resnet50", "byol": "pretrain/byol_resnet50",
-           "dino": "pretrain/dino_resnet50", "finetune": "finetune/xbd_resnet50"}
+FINETUNE_RECIPE = "finetune/xbd_resnet50"  # what `--objective finetune` measures (objectives name their own)
 DEFAULTS = {"cuda": ("resnet50", 224, 256), "cpu": ("resnet18", 64, 32)}  # backbone, view size, batch
 FINETUNE_DEFAULTS = {"cuda": (512, 16), "cpu": (64, 32)}  # crop, batch (16: configs/finetune/xbd_resnet50.yaml)
 LOADER_BATCHES = 50  # the fewest batches the loader alone is timed over
@@ -63,15 +65,9 @@ class ImageFiles(torch.utils.data.Dataset):
             return index, self.transform(image.convert("RGB"))
 
 
-def lightly_transform(objective: str, global_size: int, local_size: int, cfg: PretrainConfig) -> Callable:
-    """lightly's transform for ``objective`` at our view sizes (DINO: our recipe's crop scales and crop count)."""
-    if objective == "byol":
-        return BYOLTransform(BYOLView1Transform(input_size=global_size), BYOLView2Transform(input_size=global_size))
-    if objective == "dino":
-        aug = cfg.augment
-        return DINOTransform(global_crop_size=global_size, global_crop_scale=aug.global_scale,
-                             local_crop_size=local_size, local_crop_scale=aug.local_scale, n_local_views=aug.n_local)
-    return SimSiamTransform(input_size=global_size)
+def bench_choices() -> list[str]:
+    """What ``run_bench`` measures: every registered objective, then ``finetune``."""
+    return [*OBJECTIVES, "finetune"]
 
 
 def loader_rate(loader: torch.utils.data.DataLoader, batch: int, steps: int, warmup: int) -> float:
@@ -124,12 +120,12 @@ def cached_loader_rate(cfg: Any, build: Callable, runtime: Runtime, cache_dir: P
 def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, backbone: str, image_size: int,
               batch: int, workers: int, steps: int, warmup: int, aug_seconds: float,
               cache_dir: Path | None = None) -> dict[str, float | None]:
-    tile = math.ceil(image_size * TILE_MARGIN)
-    cfg = load_config(PretrainConfig, RECIPES[objective], [
+    tile, method = math.ceil(image_size * TILE_MARGIN), OBJECTIVES.get(objective)
+    cfg = load_config(PretrainConfig, method.bench_recipe, [
         f"model.backbone={backbone}", f"data.tile_size={tile}", f"augment.global_size={image_size}",
         f"augment.local_size={round(image_size * 96 / 224)}", f"train.batch_size={batch}",
         f"data.num_workers={workers}", f"data.samples_per_epoch={batch * (warmup + loader_batches(steps) + 2)}",
-        f"train.max_steps={3 * (warmup + steps)}", "dino.freeze_last_layer_epochs=0", f"run_dir={run_dir}"])
+        f"train.max_steps={3 * (warmup + steps)}", *method.bench_overrides, f"run_dir={run_dir}"])
     cfg.data.root = [str(root)]
     runtime = Runtime.create(device, cfg.train.precision, cfg.train.channels_last)
     session = prepare(cfg, "bench", build_pretraining, runtime)
@@ -146,7 +142,7 @@ def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, b
             cfg, build_pretraining, runtime, cache_dir, run_dir.with_name("run-cached"), batch, steps, warmup),
     }
     del views
-    transform = lightly_transform(objective, specs[0].size, specs[-1].size, cfg)
+    transform = method.lightly_transform(specs[0].size, specs[-1].size, cfg.augment)
     rates["lightly"] = None  # lightly's PIL pipeline reads single-file 8-bit RGB images only
     if dataset.num_bands == 3 and dataset.dtype == np.uint8 and all(len(s.paths) == 1 for s in dataset.files):
         images = ImageFiles([s.paths[0] for s in dataset.files], transform)
@@ -161,7 +157,7 @@ def _pretrain(objective: str, root: Path, run_dir: Path, device: torch.device, b
 
 def _finetune(split: Path, run_dir: Path, device: torch.device, backbone: str, crop: int, batch: int,
               workers: int, steps: int, warmup: int, cache_dir: Path | None = None) -> dict[str, float | None]:
-    cfg = load_config(FinetuneConfig, RECIPES["finetune"], [
+    cfg = load_config(FinetuneConfig, FINETUNE_RECIPE, [
         f"model.backbone={backbone}", f"data.crop_size={crop}", f"train.batch_size={batch}",
         f"data.num_workers={workers}", f"data.samples_per_epoch={batch * (warmup + loader_batches(steps) + 2)}",
         f"train.max_steps={2 * (warmup + steps)}", "train.freeze_encoder_epochs=0", "data.val_fraction=0",
@@ -197,11 +193,11 @@ def run_bench(objective: str = "simsiam", *, backbone: str | None = None, image_
     lightly reads whole files, so it runs only on single-file 3-band uint8 tiles (else None). ``aug_seconds``: CPU
     time per side of the per-core augmentation comparison. ``cache_dir``: also time the loader reading the PNG / JPEG
     sources from this decoded cache (``loader_cached``; built first where missing, untimed). Heads, optimizer and
-    augmentations are the paper recipes in ``configs/``; the DINO last layer / finetuning encoder are not frozen, so
-    every step is a full update.
+    augmentations are the paper recipes in ``configs/`` (the objective's ``bench_recipe``); nothing is frozen (the
+    objective's ``bench_overrides``, e.g. DINO's last layer; the finetuning encoder), so every step is a full update.
     """
-    if objective not in RECIPES:
-        raise ConfigError(f"unknown benchmark objective {objective!r}; valid: {', '.join(RECIPES)}")
+    if objective not in bench_choices():
+        raise ConfigError(f"unknown benchmark objective {objective!r}; valid: {', '.join(bench_choices())}")
     if steps < 1 or warmup < 0 or workers < 0:
         raise ValueError(f"need steps >= 1, warmup >= 0, workers >= 0; got {steps}, {warmup}, {workers}")
     dev = resolve_device(device, "--device")

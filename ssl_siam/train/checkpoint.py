@@ -97,9 +97,10 @@ def checkpoint_kind(ckpt: dict[str, Any]) -> str:
     return "finetune" if "pre_stats" in extra else "metric" if "mining" in extra else "pretrain"
 
 
-#: config keys that fix what a checkpoint is: resuming it under other values is refused, naming them
-IDENTITY_KEYS = ("objective", "model.", "data.bands", "data.post_bands", "data.dataset", "loss.name", "simsiam.",
-                 "byol.", "dino.", "augment.n_global", "augment.n_local")
+#: config keys that fix what a checkpoint is: resuming it under other values is refused, naming them; a task adds
+#: its own (``TrainingTask.identity_keys``, e.g. the pretraining objective's options section)
+IDENTITY_KEYS = ("objective", "model.", "data.bands", "data.post_bands", "data.dataset", "loss.name",
+                 "augment.n_global", "augment.n_local")
 _START_ONLY = ("model.encoder_weights", "model.pretrained")  # the starting weights: irrelevant once resumed
 
 
@@ -113,11 +114,11 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_differences(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
-    """``key: saved → asked`` for every identity key (:data:`IDENTITY_KEYS`) that differs between a checkpoint's
-    config and the config of the run that wants to resume it."""
-    old, new = _flatten(saved), _flatten(config)
-    keys = [k for k in sorted(old.keys() | new.keys()) if k.startswith(IDENTITY_KEYS) and k not in _START_ONLY]
+def config_differences(saved: dict[str, Any], config: dict[str, Any], extra_keys: tuple[str, ...] = ()) -> list[str]:
+    """``key: saved → asked`` for every identity key (:data:`IDENTITY_KEYS` and ``extra_keys``) that differs between
+    a checkpoint's config and the config of the run that wants to resume it."""
+    old, new, identity = _flatten(saved), _flatten(config), IDENTITY_KEYS + extra_keys
+    keys = [k for k in sorted(old.keys() | new.keys()) if k.startswith(identity) and k not in _START_ONLY]
     return [f"{k}={old.get(k)} → {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
 
 

@@ -131,7 +131,7 @@ class Trainer:
         if kind != self.task.checkpoint_kind:
             raise DataError(f"checkpoint {path} is a {kind} checkpoint, this run is {self.task.checkpoint_kind}; "
                             "choose another run_dir")
-        if differences := config_differences(ckpt["config"], self.config):
+        if differences := config_differences(ckpt["config"], self.config, self.task.identity_keys):
             raise DataError(f"{path} holds another run ({'; '.join(differences)}); resume it with its own config "
                             "(RUN/config.yaml) or choose another run_dir")
         try:

@@ -26,6 +26,8 @@ class TrainingTask(nn.Module):
     """What the loop trains. ``forward`` is the training step, so DistributedDataParallel can wrap the task."""
 
     checkpoint_kind: ClassVar[str]  # a key of train.checkpoint.KIND_COMMANDS, written into every checkpoint
+    #: config keys (``"sec."``: a whole section) that, beside ``train.checkpoint.IDENTITY_KEYS``, must match to resume
+    identity_keys: tuple[str, ...] = ()
 
     def configure(self, total_steps: int, steps_per_epoch: int) -> None:
         """Called once before training: schedules that depend on the run length (pure functions of the step)."""

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from ssl_siam.metric_learning.datasets import PairDataset
 from ssl_siam.metric_learning.task import MetricTask
-from ssl_siam.metric_learning.verification import verification_report
+from ssl_siam.metric_learning.verification_metrics import verification_report
 
 VAL_LOCATIONS = 512  # verification pairs drawn from location data: 512 positives + 512 negatives
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssl_siam.metric_learning.verification import (
+from ssl_siam.metric_learning.verification_metrics import (
     best_threshold_accuracy,
     equal_error_rate,
     one_shot_accuracy,
