@@ -294,9 +294,9 @@ def test_a_locked_run_dir_is_refused_naming_the_holder(world: dict[str, Path], c
 
 def test_an_internal_error_is_one_line_exit_1(world: dict[str, Path], capsys: pytest.CaptureFixture,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from ssl_siam.damage import xview2
+    from ssl_siam.change.tasks import damage
 
-    monkeypatch.setattr(xview2, "score_dirs", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(damage, "score_dirs", lambda *a, **k: 1 / 0)
     code = main(["score", "--pred", str(world["xbd"]), "--targ", str(world["xbd"])])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1, err

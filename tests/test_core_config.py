@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.core.config import load_config, parse_overrides, save_config, to_dict
 from ssl_siam.core.errors import ConfigError
-from ssl_siam.damage.config import FinetuneConfig
 from ssl_siam.metric_learning.config import MetricConfig
 from ssl_siam.ssl.config import PretrainConfig
 from ssl_siam.study.config import StudyConfig
@@ -96,7 +96,7 @@ def test_cli_reports_unknown_key_in_one_line(tmp_path: Path) -> None:
 
 
 def test_partial_section_keeps_field_defaults_and_scalar_lists() -> None:
-    from ssl_siam.damage.config import FinetuneConfig
+    from ssl_siam.change.config import FinetuneConfig
 
     cfg = load_config(FinetuneConfig, None, ["train.max_steps=3", "optim.lr=0.5", "data.root=/one/split"])
     assert cfg.train.batch_size == 8 and cfg.train.max_steps == 3  # the finetune default, not TrainConfig's

@@ -15,10 +15,9 @@ import torch
 from PIL import Image
 
 from ssl_siam.cli import main
-from ssl_siam.damage.data import decoded
-from ssl_siam.data.cache import DecodedCache, build_entry, check_cache
+from ssl_siam.data.cache import DecodedCache, build_entry, check_cache, decoded
+from ssl_siam.data.pair_crops import PairCropDataset
 from ssl_siam.data.tiles import TileDataset
-from ssl_siam.data.xbd.dataset import XBDPairDataset
 from ssl_siam.data.xbd.pairs import find_pairs
 from ssl_siam.data.xbd.targets import ensure_targets
 from ssl_siam.tools.synthetic import make_xbd_split
@@ -41,7 +40,7 @@ def test_pair_crops_from_the_cache_are_bit_identical(split: Path, tmp_path: Path
         # building-centred crops: the PNG mask is decoded whole, the cached one found through its row index
         kwargs = dict(train=True, seed=5, misregistration_px=2, building_bias=1.0) if train else dict(train=False)
         crop = 96 if train else None
-        a, b = XBDPairDataset(records, crop, **kwargs), XBDPairDataset(cached, crop, **kwargs)
+        a, b = PairCropDataset(records, crop, **kwargs), PairCropDataset(cached, crop, **kwargs)
         for i in range(9 if train else 3):  # every pair visited three times
             x, y = a[i], b[i]
             for key in ("pre", "post", "mask"):

@@ -12,9 +12,10 @@ from conftest import texture, tiny_overrides
 from PIL import Image
 from torch import nn
 
+from ssl_siam.change.predict import predict_pair
+from ssl_siam.change.tasks import change_task
+from ssl_siam.change.training import FinetuneTask
 from ssl_siam.cli import main
-from ssl_siam.damage.predict import predict_pair
-from ssl_siam.damage.task import FinetuneTask
 from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.train.checkpoint import load_checkpoint
@@ -97,7 +98,8 @@ def test_a_nan_hole_in_predict_changes_nothing_outside_it(tmp_path: Path) -> Non
     for name, holes in (("clean", False), ("holes", True)):
         pre = float_scene(tmp_path / f"{name}_pre_disaster.tif", 5, holes=holes)
         post = float_scene(tmp_path / f"{name}_post_disaster.tif", 6, holes=False)
-        predict_pair(task, Runtime.create("cpu"), pre, post, tmp_path / name, bands=None, post_bands=None,
+        predict_pair(task, change_task("damage"), Runtime.create("cpu"), pre, post, tmp_path / name, bands=None,
+                     post_bands=None,
                      window=64, overlap=0.25, tta=False, batch_size=2)
         with rasterio.open(tmp_path / name / f"{name}_damage.tif") as src:
             maps[name] = (np.asarray(Image.open(tmp_path / name / f"{name}_damage_prediction.png")), src.read(1),

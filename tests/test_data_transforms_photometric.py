@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from ssl_siam.damage.task import FinetuneTask, JitterCollate
+from ssl_siam.change.training import FinetuneTask, JitterCollate
 from ssl_siam.data.sampling import seeded_generator
 from ssl_siam.data.stats import BandStats
 from ssl_siam.data.transforms.photometric import Jitter, jitter_pair, photometric_jitter

@@ -17,10 +17,11 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.data.pair_crops import PairCropDataset
+from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.transforms.pair import PairAugment, shift
-from ssl_siam.data.xbd.dataset import XBDPairDataset
 from ssl_siam.data.xbd.labels import damage_mask, load_label, localization_mask
-from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
+from ssl_siam.data.xbd.pairs import find_pairs
 from ssl_siam.data.xbd.targets import ensure_targets
 from ssl_siam.tools.synthetic import make_xbd_split
 
@@ -144,13 +145,13 @@ def test_cached_damage_target_of_the_real_sample(tmp_path):
 def test_shared_xbd_sample(tmp_path):
     found = ensure_targets(find_pairs(SHARED_DATA / "xbd")[0], tmp_path)
     assert [r.id for r in found] == ["joplin-tornado_00000000", "joplin-tornado_00000001"]
-    item = XBDPairDataset(found, 256, True)[3]
+    item = PairCropDataset(found, 256, True)[3]
     assert item["pre"].shape == item["post"].shape == (3, 256, 256) and item["mask"].shape == (256, 256)
-    assert XBDPairDataset(found, None, False)[0]["mask"].shape == (1024, 1024)
+    assert PairCropDataset(found, None, False)[0]["mask"].shape == (1024, 1024)
 
 
 def test_dataset_items(records):
-    train = XBDPairDataset(records, 64, True, misregistration_px=2)
+    train = PairCropDataset(records, 64, True, misregistration_px=2)
     assert len(train) == 4 and train.num_bands_pre == train.num_bands_post == 3
     item = train[5]
     assert item["index"] == 5 and item["id"] == IDS[1] and item["mask"].shape == (64, 64)
@@ -160,25 +161,25 @@ def test_dataset_items(records):
     batch = default_collate([train[i] for i in range(4)])
     assert batch["pre"].shape == (4, 3, 64, 64) and batch["mask"].shape == (4, 64, 64)
     assert torch.equal(pickle.loads(pickle.dumps(train))[5]["post"], item["post"])
-    whole = XBDPairDataset(records, None, False)[2]
+    whole = PairCropDataset(records, None, False)[2]
     image = read_png(records[2].pre_image).transpose(2, 0, 1)
     np.testing.assert_array_equal(whole["pre"].numpy(), image)
     np.testing.assert_array_equal(whole["mask"].numpy(), read_png(records[2].damage_target))
-    centre = XBDPairDataset(records, 100, False)[2]
+    centre = PairCropDataset(records, 100, False)[2]
     np.testing.assert_array_equal(centre["pre"].numpy(), image[:, 14:114, 14:114])
-    padded = XBDPairDataset(records, 160, True)[0]
+    padded = PairCropDataset(records, 160, True)[0]
     assert padded["pre"].shape == (3, 160, 160) and (padded["mask"] == 255).float().mean() > 0.3
 
 
 def test_determinism(records):
-    dataset = XBDPairDataset(records, 48, True, misregistration_px=2, seed=7)
-    first, again = dataset[9], XBDPairDataset(records, 48, True, misregistration_px=2, seed=7)[9]
+    dataset = PairCropDataset(records, 48, True, misregistration_px=2, seed=7)
+    first, again = dataset[9], PairCropDataset(records, 48, True, misregistration_px=2, seed=7)[9]
     for key in ("pre", "post", "mask"):
         assert torch.equal(first[key], again[key]) and torch.equal(first[key], dataset[9][key])
     next_epoch = dataset[9 + len(dataset)]
     assert next_epoch["id"] == first["id"] and not torch.equal(next_epoch["pre"], first["pre"])
     assert not torch.equal(dataset[13]["pre"], first["pre"])
-    assert not torch.equal(XBDPairDataset(records, 48, True, seed=8)[9]["pre"], first["pre"])
+    assert not torch.equal(PairCropDataset(records, 48, True, seed=8)[9]["pre"], first["pre"])
 
 
 def test_building_bias(tmp_path):
@@ -188,7 +189,7 @@ def test_building_bias(tmp_path):
     assert max(buildings) < 0.05 and min(buildings) > 0
 
     def hit_rate(bias: float) -> float:
-        dataset = XBDPairDataset(sparse, 32, True, building_bias=bias)
+        dataset = PairCropDataset(sparse, 32, True, building_bias=bias)
         return float(np.mean([(dataset[i]["mask"] % 255 > 0).any().item() for i in range(120)]))
 
     biased, uniform = hit_rate(1.0), hit_rate(0.0)
@@ -265,16 +266,16 @@ def test_uint16_geotiff_pairs_with_target_files(tmp_path):
     assert [r.loc_target is not None for r in found] == [True, False]
     assert all(r.pre_label is None and r.damage_target.suffix == ".tif" for r in found)
     assert ensure_targets(found, tmp_path / "cache") == found  # target files are used as they are
-    whole = XBDPairDataset(found, None, False)[1]
+    whole = PairCropDataset(found, None, False)[1]
     assert whole["pre"].dtype == torch.uint16 and whole["pre"].shape == (4, 96, 96)
     np.testing.assert_array_equal(whole["post"].numpy(), arrays["geo-quake_00000001", "post"])
     np.testing.assert_array_equal(whole["mask"].numpy(), arrays["geo-quake_00000001", "target"])
-    selected = XBDPairDataset(found, 64, False, bands=[4, 2], post_bands=[3])
+    selected = PairCropDataset(found, 64, False, bands=[4, 2], post_bands=[3])
     assert (selected.num_bands_pre, selected.num_bands_post) == (2, 1)
     pre, post = arrays["geo-quake_00000000", "pre"], arrays["geo-quake_00000000", "post"]
     np.testing.assert_array_equal(selected[0]["pre"].numpy(), pre[[3, 1], 16:80, 16:80])  # bands 4, 2; centre crop
     np.testing.assert_array_equal(selected[0]["post"].numpy(), post[[2], 16:80, 16:80])
-    item = XBDPairDataset(found, 64, True, misregistration_px=2)[3]
+    item = PairCropDataset(found, 64, True, misregistration_px=2)[3]
     assert item["pre"].dtype == item["post"].dtype == torch.uint16 and item["post"].shape == (4, 64, 64)
     assert item["pre"].numpy().max() > 255  # torch has no max for uint16
     (tmp_path / "targets" / "geo-quake_00000001_damage_target.tif").unlink()

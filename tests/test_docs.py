@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.cli.parser import build_parser
-from ssl_siam.damage.config import FinetuneConfig
 from ssl_siam.metric_learning.config import MetricConfig
 from ssl_siam.ssl import OBJECTIVES
 from ssl_siam.ssl.config import PretrainConfig

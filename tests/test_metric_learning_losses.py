@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssl_siam.change.losses import LOSSES
 from ssl_siam.core.errors import ConfigError
-from ssl_siam.damage.losses import LOSSES
 from ssl_siam.metric_learning.losses import (
     METRIC_LOSSES,
     PAIR_LOSSES,

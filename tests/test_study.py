@@ -61,7 +61,8 @@ def test_aggregate_rows_against_hand_numbers() -> None:
                 "n_labels": 2, "seed": s, "score": v, "localization_f1": v, "damage_f1": v}
                for i, (e, s, v) in enumerate([("ssl", 0, 0.5), ("random:r", 0, 0.4), ("ssl", 1, 0.7),
                                               ("random:r", 1, 0.5)])]
-    study = aggregate(results, {"split": "image", "holdout": None, "test": ["a"], "pool": ["b", "c"]})
+    study = aggregate(results, {"split": "image", "holdout": None, "test": ["a"], "pool": ["b", "c"]},
+                      ("localization_f1", "damage_f1"), "xView2 score")
     ssl, rnd = study["rows"]
     assert ssl["mean"] == pytest.approx(0.6) and rnd["mean"] == pytest.approx(0.45)
     assert ssl["diff_vs_random"]["mean"] == pytest.approx(0.15) and "diff_vs_random" not in rnd
@@ -181,7 +182,7 @@ def test_a_timm_weight_file_is_an_encoder_of_the_study(two_disasters: dict[str, 
     """``timm:<name>=<file>``: its cells finetune a model whose encoder starts from that file's weights."""
     import timm
 
-    from ssl_siam.damage.model import build_damage_net
+    from ssl_siam.change.models.siamese import build_change_net
     from ssl_siam.study import run as study_run
 
     weights = tmp_path / "r18.pth"
@@ -198,7 +199,7 @@ def test_a_timm_weight_file_is_an_encoder_of_the_study(two_disasters: dict[str, 
     (ft,) = seen
     assert ft.model.pretrained == str(weights) and ft.model.encoder_weights is None
     assert (tmp_path / "run" / "cells" / "timm_resnet18" / "n1" / "seed0" / "score.json").is_file()
-    net = build_damage_net(ft.model.backbone, 3, pretrained=ft.model.pretrained, decoder_channels=[16, 16, 8, 8, 8])
+    net = build_change_net(ft.model.backbone, 3, pretrained=ft.model.pretrained, decoder_channels=[16, 16, 8, 8, 8])
     assert torch.equal(net.encoder.conv1.weight, torch.load(weights)["conv1.weight"])
 
 

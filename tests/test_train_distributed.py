@@ -105,10 +105,10 @@ def _validate(rank: int, size: int, port: int, split: str, out: str) -> None:
     """Score the split's pairs with the xView2 validator as rank ``rank`` of ``size`` (gloo)."""
     import torch.distributed as dist
 
-    from ssl_siam.damage.task import FinetuneTask
-    from ssl_siam.damage.validate import XView2Validator
+    from ssl_siam.change.tasks.damage import XView2Validator
+    from ssl_siam.change.training import FinetuneTask
+    from ssl_siam.data.pair_crops import PairCropDataset
     from ssl_siam.data.stats import BandStats
-    from ssl_siam.data.xbd.dataset import XBDPairDataset
     from ssl_siam.data.xbd.pairs import find_pairs
     from ssl_siam.data.xbd.targets import ensure_targets
     from ssl_siam.train.distributed import World
@@ -121,7 +121,7 @@ def _validate(rank: int, size: int, port: int, split: str, out: str) -> None:
                              unclassified="ignore", ignore_index=255)
     stats = BandStats([0.0] * 3, [255.0] * 3, [0.5] * 3, [0.25] * 3)
     task = FinetuneTask(_PixelModel(), torch.nn.Identity(), stats, stats)
-    dataset = XBDPairDataset(records, None, train=False)
+    dataset = PairCropDataset(records, None, train=False)
     runtime = Runtime(torch.device("cpu"), World(rank, size))
     metrics = XView2Validator(task, dataset, runtime, 64, False, 255)()
     if rank == 0:

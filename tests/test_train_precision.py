@@ -18,9 +18,9 @@ from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from PIL import Image
 
+from ssl_siam.change import sliding
 from ssl_siam.cli import main
 from ssl_siam.core.config import load_config
-from ssl_siam.damage import sliding
 from ssl_siam.ssl.base import fp32_loss
 from ssl_siam.ssl.config import PretrainConfig
 from ssl_siam.ssl.dino import multicrop_forward

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.headers import TAG_DRIVER, FileHeader, read_headers
+from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.rasters import SEQUENTIAL_SUFFIXES, open_raster
-from ssl_siam.data.xbd.pairs import PairRecord
 
 BLOCK = 256  # GeoTIFF tile size: a 512² crop touches at most 9 tiles
 SMALL_PIXELS = 128 * 128  # images up to this size are read from the source: decoding one whole costs about what

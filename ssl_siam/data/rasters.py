@@ -166,19 +166,6 @@ class RasterPair:
         self.close()
 
 
-def read_pair(
-    pre_path: str | Path,
-    post_path: str | Path,
-    bands: Sequence[int] | None = None,
-    post_bands: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray, Profile | None]:
-    """Whole pre [C, H, W] and post [C', H, W] images in their native dtype and the pre image's profile, checked
-    as :class:`RasterPair` checks them."""
-    with RasterPair(pre_path, post_path, bands, post_bands) as pair:
-        pre, post = pair.rows(0, pair.height)
-        return pre, post, pair.profile
-
-
 def _footprint_shift(pre_transform: Any, post_transform: Any, height: int, width: int) -> float:
     """Largest distance, in pre pixels, between where the pre and post transforms put the image corners."""
     to_pre_pixels = ~pre_transform

@@ -16,10 +16,11 @@ import torch
 from ssl_siam.core.errors import DataError
 from ssl_siam.core.registry import Registry
 from ssl_siam.data.class_folders import SceneSplit, split_scenes
+from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.rasters import load_image, open_raster
 from ssl_siam.data.xbd.buildings import BuildingCrops
 from ssl_siam.data.xbd.labels import DAMAGE_CLASSES
-from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
+from ssl_siam.data.xbd.pairs import find_pairs
 from ssl_siam.eval.splits import group_split
 
 TEST_FRACTION = 0.25

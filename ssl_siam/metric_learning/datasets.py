@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ssl_siam.change.datasets.pairs_csv import file_inside
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.core.registry import Registry
 from ssl_siam.data.cache import DecodedCache, decoded
-from ssl_siam.data.change import file_inside
 from ssl_siam.data.rasters import load_image, open_raster
 from ssl_siam.data.xbd.buildings import BuildingCrops
 from ssl_siam.data.xbd.pairs import find_pairs

@@ -4,7 +4,7 @@ Pair losses take embeddings ``e1, e2`` ``[N, D]`` and ``y`` ``[N]`` with 1 = sim
 0 = dissimilar, and return ``(loss, parts)`` with the parts detached for logging; the triplet loss takes anchors,
 positives and negatives ``[N, D]``. Each loss also scores pairs with ``similarity(e1, e2)`` ``[N]`` (higher = more
 similar) for verification. All math runs in float32 whatever the autocast dtype; an empty batch gives a zero loss
-still attached to the graph. The classes register into the shared :data:`ssl_siam.damage.losses.LOSSES` registry; build
+still attached to the graph. The classes register into the shared :data:`ssl_siam.change.losses.LOSSES` registry; build
 one with :func:`build_metric_loss`, which refuses the segmentation losses kept there.
 """
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.core.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from ssl_siam.damage.config import FinetuneConfig
 
 
 @dataclass
@@ -43,7 +43,7 @@ class StudyConfig:
     run_dir: str = ""  # the study directory: one finetune run dir per cell under cells/, study.json, study.md
     encoders: list[str] = field(default_factory=lambda: ["random:resnet50"])  # RUN_DIR | random:<timm> |
     # timm:<name>=<local weight file>; the first random: one is the baseline of the paired differences
-    task: Literal["change", "scene"] = "change"  # change: finetunes of finetune.task (damage, binary, semantic);
+    task: str = "change"  # a registered study (study.design.STUDIES): change = finetunes of finetune.task;
     # scene: scene classification of a class folder (data.root = <class>/*.{tif,png,jpg}; see `scene`)
     budgets: list[PositiveFloat | Literal["all"]] = field(default_factory=lambda: [8, 32, 128])  # labelled training
     # pairs per cell (task=scene: labelled images per class): a count (>= 1), a fraction of the pool (< 1) or all;

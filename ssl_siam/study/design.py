@@ -12,17 +12,24 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ssl_siam.change.data import find_records, resolve_format
 from ssl_siam.core.config import save_config
 from ssl_siam.core.errors import ConfigError
-from ssl_siam.damage.data import find_records, resolve_format
-from ssl_siam.data.xbd.pairs import PairRecord
+from ssl_siam.core.registry import Registry
+from ssl_siam.data.pairs import PairRecord
 from ssl_siam.eval.features import EncoderSpec, parse_encoder_spec
 from ssl_siam.study.config import StudyConfig
+
+#: study ``task`` → runner ``(cfg, study_dir, only_cell) -> the aggregate study, or None until every cell is
+#: scored``; a new kind of study is a module with ``@STUDIES.register("name")`` imported by study/run.py.
+STUDIES: Registry[Callable[[StudyConfig, Path, int | None], dict[str, Any] | None]] = Registry("study task")
 
 
 @dataclass(frozen=True)

@@ -15,23 +15,17 @@ import matplotlib.pyplot as plt
 
 from ssl_siam.study.stats import paired_difference, summarize
 
-COMPONENTS = {"damage": ("localization_f1", "damage_f1"), "binary": ("precision", "recall"),
-              "semantic": ("sek", "miou")}  # beside the score
 METHOD_METRICS = {"linear": "linear probe top-1", "knn": "kNN top-1", "finetune": "finetuned top-1"}
-METRICS = {"damage": "xView2 score", "binary": "change F1", "semantic": "SECOND score (0.3 mIoU + 0.7 SeK)"}
 
 
-def aggregate(results: list[dict[str, Any]], design: dict[str, Any], components: tuple[str, ...] | None = None,
-              metric: str | None = None) -> dict[str, Any]:
+def aggregate(results: list[dict[str, Any]], design: dict[str, Any], components: tuple[str, ...],
+              metric: str) -> dict[str, Any]:
     """``{"rows": [...], "design": ...}``: one row per encoder × budget, in the design's order. Each row holds
     ``encoder``, ``budget``, ``n_labels``, ``n_runs``, ``mean``, ``std``, ``ci95`` of the score, the same summary
     per component, and for every encoder but random init ``diff_vs_random`` (``mean``, ``ci95``, ``n``): the paired
-    difference over the seeds both ran, against the first ``random:`` encoder. ``components`` and ``metric``
-    default to the task's (told from the results' keys)."""
-    first = results[0]
-    task = "damage" if "localization_f1" in first else "semantic" if "sek" in first else "binary"
-    components = components or COMPONENTS[task]
-    metric = metric or METRICS[task]
+    difference over the seeds both ran, against the first ``random:`` encoder. ``metric`` names the score and
+    ``components`` the results' keys summarised beside it (the task's: :class:`~ssl_siam.change.tasks.ChangeTask`).
+    """
     encoders = list(dict.fromkeys(r["encoder"] for r in sorted(results, key=lambda r: r["index"])))
     budgets = list(dict.fromkeys(r["budget"] for r in sorted(results, key=lambda r: r["index"])))
     baseline = next((e for e in encoders if any(r["random"] for r in results if r["encoder"] == e)), None)
@@ -65,7 +59,7 @@ def _interval(summary: dict[str, Any] | None) -> str:
 
 def study_table(study: dict[str, Any]) -> list[str]:
     """The markdown table of a study's rows (with a method column where rows have one)."""
-    components = study.get("components", COMPONENTS["damage"])
+    components = study.get("components", ("localization_f1", "damage_f1"))  # damage studies before it was recorded
     names = " | ".join(c.replace("_", " ") for c in components)
     metric = study.get("metric", "xView2 score")
     methods = "method | " if "method" in study["rows"][0] else ""
@@ -109,32 +103,20 @@ def plot_study(study: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _scene_intro(study: dict[str, Any]) -> list[str]:
-    split = study["split"]
-    held = (f"every image of {split['val_root']}" if split.get("val_root") else f"{split['test_fraction']:g} of "
-            f"each class of {split['root']}, seeded stratified split (seed {split['seed']})")
-    return [f"Scene classification, {len(split['classes'])} classes; {split['n_train']} training images, "
-            f"{split['n_test']} test images: {held} (the test images are listed in design.json). Per (budget, seed) "
-            "every encoder is given the same labelled images (nested across budgets); the differences to random init "
-            "are paired by seed. CIs: two-sided 95 % Student t over seeds.", "",
-            *[f"**{spec} was pretrained on {seen} of the {split['n_test']} test images** (unlabelled): its scores are "
-              "transductive, not on unseen images.\n" for spec, seen in study.get("test_images_seen_in_pretraining",
-                                                                                {}).items() if seen]]
+def change_intro(study: dict[str, Any]) -> list[str]:
+    """The design paragraph of a change study's study.md."""
+    where = f"leave-one-disaster-out (held out: {study['holdout']})" if study["split"] == "disaster" else "by image"
+    return [f"Split {where}; {study['n_pool']} labelled pairs in the pool, {study['n_test_pairs']} test pairs. "
+            "Every encoder of a (budget, seed) finetunes on the same labelled pairs with the same seed; the "
+            "differences to random init are paired by seed. CIs: two-sided 95 % Student t over seeds.", ""]
 
 
 def write_study(study: dict[str, Any], study_dir: Path) -> Path:
-    """``study.json``, ``study.md`` and ``study.png`` in ``study_dir``; returns study.md."""
+    """``study.json``, ``study.md`` (headed by the study's ``intro`` lines) and ``study.png`` in ``study_dir``;
+    returns study.md."""
     (study_dir / "study.json").write_text(json.dumps(study, indent=1))
     plot_study(study, study_dir / "study.png")
-    if study.get("task") == "scene":
-        intro = _scene_intro(study)
-    else:
-        where = (f"leave-one-disaster-out (held out: {study['holdout']})" if study["split"] == "disaster"
-                 else "by image")
-        intro = [f"Split {where}; {study['n_pool']} labelled pairs in the pool, {study['n_test_pairs']} test pairs. "
-                 "Every encoder of a (budget, seed) finetunes on the same labelled pairs with the same seed; the "
-                 "differences to random init are paired by seed. CIs: two-sided 95 % Student t over seeds.", ""]
-    lines = ["# Label-efficiency study", "", *intro, *study_table(study), "",
+    lines = ["# Label-efficiency study", "", *study.get("intro", []), *study_table(study), "",
              "![score against labels](study.png)", ""]
     for method, probe in study.get("probes", {}).items():
         n_test = probe["results"][0]["n_test"]

@@ -11,15 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ssl_siam.change.config import FinetuneConfig
+from ssl_siam.change.evaluate import evaluate
+from ssl_siam.change.run import run_finetune
+from ssl_siam.change.tasks import change_task
 from ssl_siam.core.config import from_dict, to_dict
-from ssl_siam.damage.config import FinetuneConfig
-from ssl_siam.damage.evaluate import evaluate
-from ssl_siam.damage.run import run_finetune
+from ssl_siam.study import scenes  # noqa: F401  (registers task=scene)
 from ssl_siam.study.config import StudyConfig
-from ssl_siam.study.design import Cell, Split, make_cells, make_split, save_design
+from ssl_siam.study.design import STUDIES, Cell, Split, make_cells, make_split, save_design
 from ssl_siam.study.probes import aggregate_probes, probe_cells
-from ssl_siam.study.report import aggregate, write_study
-from ssl_siam.study.scenes import run_scene_study
+from ssl_siam.study.report import aggregate, change_intro, write_study
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,10 @@ def run_cell(cfg: StudyConfig, cell: Cell, split: Split, study_dir: Path) -> dic
     return result
 
 
-def run_study(cfg: StudyConfig, only_cell: int | None = None) -> Path:
-    """Run every cell (or only ``only_cell``) and, once every cell is scored, write ``study.json``,
-    ``study.md`` and ``study.png``; returns the study directory."""
-    study_dir = Path(cfg.run_dir or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
-    if cfg.task == "scene":
-        if scene_study := run_scene_study(cfg, study_dir, only_cell):
-            write_study(scene_study, study_dir)
-        return study_dir
+@STUDIES.register("change")
+def run_change_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = None) -> dict[str, Any] | None:
+    """Finetune and score every cell (or only ``only_cell``); once all are scored, the aggregate (with the
+    building probes when ``probes``), else None."""
     split = make_split(cfg, study_dir / "cache")
     cells = make_cells(cfg, split)
     design = design_record(cfg, split, cells)
@@ -85,9 +82,19 @@ def run_study(cfg: StudyConfig, only_cell: int | None = None) -> Path:
         run_cell(cfg, cell, split, study_dir)
     scores = [study_dir / "cells" / c.folder / "score.json" for c in cells]
     results = [json.loads(p.read_text()) for p in scores if p.is_file()]
-    if len(results) == len(cells):
-        study = aggregate(results, design)
-        if cfg.probes:
-            study["probes"] = aggregate_probes(probe_cells(cfg, split, cells, study_dir), design)
+    if len(results) < len(cells):
+        return None
+    task = change_task(cfg.finetune.task)
+    study = aggregate(results, design, task.components, task.metric)
+    if cfg.probes:
+        study["probes"] = aggregate_probes(probe_cells(cfg, split, cells, study_dir), design)
+    return {**study, "intro": change_intro(study)}
+
+
+def run_study(cfg: StudyConfig, only_cell: int | None = None) -> Path:
+    """Run the study of ``task`` (every cell, or only ``only_cell``) and, once every cell is scored, write
+    ``study.json``, ``study.md`` and ``study.png``; returns the study directory."""
+    study_dir = Path(cfg.run_dir or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
+    if study := STUDIES.get(cfg.task)(cfg, study_dir, only_cell):
         write_study(study, study_dir)
     return study_dir

@@ -30,7 +30,7 @@ from ssl_siam.eval.datasets import FolderDataset
 from ssl_siam.eval.features import encoder_features
 from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
-from ssl_siam.study.design import EncoderChoice, budget_count, parse_encoders, save_design
+from ssl_siam.study.design import STUDIES, EncoderChoice, budget_count, parse_encoders, save_design
 from ssl_siam.study.report import METHOD_METRICS, aggregate
 from ssl_siam.study.stats import paired_difference
 from ssl_siam.train.runtime import resolve_device
@@ -198,11 +198,27 @@ def aggregate_scenes(results: list[dict[str, Any]], split: SceneSplit, methods: 
         rows += table["rows"]
     record = split.record()
     del record["test"]  # listed in design.json
-    return {"task": "scene", "rows": rows, "baseline": baseline, "split": record, "methods": methods,
-            "metric": "top-1", "components": ["macro_f1"], "unit": "labels per class",
-            "test_images_seen_in_pretraining": test_seen or {}, "results": results}
+    study = {"task": "scene", "rows": rows, "baseline": baseline, "split": record, "methods": methods,
+             "metric": "top-1", "components": ["macro_f1"], "unit": "labels per class",
+             "test_images_seen_in_pretraining": test_seen or {}, "results": results}
+    return {**study, "intro": scene_intro(study)}
 
 
+def scene_intro(study: dict[str, Any]) -> list[str]:
+    """The design paragraph of a scene study's study.md (with the encoders pretrained on test images)."""
+    split = study["split"]
+    held = (f"every image of {split['val_root']}" if split.get("val_root") else f"{split['test_fraction']:g} of "
+            f"each class of {split['root']}, seeded stratified split (seed {split['seed']})")
+    return [f"Scene classification, {len(split['classes'])} classes; {split['n_train']} training images, "
+            f"{split['n_test']} test images: {held} (the test images are listed in design.json). Per (budget, seed) "
+            "every encoder is given the same labelled images (nested across budgets); the differences to random init "
+            "are paired by seed. CIs: two-sided 95 % Student t over seeds.", "",
+            *[f"**{spec} was pretrained on {seen} of the {split['n_test']} test images** (unlabelled): its scores are "
+              "transductive, not on unseen images.\n" for spec, seen in study.get("test_images_seen_in_pretraining",
+                                                                                {}).items() if seen]]
+
+
+@STUDIES.register("scene")
 def run_scene_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = None) -> dict[str, Any] | None:
     """Run every cell (or only ``only_cell``); once all are scored, the aggregate (else None)."""
     split = open_split(cfg)

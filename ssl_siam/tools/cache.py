@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ssl_siam.change.datasets import detect_format, find_change_pairs
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.cache import DecodedCache, check_cache
-from ssl_siam.data.change import detect_format, find_change_pairs
+from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.sources import resolve_sources
-from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
+from ssl_siam.data.xbd.pairs import find_pairs
 from ssl_siam.data.xbd.targets import ensure_targets
 
 _PAIR_FIELDS = ("pre_image", "post_image", "damage_target", "loc_target")

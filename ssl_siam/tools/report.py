@@ -15,8 +15,8 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from ssl_siam.change.metrics.xview2 import DAMAGE_NAMES
 from ssl_siam.core.errors import DataError
-from ssl_siam.damage.xview2 import DAMAGE_NAMES
 from ssl_siam.probe.run import probe_table
 from ssl_siam.study.report import plot_study, study_table
 

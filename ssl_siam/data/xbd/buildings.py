@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.rasters import open_raster, read_all_bands
 from ssl_siam.data.xbd.labels import DAMAGE_CLASSES, load_label
-from ssl_siam.data.xbd.pairs import PairRecord
 
 
 class Building(NamedTuple):

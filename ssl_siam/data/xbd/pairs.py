@@ -9,36 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-from rasterio.crs import CRS
-
 from ssl_siam.core.errors import DataError
-from ssl_siam.data.rasters import open_raster
+from ssl_siam.data.pairs import PairRecord, check_sizes
 
 _IMAGE = re.compile(r"^(?P<id>.+)_(?P<phase>pre|post)_disaster\.(?:png|tiff?|jpe?g)$", re.IGNORECASE)
 _TARGET_SUFFIXES = (".png", ".tif", ".tiff")
-
-
-@dataclass(frozen=True)
-class PairRecord:
-    """One pre/post pair of a split folder; label and target paths are None where absent."""
-
-    id: str  # e.g. "joplin-tornado_00000000"
-    split_dir: Path
-    pre_image: Path
-    post_image: Path
-    pre_label: Path | None = None
-    post_label: Path | None = None
-    damage_target: Path | None = None
-    loc_target: Path | None = None
-
-    @property
-    def disaster(self) -> str:
-        """The id without its trailing ``_<number>``, e.g. "joplin-tornado"."""
-        return self.id.rsplit("_", 1)[0]
 
 
 def find_pairs(
@@ -100,31 +77,6 @@ def _make_record(root: Path, image_id: str, phases: dict[str, list[Path]], requi
         raise DataError(f"{post}: no labels and no targets, expected {missing} or targets/{image_id}_damage_target.png")
     check_sizes(pre, [post, damage, loc])
     return PairRecord(image_id, root, pre, post, *(p if p.is_file() else None for p in labels), damage, loc)
-
-
-def check_sizes(first: Path, others: Sequence[Path | None]) -> None:
-    """DataError unless every file has ``first``'s size and (where georeferenced) its CRS, from the headers."""
-    (width, height), crs = _image_header(first)
-    for path in (p for p in others if p is not None):
-        (w, h), path_crs = _image_header(path)
-        if (w, h) != (width, height):
-            raise DataError(f"{path}: size {w}x{h}, expected {width}x{height} like {first}")
-        crs = crs or path_crs
-        if path_crs is not None and path_crs != crs:
-            raise DataError(f"{path}: CRS {path_crs} differs from {crs} of {first}; pre and post must share a CRS")
-
-
-def _image_header(path: Path) -> tuple[tuple[int, int], CRS | None]:
-    """(width, height) and CRS from the header only: PIL for PNG/JPEG (≈10× faster than opening with GDAL, which
-    counts when pairing tens of thousands of xBD images; no CRS), rasterio otherwise."""
-    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        try:
-            with Image.open(path) as image:
-                return image.size, None
-        except (OSError, SyntaxError) as exc:
-            raise DataError(f"{path}: cannot open as a raster image ({exc})") from None
-    with open_raster(path) as src:
-        return (src.width, src.height), src.crs
 
 
 def _find_target(root: Path, stem: str) -> Path | None:

@@ -14,8 +14,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.xbd.labels import damage_mask, load_label, localization_mask
-from ssl_siam.data.xbd.pairs import PairRecord
 
 _PARALLEL_FROM = 16  # fewer pairs are rasterised in this process
 

@@ -13,14 +13,14 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.rasters import SEQUENTIAL_DRIVERS, open_raster
 from ssl_siam.data.transforms.pair import PairAugment
-from ssl_siam.data.xbd.pairs import PairRecord
 
 NUM_CLASSES = 5  # background, no / minor / major damage, destroyed
 
 
-class XBDPairDataset(torch.utils.data.Dataset):
+class PairCropDataset(torch.utils.data.Dataset):
     """Pre/post crops and damage masks of xBD-style pairs (targets set, see :func:`ensure_targets`).
 
     Item: ``{"pre": [C, h, w], "post": [C', h, w]`` (the files' dtype), ``"mask": [h, w]`` int64 (classes
@@ -78,7 +78,7 @@ class XBDPairDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int | str]:
         index = int(index)
         if index < 0:
-            raise IndexError(f"XBDPairDataset index must be non-negative, got {index}")
+            raise IndexError(f"PairCropDataset index must be non-negative, got {index}")
         record = self.records[index % len(self.records)]
         rng = np.random.default_rng([self.seed, index])
         mask, window, size = self._read_mask(record, rng)

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ssl_siam.change.datasets import detect_format, find_change_pairs
+from ssl_siam.change.losses import SemanticChangeLoss
+from ssl_siam.change.metrics.semantic import SemanticAccumulator, SemanticScore, semantic_maps
+from ssl_siam.change.models.siamese import build_change_net
+from ssl_siam.change.sliding import output_probs
 from ssl_siam.cli import main
 from ssl_siam.core.errors import DataError
-from ssl_siam.damage.losses import SemanticChangeLoss
-from ssl_siam.damage.model import build_damage_net
-from ssl_siam.damage.semantic import SemanticAccumulator, SemanticScore, semantic_maps
-from ssl_siam.damage.sliding import output_probs
-from ssl_siam.data.change import detect_format, find_change_pairs
 from ssl_siam.data.semantic import PALETTE, landcover_rgb, pair_code, read_landcover, split_code
 from ssl_siam.tools.scenes import make_second_split
 
@@ -102,7 +102,7 @@ def test_colour_maps_codes_and_bad_labels(tmp_path: Path) -> None:
 
 def test_model_semantic_head_is_shared_by_both_dates() -> None:
     torch.manual_seed(0)
-    model = build_damage_net("resnet18", 3, num_classes=2, semantic_classes=6,
+    model = build_change_net("resnet18", 3, num_classes=2, semantic_classes=6,
                              decoder_channels=(16, 16, 8, 8, 8)).eval()
     pre, post = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
     with torch.no_grad():

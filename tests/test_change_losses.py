@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_siam.core.errors import ConfigError
-from ssl_siam.damage.losses import (
+from ssl_siam.change.losses import (
     LOSSES,
     DeepSupervisionLoss,
     DiceLoss,
@@ -19,6 +18,7 @@ from ssl_siam.damage.losses import (
     build_loss,
     resize_target,
 )
+from ssl_siam.core.errors import ConfigError
 
 IGNORE = 255
 

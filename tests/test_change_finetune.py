@@ -15,9 +15,9 @@ import torch
 from conftest import ROOT
 from rasterio.transform import from_origin
 
+from ssl_siam.change.config import FinetuneConfig
+from ssl_siam.change.run import FinetuneTask, build_criterion, build_model, load_finetuned, run_finetune
 from ssl_siam.core.config import load_config
-from ssl_siam.damage.config import FinetuneConfig
-from ssl_siam.damage.run import FinetuneTask, build_criterion, build_model, load_finetuned, run_finetune
 from ssl_siam.data.stats import BandStats
 from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
 from ssl_siam.tools.synthetic import make_xbd_split
@@ -199,7 +199,7 @@ def test_loss_options_the_loss_ignores_are_refused(overrides: list[str], key: st
 def test_finetuning_starts_from_the_exported_encoder_with_its_normalization(xbd_split: Path, tmp_path: Path) -> None:
     """The plumbing of "does pretraining help": at step 0 the finetune encoder holds exactly the exported weights
     (BN running statistics included) and the inputs are normalised with the statistics pretraining used."""
-    from ssl_siam.damage.run import build_finetuning
+    from ssl_siam.change.run import build_finetuning
     from ssl_siam.train.launch import prepare
 
     torch.manual_seed(3)

@@ -15,13 +15,15 @@ from PIL import Image
 from rasterio.crs import CRS
 from torch import nn
 
+from ssl_siam.change import outputs
+from ssl_siam.change.outputs import DAMAGE_COLOURS, output_stem, overlay_image, to_display_rgb, write_outputs
+from ssl_siam.change.predict import predict_pair
+from ssl_siam.change.sliding import sliding_window, sliding_window_rows
+from ssl_siam.change.tasks import change_task
+from ssl_siam.change.tasks.damage import decode
+from ssl_siam.change.training import FinetuneTask
 from ssl_siam.core.errors import DataError
-from ssl_siam.damage import outputs
-from ssl_siam.damage.outputs import DAMAGE_COLOURS, output_stem, overlay_image, to_display_rgb, write_outputs
-from ssl_siam.damage.predict import decode, predict_pair
-from ssl_siam.damage.sliding import sliding_window, sliding_window_rows
-from ssl_siam.damage.task import FinetuneTask
-from ssl_siam.data.rasters import RasterPair, read_pair
+from ssl_siam.data.rasters import RasterPair
 from ssl_siam.data.stats import BandStats
 from ssl_siam.train.runtime import Runtime
 
@@ -64,6 +66,12 @@ class PositionModel(nn.Module):
         x = torch.linspace(0, 1, width)[None, :].expand(height, width)
         logits = torch.stack([x, 2 * y, x * y, 3 * x - y, torch.zeros_like(x)])
         return {"logits": logits.expand(pre.shape[0], -1, -1, -1)}
+
+
+def read_pair(pre: Path, post: Path, bands: list[int] | None = None, post_bands: list[int] | None = None):
+    """Whole pre and post images and the pre profile, read through :class:`RasterPair` (checked as it checks)."""
+    with RasterPair(pre, post, bands, post_bands) as pair:
+        return (*pair.rows(0, pair.height), pair.profile)
 
 
 def _pair(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,7 +257,8 @@ def test_predict_pair_reads_geotiffs_window_by_window(tmp_path: Path, monkeypatc
     windows = []
     read = RasterPair._read
     monkeypatch.setattr(RasterPair, "_read", lambda self, which, rows: windows.append(rows) or read(self, which, rows))
-    paths = predict_pair(task, Runtime.create("cpu"), pre, post, tmp_path / "out", bands=None, post_bands=None,
+    paths = predict_pair(task, change_task("damage"), Runtime.create("cpu"), pre, post, tmp_path / "out", bands=None,
+                         post_bands=None,
                          window=64, overlap=0.25, tta=False, batch_size=4)
     assert windows and all(rows is not None and rows[1] - rows[0] == 64 for rows in windows)  # never whole
     pre_img, post_img, _ = read_pair(pre, post)  # the whole-image computation, for comparison
@@ -332,17 +341,18 @@ def test_display_rgb_and_stem():
 def test_predict_shrinks_windows_to_the_encoders_output_stride(tmp_path: Path):
     """A ResNet cut after stage 4 has output stride 16: a 48-px-high image is predicted with 48² windows (a
     multiple of 16), where a hard-coded stride of 32 would have shrunk them to 32²."""
-    from ssl_siam.damage.model import build_damage_net
+    from ssl_siam.change.models.siamese import build_change_net
 
-    model = build_damage_net("resnet18", 3, decoder_channels=(16, 16, 8, 8), timm_kwargs={"out_indices": (0, 1, 2, 3)})
-    assert model.output_stride == 16 and build_damage_net("resnet18", 3).output_stride == 32
+    model = build_change_net("resnet18", 3, decoder_channels=(16, 16, 8, 8), timm_kwargs={"out_indices": (0, 1, 2, 3)})
+    assert model.output_stride == 16 and build_change_net("resnet18", 3).output_stride == 32
     sizes = []
     model.register_forward_pre_hook(lambda module, args: sizes.append(tuple(args[0].shape[-2:])))
     stats = BandStats([0.0] * 3, [255.0] * 3, [0.5] * 3, [0.25] * 3)
     rng = np.random.default_rng(0)
     for phase in ("pre", "post"):
         Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(tmp_path / f"s_{phase}_disaster.png")
-    paths = predict_pair(FinetuneTask(model, nn.Identity(), stats, stats).eval(), Runtime.create("cpu"),
+    paths = predict_pair(FinetuneTask(model, nn.Identity(), stats, stats).eval(), change_task("damage"),
+                         Runtime.create("cpu"),
                          tmp_path / "s_pre_disaster.png", tmp_path / "s_post_disaster.png", tmp_path / "out",
                          bands=None, post_bands=None, window=512, overlap=0.25, tta=False, batch_size=4)
     assert set(sizes) == {(48, 48)}

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from ssl_siam.damage.model import SiameseDamageNet
+from ssl_siam.change.models.siamese import SiameseChangeNet
 from ssl_siam.data.sampling import seeded_generator
 from ssl_siam.data.stats import BandStats
 from ssl_siam.data.transforms.geometry import pair_geometry
@@ -51,7 +51,7 @@ class FinetuneTask(TrainingTask):
 
     checkpoint_kind = "finetune"
 
-    def __init__(self, model: SiameseDamageNet, criterion: nn.Module, pre_stats: BandStats, post_stats: BandStats,
+    def __init__(self, model: SiameseChangeNet, criterion: nn.Module, pre_stats: BandStats, post_stats: BandStats,
                  freeze_encoder_epochs: float = 0.0, encoder_lr_scale: float = 1.0,
                  memory_format: torch.memory_format = torch.contiguous_format, jitter_seed: int | None = None,
                  encoder_bn: str = "train", geometry: Geometry | None = None) -> None:

@@ -12,18 +12,17 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ssl_siam.change.config import FinetuneConfig, LossConfig
+from ssl_siam.change.data import pair_dataset, resolve_format, split_records
+from ssl_siam.change.losses import LOSSES, DeepSupervisionLoss, build_loss
+from ssl_siam.change.models.siamese import SiameseChangeNet, build_change_net
+from ssl_siam.change.tasks import change_task
+from ssl_siam.change.training import FinetuneTask, Geometry, JitterCollate
 from ssl_siam.core.config import from_dict
 from ssl_siam.core.errors import ConfigError
-from ssl_siam.damage.config import FinetuneConfig, LossConfig
-from ssl_siam.damage.data import num_classes, pair_dataset, resolve_format, split_records
-from ssl_siam.damage.losses import LOSSES, DeepSupervisionLoss, SemanticChangeLoss, build_loss
-from ssl_siam.damage.model import SiameseDamageNet, build_damage_net
-from ssl_siam.damage.task import FinetuneTask, Geometry, JitterCollate
-from ssl_siam.damage.validate import VALIDATORS
-from ssl_siam.data.semantic import NUM_LANDCOVER
+from ssl_siam.data.pair_crops import PairCropDataset
 from ssl_siam.data.stats import BandStats, compute_stats, given_stats, resolve_stats
 from ssl_siam.data.tiles import TileDataset
-from ssl_siam.data.xbd.dataset import XBDPairDataset
 from ssl_siam.encoders import EncoderMeta
 from ssl_siam.train.checkpoint import load_checkpoint
 from ssl_siam.train.distributed import main_first
@@ -33,7 +32,7 @@ from ssl_siam.train.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def resolve_pair_stats(cfg: FinetuneConfig, dataset: XBDPairDataset, run_dir: Path, encoder: EncoderMeta | None,
+def resolve_pair_stats(cfg: FinetuneConfig, dataset: PairCropDataset, run_dir: Path, encoder: EncoderMeta | None,
                        save: bool = True) -> tuple[BandStats, BandStats]:
     """Normalization of the pre image (``stats_pre.json``) and of the post image: the post image shares the pre
     one unless its bands, encoder or ``data.post_stats`` differ (``stats_post.json``). Precedence:
@@ -57,16 +56,16 @@ def resolve_pair_stats(cfg: FinetuneConfig, dataset: XBDPairDataset, run_dir: Pa
 
 
 def build_model(cfg: FinetuneConfig, in_chans: int, post_in_chans: int,
-                encoder: EncoderMeta | None = None, with_weights: bool = True) -> SiameseDamageNet:
+                encoder: EncoderMeta | None = None, with_weights: bool = True) -> SiameseChangeNet:
     """The configured Siamese UNet; ``encoder`` is the SSL export of ``model.encoder_weights``, read once."""
-    m = cfg.model
-    return build_damage_net(
+    m, task = cfg.model, change_task(cfg.task)
+    return build_change_net(
         m.backbone, in_chans, siamese=m.siamese, encoder=encoder if with_weights else None,
         pretrained=m.pretrained if with_weights else None, post_backbone=m.post_backbone,
         post_in_chans=post_in_chans if m.siamese == "asymmetric" else None, fusion=m.fusion,
-        decoder_channels=m.decoder_channels, attention=m.attention, num_classes=num_classes(cfg),
+        decoder_channels=m.decoder_channels, attention=m.attention, num_classes=task.head_classes(m.num_classes),
         deep_supervision=m.deep_supervision, timm_kwargs=m.timm_kwargs,
-        semantic_classes=NUM_LANDCOVER - 1 if cfg.task == "semantic" else 0)
+        semantic_classes=task.semantic_classes)
 
 
 _LOSS_OPTIONS = ("focal_weight", "dice_weight", "gamma", "alpha", "class_weights")  # loss.* passed to the loss
@@ -84,11 +83,11 @@ def build_criterion(cfg: FinetuneConfig) -> nn.Module:
             raise ConfigError(f"loss.{name}={getattr(lc, name)} has no effect with loss.name={lc.name} "
                               f"(it takes {takes}); unset it or choose loss.name=focal_dice")
     kwargs = {k: getattr(lc, k) for k in _LOSS_OPTIONS if k in accepted}
-    base = build_loss(lc.name, num_classes=num_classes(cfg), ignore_index=cfg.data.ignore_index, **kwargs)
+    task = change_task(cfg.task)
+    base = build_loss(lc.name, num_classes=task.head_classes(cfg.model.num_classes), ignore_index=cfg.data.ignore_index,
+                      **kwargs)
     change = DeepSupervisionLoss(base, lc.aux_weights if cfg.model.deep_supervision else [])
-    if cfg.task != "semantic":
-        return change
-    return SemanticChangeLoss(change, lc.semantic_weight, cfg.data.ignore_index)
+    return task.criterion(change, lc, cfg.data.ignore_index)
 
 
 def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Built:
@@ -98,9 +97,9 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     d, world = cfg.data, runtime.world
     encoder = EncoderMeta.read(cfg.model.encoder_weights) if cfg.model.encoder_weights else None
     cache_dir = Path(d.cache_dir or d.targets_dir or run_dir / "targets")
-    fmt = resolve_format(cfg)
+    fmt, change = resolve_format(cfg), change_task(cfg.task)
     train_records, val_records = main_first(world, lambda: split_records(cfg, fmt, cache_dir))
-    dataset = pair_dataset(cfg, fmt, train_records, train=True)
+    dataset = pair_dataset(cfg, change, fmt, train_records, train=True)
     pre_stats, post_stats = main_first(world, lambda: resolve_pair_stats(cfg, dataset, run_dir, encoder,
                                                                          save=world.is_main))
     model = build_model(cfg, dataset.num_bands_pre, dataset.num_bands_post, encoder)
@@ -115,8 +114,8 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     loader = training_loader(dataset, cfg, runtime, per_epoch, collate)
     built = Built(dataset, task, loader, val_every=cfg.train.val_every)
     if val_records:
-        val_set = pair_dataset(cfg, fmt, val_records, train=False)
-        built.validator = VALIDATORS[cfg.task](task, val_set, runtime, d.val_window, cfg.train.tta, d.ignore_index)
+        val_set = pair_dataset(cfg, change, fmt, val_records, train=False)
+        built.validator = change.validator(task, val_set, runtime, d.val_window, cfg.train.tta, d.ignore_index)
     return built
 
 

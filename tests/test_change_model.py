@@ -1,4 +1,4 @@
-"""SiameseDamageNet: fusions, attention gate, decoder, the three Siamese variants and encoder loading."""
+"""SiameseChangeNet: fusions, attention gate, decoder, the three Siamese variants and encoder loading."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssl_siam.change.models.attention import AttentionGate
+from ssl_siam.change.models.decoder import UNetDecoder
+from ssl_siam.change.models.fusion import FUSIONS
+from ssl_siam.change.models.siamese import SiameseChangeNet, build_change_net
 from ssl_siam.core.errors import ConfigError
-from ssl_siam.damage.attention import AttentionGate
-from ssl_siam.damage.decoder import UNetDecoder
-from ssl_siam.damage.fusion import FUSIONS
-from ssl_siam.damage.model import SiameseDamageNet, build_damage_net
 from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
 
 FUSION_NAMES = ["absdiff", "concat", "concat_diff", "learned"]
@@ -54,7 +54,7 @@ def test_fusion_registry_and_outputs() -> None:
     with pytest.raises(ConfigError, match="absdiff, concat, concat_diff, learned"):
         FUSIONS.get("sum")
     with pytest.raises(ConfigError, match="unknown fusion 'sum'"):
-        build_damage_net("resnet18", 3, fusion="sum")
+        build_change_net("resnet18", 3, fusion="sum")
 
 
 def test_attention_gate_scales_skip_by_alpha() -> None:
@@ -79,7 +79,7 @@ def test_decoder_stages_coarse_to_fine() -> None:
 @pytest.mark.parametrize("fusion", FUSION_NAMES)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_variant_shapes(variant: str, fusion: str) -> None:
-    model = build_damage_net("resnet18", 3, fusion=fusion, **VARIANTS[variant], **SMALL).train()
+    model = build_change_net("resnet18", 3, fusion=fusion, **VARIANTS[variant], **SMALL).train()
     with torch.no_grad():
         out = model(*pair(bands_post=2 if variant == "asymmetric" else 3))
     assert out["logits"].shape == (2, 5, 64, 64)
@@ -87,40 +87,40 @@ def test_variant_shapes(variant: str, fusion: str) -> None:
 
 
 def test_asymmetric_projects_post_features() -> None:
-    model = build_damage_net("resnet18", 3, siamese="asymmetric", post_backbone="resnet10t", post_in_chans=2, **SMALL)
+    model = build_change_net("resnet18", 3, siamese="asymmetric", post_backbone="resnet10t", post_in_chans=2, **SMALL)
     assert model.post_encoder is not None and len(model.post_projections) == 5  # equal widths, still projected
     f_pre, f_post = model.encode(*pair(bands_post=2))
     assert [f.shape for f in f_pre] == [f.shape for f in f_post]
     with pytest.raises(ConfigError, match="model.post_backbone"):
-        SiameseDamageNet(
+        SiameseChangeNet(
             create_encoder("resnet18", 3, features_only=True),
             post_encoder=create_encoder("convnext_atto", 3, features_only=True),
         )
 
 
 def test_non_resnet_backbone_and_odd_sizes() -> None:
-    model = build_damage_net("convnext_atto", 3, **SMALL).train()  # 4 scales, first at stride 4
+    model = build_change_net("convnext_atto", 3, **SMALL).train()  # 4 scales, first at stride 4
     out = model(*pair())
     assert out["logits"].shape == (2, 5, 64, 64)
     assert model.decoder.out_channels == [32, 16, 16, 8]
     assert [a.shape[-1] for a in out["aux"]] == [4, 8, 16]
-    resnet = build_damage_net("resnet18", 3, **SMALL).eval()
+    resnet = build_change_net("resnet18", 3, **SMALL).eval()
     with torch.no_grad():
         assert resnet(*pair(size=(40, 56)))["logits"].shape == (2, 5, 40, 56)
 
 
 def test_deep_supervision_only_in_training() -> None:
-    model = build_damage_net("resnet18", 3, **SMALL)
+    model = build_change_net("resnet18", 3, **SMALL)
     with torch.no_grad():
         assert len(model.train()(*pair())["aux"]) == 4
         assert model.eval()(*pair())["aux"] == []
-        plain = build_damage_net("resnet18", 3, deep_supervision=False, **SMALL).train()
+        plain = build_change_net("resnet18", 3, deep_supervision=False, **SMALL).train()
         assert plain(*pair())["aux"] == [] and len(plain.aux_heads) == 0
 
 
 def test_classic_shares_and_pseudo_copies_encoder() -> None:
-    classic = build_damage_net("resnet18", 3, **SMALL)
-    pseudo = build_damage_net("resnet18", 3, siamese="pseudo", **SMALL)
+    classic = build_change_net("resnet18", 3, **SMALL)
+    pseudo = build_change_net("resnet18", 3, siamese="pseudo", **SMALL)
     assert classic.post_encoder is None
     one_encoder = count(list(pseudo.encoder.parameters()))
     assert count(list(classic.parameters())) == count(list(pseudo.parameters())) - one_encoder
@@ -134,7 +134,7 @@ def test_classic_shares_and_pseudo_copies_encoder() -> None:
 
 
 def test_gradients_reach_both_encoders_and_decoder() -> None:
-    model = build_damage_net(
+    model = build_change_net(
         "resnet18", 3, siamese="asymmetric", post_backbone="resnet10t", post_in_chans=2, fusion="learned", **SMALL
     ).train()
     out = model(*pair(bands_post=2))
@@ -150,39 +150,39 @@ def test_encoder_weights_loading(tmp_path: Path) -> None:
     exported = create_encoder("resnet18", 3)
     export_encoder(exported, tmp_path, EncoderMeta("resnet18", 3))
     reference = exported.state_dict()
-    pseudo = build_damage_net("resnet18", 3, siamese="pseudo", encoder=EncoderMeta.read(tmp_path), **SMALL)
+    pseudo = build_change_net("resnet18", 3, siamese="pseudo", encoder=EncoderMeta.read(tmp_path), **SMALL)
     for encoder in (pseudo.encoder, pseudo.post_encoder):
         state = encoder.state_dict()
         assert state.keys() == reference.keys()
         assert all(torch.equal(state[k], reference[k]) for k in reference)
-    asym = build_damage_net(
+    asym = build_change_net(
         "resnet18", 3, siamese="asymmetric", post_in_chans=2, encoder=EncoderMeta.read(tmp_path), **SMALL
     )
     assert torch.equal(asym.encoder.layer1[0].conv1.weight, exported.layer1[0].conv1.weight)
     assert not torch.equal(asym.post_encoder.layer1[0].conv1.weight, exported.layer1[0].conv1.weight)
     with pytest.raises(ConfigError, match="model.encoder_weights"):
-        build_damage_net("resnet18", 4, encoder=EncoderMeta.read(tmp_path))
+        build_change_net("resnet18", 4, encoder=EncoderMeta.read(tmp_path))
     with pytest.raises(ConfigError, match="model.encoder_weights"):
-        build_damage_net("resnet34", 3, encoder=EncoderMeta.read(tmp_path))
+        build_change_net("resnet34", 3, encoder=EncoderMeta.read(tmp_path))
 
 
 def test_bad_siamese_options() -> None:
     with pytest.raises(ConfigError, match="classic, pseudo, asymmetric"):
-        build_damage_net("resnet18", 3, siamese="triplet")
+        build_change_net("resnet18", 3, siamese="triplet")
     with pytest.raises(ConfigError, match="asymmetric"):
-        build_damage_net("resnet18", 3, post_in_chans=2)
+        build_change_net("resnet18", 3, post_in_chans=2)
 
 
 @pytest.mark.parametrize("encoder_bn", ["train", "frozen"])
 def test_frozen_encoder_batchnorm_keeps_its_statistics(encoder_bn: str) -> None:
     from torch import nn
 
-    from ssl_siam.damage.losses import DeepSupervisionLoss, FocalDiceLoss
-    from ssl_siam.damage.task import FinetuneTask
+    from ssl_siam.change.losses import DeepSupervisionLoss, FocalDiceLoss
+    from ssl_siam.change.training import FinetuneTask
     from ssl_siam.data.stats import BandStats
 
     torch.manual_seed(0)
-    model = build_damage_net("resnet18", 3, decoder_channels=(16, 16, 8, 8, 8))
+    model = build_change_net("resnet18", 3, decoder_channels=(16, 16, 8, 8, 8))
     stats = BandStats(low=[0.0] * 3, high=[255.0] * 3, mean=[0.5] * 3, std=[0.25] * 3)
     task = FinetuneTask(model, DeepSupervisionLoss(FocalDiceLoss(), [0.5]), stats, stats, encoder_bn=encoder_bn)
     task.train()

@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+from ssl_siam.change.datasets.base import OSCD_BANDS
 from ssl_siam.core.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
-from ssl_siam.data.change import OSCD_BANDS
 from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainConfig
 
 
 @dataclass
-class XBDDataConfig(LoaderConfig):
-    format: Literal["auto", "xbd", "levir", "s2looking", "oscd", "pairs-csv", "second"] = "auto"  # auto: detected
+class ChangeDataConfig(LoaderConfig):
+    format: str = "auto"  # a registered layout (change/datasets/): xbd, levir, s2looking, oscd, pairs-csv, second;
+    # auto: detected from the first root
     root: list[str] = field(default_factory=list)  # split dirs (xBD: train, tier3, ...); a single string is accepted
     val_root: list[str] = field(default_factory=list)  # explicit validation splits; empty = hold out val_fraction
     val_fraction: Fraction = 0.1  # of the pairs in `root`, by a seeded shuffle of image ids
@@ -37,7 +38,7 @@ class XBDDataConfig(LoaderConfig):
 
 
 @dataclass
-class DamageModelConfig:
+class ChangeModelConfig:
     backbone: str = "resnet50"
     encoder_weights: str | None = None  # an exported SSL encoder (run dir or encoder.safetensors)
     pretrained: str | None = None  # or a local timm weight file
@@ -74,10 +75,11 @@ class FinetuneTrainConfig(TrainConfig):
 
 @dataclass
 class FinetuneConfig(RunConfig):
-    # damage: xBD's 5 classes, xView2 score; binary: change / no change, F1; semantic: SECOND change + land cover, SeK
-    task: Literal["damage", "binary", "semantic"] = "damage"
-    data: XBDDataConfig = field(default_factory=XBDDataConfig)
-    model: DamageModelConfig = field(default_factory=DamageModelConfig)
+    # a registered change task (change/tasks/): damage = xBD's 5 classes, xView2 score; binary = change / no change,
+    # F1; semantic = SECOND change + land cover, SeK
+    task: str = "damage"
+    data: ChangeDataConfig = field(default_factory=ChangeDataConfig)
+    model: ChangeModelConfig = field(default_factory=ChangeModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adamw", lr=2e-4, base_batch_size=16,
                                                                   weight_decay=1e-4, warmup_steps=100))

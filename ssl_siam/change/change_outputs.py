@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from rasterio.features import shapes
 
-from ssl_siam.damage.outputs import write_georeferenced
+from ssl_siam.change.outputs import write_georeferenced
 
 CHANGE_COLOUR = (255, 40, 40)
 _ALPHA = 0.5

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_siam.change.models.attention import AttentionGate
 from ssl_siam.core.errors import ConfigError
-from ssl_siam.damage.attention import AttentionGate
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:

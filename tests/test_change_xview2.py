@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from ssl_siam.change.metrics.xview2 import XView2Accumulator, score_dirs
 from ssl_siam.core.errors import DataError
-from ssl_siam.damage.xview2 import XView2Accumulator, score_dirs
 
 
 def reference_counts(images) -> np.ndarray:

@@ -18,15 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_siam.change.models.decoder import UNetDecoder
+from ssl_siam.change.models.fusion import FUSIONS
 from ssl_siam.core.errors import ConfigError
-from ssl_siam.damage.decoder import UNetDecoder
-from ssl_siam.damage.fusion import FUSIONS
 from ssl_siam.encoders import EncoderMeta, create_encoder, load_encoder
 
 SIAMESE_VARIANTS = ("classic", "pseudo", "asymmetric")
 
 
-class SiameseDamageNet(nn.Module):
+class SiameseChangeNet(nn.Module):
     """``forward(pre [B, C_pre, H, W], post [B, C_post, H, W])`` → ``{"logits": [B, K, H, W], "aux": [...]}``.
 
     ``encoder``/``post_encoder``: timm ``features_only`` models; ``post_encoder=None`` shares ``encoder``.
@@ -138,7 +138,7 @@ def _encoder(
     return load_encoder(encoder, features_only=True, **timm_kwargs)
 
 
-def build_damage_net(
+def build_change_net(
     backbone: str,
     in_chans: int,
     *,
@@ -154,8 +154,8 @@ def build_damage_net(
     deep_supervision: bool = True,
     semantic_classes: int = 0,
     timm_kwargs: dict[str, Any] | None = None,
-) -> SiameseDamageNet:
-    """Build a :class:`SiameseDamageNet` variant (see the module docstring).
+) -> SiameseChangeNet:
+    """Build a :class:`SiameseChangeNet` variant (see the module docstring).
 
     ``encoder``: an ``ssl-siam`` encoder export (read with :meth:`EncoderMeta.read`) for the pre encoder (and the
     post one where it fits); ``pretrained``: a local timm weight file. The asymmetric post encoder
@@ -177,7 +177,7 @@ def build_damage_net(
         post_backbone, post_in_chans = post_backbone or backbone, post_in_chans or in_chans
         fits = encoder is not None and (post_backbone, post_in_chans) == (backbone, in_chans)
         post_encoder = _encoder(post_backbone, post_in_chans, encoder if fits else None, None, timm_kwargs)
-    return SiameseDamageNet(
+    return SiameseChangeNet(
         pre_encoder,
         post_encoder=post_encoder,
         fusion=fusion,

@@ -11,10 +11,10 @@ import pytest
 import rasterio
 from PIL import Image
 
+from ssl_siam.change.datasets import detect_format, find_change_pairs
+from ssl_siam.change.metrics.binary import BinaryAccumulator, BinaryScore, score_binary_dirs
 from ssl_siam.cli import main
 from ssl_siam.core.errors import DataError
-from ssl_siam.damage.binary import BinaryAccumulator, BinaryScore, score_binary_dirs
-from ssl_siam.data.change import detect_format, find_change_pairs
 from ssl_siam.tools.scenes import make_levir_split
 
 TINY = ["model.backbone=resnet18", "data.crop_size=64", "train.batch_size=2", "train.max_steps=2",
@@ -170,15 +170,17 @@ def test_georeferenced_change_outputs_and_oscd_end_to_end(tmp_path: Path) -> Non
                  f"run_dir={run}", *TINY, "data.samples_per_epoch=4", "data.val_window=64"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val"]["images"] == 1  # the one test city
-    from ssl_siam.damage.evaluate import evaluate
-    from ssl_siam.damage.predict import predict_pair
-    from ssl_siam.damage.run import load_finetuned
+    from ssl_siam.change.evaluate import evaluate
+    from ssl_siam.change.predict import predict_pair
+    from ssl_siam.change.run import load_finetuned
+    from ssl_siam.change.tasks import change_task
 
     test = find_change_pairs([root], "oscd", tmp_path / "cache", test=True)
     score = evaluate(run / "checkpoints" / "last.pt", test, tmp_path / "eval", device="cpu", window=64)
     assert 0 <= score.f1 <= 1 and score.tp + score.fp + score.fn + score.tn == 64 * 64
-    task, _, runtime = load_finetuned(run / "checkpoints" / "last.pt", "cpu")
-    paths = predict_pair(task, runtime, test[0].pre_image, test[0].post_image, tmp_path / "pred", bands=None,
+    task, cfg, runtime = load_finetuned(run / "checkpoints" / "last.pt", "cpu")
+    paths = predict_pair(task, change_task(cfg.task), runtime, test[0].pre_image, test[0].post_image,
+                         tmp_path / "pred", bands=None,
                          post_bands=None, window=64, overlap=0.25, tta=False, batch_size=2)
     assert sorted(p.name for p in paths) == ["dubai_change.tif", "dubai_change_mask.png",
                                              "dubai_change_probability.png", "dubai_changes.geojson",

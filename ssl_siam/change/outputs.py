@@ -16,7 +16,7 @@ from PIL import Image
 from rasterio.crs import CRS
 from rasterio.features import shapes
 
-from ssl_siam.damage.xview2 import DAMAGE_NAMES
+from ssl_siam.change.metrics.xview2 import DAMAGE_NAMES
 
 NODATA = 255  # the damage GeoTIFF's nodata value
 

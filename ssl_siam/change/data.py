@@ -1,5 +1,5 @@
-"""What a finetuning task reads: its layout (xBD, a binary or a semantic change benchmark), its pairs split into
-training and validation, and the crop dataset with the task's classes."""
+"""What a finetuning reads: its layout (checked against the task), its pairs split into training and
+validation, and the crop dataset with the task's classes."""
 
 from __future__ import annotations
 
@@ -8,48 +8,34 @@ from pathlib import Path
 
 import numpy as np
 
+from ssl_siam.change.config import FinetuneConfig
+from ssl_siam.change.datasets import LAYOUTS, detect_format, find_change_pairs, layouts_of
+from ssl_siam.change.tasks import TASKS, ChangeTask
 from ssl_siam.core.errors import ConfigError
-from ssl_siam.damage.config import FinetuneConfig
 from ssl_siam.data.cache import DecodedCache, decoded
-from ssl_siam.data.change import CHANGE_FORMATS, CHANGE_MASK_MAP, SEMANTIC_FORMATS, detect_format, find_change_pairs
-from ssl_siam.data.semantic import NUM_CODES
-from ssl_siam.data.xbd.dataset import XBDPairDataset
-from ssl_siam.data.xbd.pairs import PairRecord, find_pairs
+from ssl_siam.data.pair_crops import PairCropDataset
+from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.xbd.targets import ensure_targets
 
 log = logging.getLogger(__name__)
-TASK_CLASSES = {"damage": 5, "binary": 2, "semantic": 2}  # damage: background, no / minor / major damage, destroyed
-TASK_FORMATS = {"damage": ("xbd",), "binary": CHANGE_FORMATS, "semantic": SEMANTIC_FORMATS}
-
-
-def num_classes(cfg: FinetuneConfig) -> int:
-    """Classes of the change head: ``model.num_classes``, or the task's; binary and semantic change have 2."""
-    n = cfg.model.num_classes or TASK_CLASSES[cfg.task]
-    if cfg.task != "damage" and n != 2:
-        raise ConfigError(f"model.num_classes={n}: task={cfg.task} has 2 change classes (no change, change)")
-    return n
 
 
 def resolve_format(cfg: FinetuneConfig) -> str:
     """``data.format``, detected from the first ``data.root`` when ``auto``; checked against the task."""
     if not cfg.data.root:
         raise ConfigError("data.root is required: one or more split directories (or an OSCD root, a pairs CSV)")
+    TASKS.get(cfg.task)  # an unknown task is named before any layout is checked against it
     fmt = detect_format(Path(cfg.data.root[0])) if cfg.data.format == "auto" else cfg.data.format
-    if fmt not in TASK_FORMATS[cfg.task]:
-        want = " | ".join(TASK_FORMATS[cfg.task])
-        raise ConfigError(f"data.format={fmt} does not fit task={cfg.task}: it needs {want} data")
+    if LAYOUTS.get(fmt).task != cfg.task:
+        raise ConfigError(f"data.format={fmt} does not fit task={cfg.task}: it needs "
+                          f"{' | '.join(layouts_of(cfg.task))} data")
     return fmt
 
 
 def find_records(cfg: FinetuneConfig, fmt: str, roots: list[str], cache_dir: Path,
                  test: bool = False) -> list[PairRecord]:
     """The pairs of ``roots`` in layout ``fmt`` (``test``: OSCD's test cities)."""
-    if fmt != "xbd":
-        return find_change_pairs(roots, fmt, cache_dir, test=test, bands=cfg.data.oscd_bands)
-    records, skipped = find_pairs(roots, skip_bad=cfg.data.skip_bad)
-    for reason in skipped:
-        log.warning("skipped: %s", reason)
-    return records
+    return find_change_pairs(roots, fmt, cache_dir, test=test, bands=cfg.data.oscd_bands, skip_bad=cfg.data.skip_bad)
 
 
 def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[PairRecord], list[PairRecord]]:
@@ -82,15 +68,16 @@ def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[
     return records, val
 
 
-
-def pair_dataset(cfg: FinetuneConfig, fmt: str, records: list[PairRecord], train: bool) -> XBDPairDataset:
-    """Random training crops (``train``) or whole evaluation images of ``records``, with the task's classes."""
+def pair_dataset(cfg: FinetuneConfig, task: ChangeTask, fmt: str, records: list[PairRecord],
+                 train: bool) -> PairCropDataset:
+    """Random training crops (``train``) or whole evaluation images of ``records``, with the task's classes and
+    the layout's mask values."""
     d = cfg.data
-    classes = NUM_CODES if cfg.task == "semantic" else num_classes(cfg)  # semantic: label1 · 7 + label2 codes
     common = dict(bands=d.bands, post_bands=d.post_bands, ignore_index=d.ignore_index, seed=cfg.train.seed,
-                  num_classes=classes, mask_map=CHANGE_MASK_MAP if fmt in CHANGE_FORMATS else None)
+                  num_classes=task.mask_classes(task.head_classes(cfg.model.num_classes)),
+                  mask_map=LAYOUTS.get(fmt).mask_map)
     if not train:
-        return XBDPairDataset(records, None, train=False, **common)
+        return PairCropDataset(records, None, train=False, **common)
     device = d.geometric_on_device  # then the task applies the geometry to whole batches
-    return XBDPairDataset(records, d.crop_size, train=True, building_bias=d.building_bias, augment=not device,
-                          misregistration_px=0 if device else d.misregistration_px, **common)
+    return PairCropDataset(records, d.crop_size, train=True, building_bias=d.building_bias, augment=not device,
+                           misregistration_px=0 if device else d.misregistration_px, **common)

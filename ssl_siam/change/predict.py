@@ -1,0 +1,82 @@
+"""Map change with a finetuned model: read a pre/post pair, predict by sliding window, decode to the task's maps,
+write the outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssl_siam.change.datasets import find_change_pairs
+from ssl_siam.change.outputs import output_stem, to_display_rgb
+from ssl_siam.change.sliding import sliding_window_rows
+from ssl_siam.change.tasks import ChangeTask
+from ssl_siam.change.training import FinetuneTask
+from ssl_siam.core.errors import DataError
+from ssl_siam.data.rasters import RasterPair
+from ssl_siam.train.runtime import Runtime
+
+
+def predict_pair(task: FinetuneTask, change: ChangeTask, runtime: Runtime, pre_path: Path, post_path: Path,
+                 out_dir: Path, *, bands: list[int] | None, post_bands: list[int] | None, window: int,
+                 overlap: float, tta: bool, batch_size: int) -> list[Path]:
+    """Predict one pair and write the outputs of the model's task ``change`` (:meth:`ChangeTask.decode` /
+    ``write_outputs``): the xView2 PNGs (damage) or the change mask and probability (binary; semantic change also
+    ``<stem>_label1.png`` / ``_label2.png``, each date's land cover where change is predicted, colour-coded as
+    SECOND), the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON.
+
+    The pair is read, normalised, predicted (on the runtime's device, under its autocast) and decoded one row of
+    windows at a time (windowed reads of GeoTIFFs), so only the uint8 / float32 output maps are held whole, never
+    the scene's probabilities. Windows shrink for small images to multiples of the model's output stride.
+    Nodata pixels (NaN, or the files' nodata value in every band, in the pre or the post image) enter the model as
+    the band mean (0 after standardisation), so they do not spoil their neighbours, and are excluded from the maps:
+    background in the PNGs, nodata (255) in the GeoTIFF, no polygon."""
+    device = runtime.device
+    with RasterPair(pre_path, post_path, bands, post_bands) as pair:
+        expected = (task.pre_stats.num_bands, task.post_stats.num_bands)
+        if pair.num_bands != expected:
+            which = pre_path if pair.num_bands[0] != expected[0] else post_path
+            have = pair.num_bands[0] if which == pre_path else pair.num_bands[1]
+            raise DataError(f"{which}: {have} bands selected, the model takes {expected[which != pre_path]}; choose "
+                            "them with --bands (1-based, e.g. --bands 1 2 3) and --post-bands for the post image")
+        shape = (pair.height, pair.width)
+        maps: dict[str, np.ndarray] = {}
+        nodata = np.zeros(shape, bool)
+
+        def read(top: int, bottom: int) -> tuple[torch.Tensor, torch.Tensor]:
+            pre_raw, post_raw = pair.rows(top, bottom)
+            invalid = pair.nodata(pre_raw, post_raw)
+            nodata[top:bottom] = invalid
+            pre, post = (torch.from_numpy(np.nan_to_num(a) if a.dtype.kind == "f" else a)[None].to(device)
+                         for a in (pre_raw, post_raw))
+            pre, post = task.normalize(pre, post)
+            hole = torch.from_numpy(invalid).to(device)
+            return pre[0].masked_fill(hole, 0.0), post[0].masked_fill(hole, 0.0)
+
+        for top, probs in sliding_window_rows(task.model, read, pair.height, pair.width,
+                                              multiple=task.model.output_stride, window=window, overlap=overlap,
+                                              batch_size=batch_size, tta=tta, device=device,
+                                              amp_dtype=runtime.amp_dtype, out_device=device):
+            rows = slice(top, top + probs.shape[1])
+            for name, values in change.decode(probs).items():
+                if name not in maps:
+                    maps[name] = np.empty(shape, values.dtype)
+                maps[name][rows] = values
+        for array in maps.values():
+            array[nodata] = 0
+        display, profile = to_display_rgb(pair.display_bands()), pair.profile
+    return change.write_outputs(out_dir, output_stem(post_path), maps, display, profile,
+                                nodata if nodata.any() else None)
+
+
+def predict_split(task: FinetuneTask, change: ChangeTask, runtime: Runtime, split_dir: Path, out_dir: Path,
+                  fmt: str = "xbd", **kwargs: object) -> list[Path]:
+    """Every pair of a split directory in layout ``fmt`` (labels are not needed); ``kwargs`` as
+    :func:`predict_pair`."""
+    records = find_change_pairs([split_dir], fmt, out_dir / ".stacks", require_masks=False)
+    written = []
+    for record in records:
+        written += predict_pair(task, change, runtime, record.pre_image, record.post_image, out_dir,
+                                **kwargs)  # type: ignore[arg-type]
+    return written

@@ -1,0 +1,94 @@
+"""What a change task owns, and the registry ``task=`` names one from.
+
+A task is one class in one file of this package: the classes of its change head (and any extra head), the mask
+classes its crop dataset reads, the loss wrapped around the change loss, the validator (and with it the metric
+``best.pt`` follows), the held-out targets and scoring, the study's score, and the prediction maps it writes.
+Nothing outside ``change/tasks/`` branches on a task name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssl_siam.change.config import LossConfig
+from ssl_siam.change.validate import PairValidator
+from ssl_siam.core.errors import ConfigError
+from ssl_siam.core.registry import Registry
+from ssl_siam.data.pairs import PairRecord
+
+
+class Score(Protocol):
+    """A task's held-out score: ``score`` is the study's number, ``to_dict()`` every metric."""
+
+    @property
+    def score(self) -> float: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class ChangeTask:
+    """The defaults are binary change's: two classes, the mask read as it is stored, the change loss alone."""
+
+    name: str = ""  # set by change_task() from the registered name
+    num_classes: ClassVar[int] = 2  # classes of the change head
+    fixed_classes: ClassVar[bool] = True  # False: model.num_classes may change them
+    semantic_classes: ClassVar[int] = 0  # classes of the per-date land-cover head (0: none)
+    metric: ClassVar[str]  # the study's score, in words
+    components: ClassVar[tuple[str, ...]]  # reported beside the score in studies
+    validator: ClassVar[type[PairValidator]]
+    building_labels: ClassVar[bool] = False  # its pairs carry building polygons (the study's building probes)
+
+    def head_classes(self, requested: int | None) -> int:
+        """Classes of the change head: ``model.num_classes`` when this task lets it differ, else the task's."""
+        n = requested or self.num_classes
+        if self.fixed_classes and n != self.num_classes:
+            raise ConfigError(f"model.num_classes={n}: task={self.name} has {self.num_classes} change classes "
+                              "(no change, change)")
+        return n
+
+    def mask_classes(self, head_classes: int) -> int:
+        """Classes of the stored training masks (values at or above are a data error)."""
+        return head_classes
+
+    def criterion(self, change_loss: nn.Module, loss: LossConfig, ignore_index: int) -> nn.Module:
+        """The training loss around ``change_loss`` (deep-supervised loss of the change logits)."""
+        return change_loss
+
+    def prepare_records(self, records: Sequence[PairRecord], cache_dir: Path) -> Sequence[PairRecord]:
+        """Records ready for :meth:`write_target` (e.g. xBD masks rasterised as the challenge scored them)."""
+        return records
+
+    def write_target(self, record: PairRecord, stem: str, folder: Path, ignore_index: int) -> None:
+        """Write ``record``'s target into ``folder`` in the layout :meth:`score_dirs` reads."""
+        raise NotImplementedError
+
+    def score_dirs(self, pred: Path, targ: Path, workers: int = 2) -> Score:
+        """Score a folder of predictions against a folder of targets (``workers`` threads where it helps)."""
+        raise NotImplementedError
+
+    def decode(self, probs: torch.Tensor) -> dict[str, np.ndarray]:
+        """Probabilities ``[K, H, W]`` of a window row → the output maps ``{name: [H, W]}``; the first map of a
+        scene fixes its dtype."""
+        raise NotImplementedError
+
+    def write_outputs(self, out_dir: Path, stem: str, maps: dict[str, np.ndarray], display: np.ndarray,
+                      profile: dict[str, Any] | None, holes: np.ndarray | None) -> list[Path]:
+        """Write a scene's maps (PNGs, overlay, and GeoTIFF + GeoJSON when georeferenced); the written paths."""
+        raise NotImplementedError
+
+
+#: ``task`` name → task class; a new task is a file here with ``@TASKS.register("name")``.
+TASKS: Registry[type[ChangeTask]] = Registry("task")
+
+
+def change_task(name: str) -> ChangeTask:
+    """The registered task ``name``; an unknown name is a ConfigError listing the valid ones."""
+    task = TASKS.get(name)()
+    task.name = name
+    return task
