@@ -1,0 +1,55 @@
+"""``ssl-siam predict``: map damage or change on one pre/post pair, or on every pair of a split, with a finetuned
+checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ssl_siam.cli.common import FRACTION, POSITIVE, check_output
+from ssl_siam.core.errors import UserError
+
+NAME = "predict"
+HELP = "map damage or change on pre/post images with a finetuned checkpoint"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a finetune run")
+    parser.add_argument("--pre", help="pre-event image (PNG/JPEG/GeoTIFF)")
+    parser.add_argument("--post", help="post-event image")
+    parser.add_argument("--data", help="a split directory (xBD, LEVIR, S2Looking, OSCD, SECOND) or pairs CSV: "
+                        "predict every pair")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--window", type=POSITIVE, default=512, help="sliding-window size")
+    parser.add_argument("--overlap", type=FRACTION, default=0.25,
+                        help="fraction of a window shared with its neighbour, in [0, 1)")
+    parser.add_argument("--batch-size", type=POSITIVE, default=4)
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--bands", type=POSITIVE, nargs="+", help="1-based bands of the pre image (and post, unless "
+                        "--post-bands); default: the run's data.bands")
+    parser.add_argument("--post-bands", type=POSITIVE, nargs="+", help="1-based bands of the post image")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ssl_siam.change.datasets import data_format
+    from ssl_siam.change.predict import predict_pair, predict_split
+    from ssl_siam.change.run import load_finetuned
+    from ssl_siam.change.tasks import change_task
+
+    if bool(args.data) == bool(args.pre or args.post) or (args.pre is None) != (args.post is None):
+        raise UserError("give either --pre and --post, or --data XBD_SPLIT_DIR")
+    check_output(args.out, "--out")
+    task, cfg, runtime = load_finetuned(args.ckpt, args.device)
+    bands = args.bands or cfg.data.bands
+    post_bands = args.post_bands or (None if args.bands else cfg.data.post_bands)
+    kwargs = dict(bands=bands, post_bands=post_bands, window=args.window, overlap=args.overlap, tta=args.tta,
+                  batch_size=args.batch_size)
+    out = Path(args.out)
+    if args.data:
+        fmt = data_format(Path(args.data), cfg.data.format)
+        written = predict_split(task, change_task(cfg.task), runtime, Path(args.data), out, fmt, **kwargs)
+    else:
+        written = predict_pair(task, change_task(cfg.task), runtime, Path(args.pre), Path(args.post), out, **kwargs)
+    print(f"wrote {len(written)} files to {out}")
+    return 0
