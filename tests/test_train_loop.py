@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -183,3 +187,42 @@ def test_resuming_a_run_dir_of_another_training_is_refused(tmp_path: Path, tile_
     atomic_save({**ckpt, "kind": "finetune"}, run_dir / "checkpoints" / "last.pt")
     with pytest.raises(DataError, match="is a finetune checkpoint, this run is pretrain"):
         run(tmp_path, tile_dir, "r", "simsiam", steps=2)
+
+
+def test_without_a_terminal_a_line_every_log_every_steps(tmp_path: Path, tile_dir: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ssl_siam.train.loop")
+    run(tmp_path, tile_dir, "log", "simsiam", steps=5, **{"train.log_every": 2})  # train.progress=false
+    lines = [r.getMessage() for r in caplog.records if r.name == "ssl_siam.train.loop"]
+    line_format = r"step \d/5: loss -?\d+\.\d{4}, lr \S+, \d+\.\d samples/s"
+    progress = [line for line in lines if re.fullmatch(line_format, line)]
+    assert [line.split(":")[0] for line in progress] == ["step 2/5", "step 4/5", "step 5/5"], lines
+
+
+@pytest.mark.parametrize("interval", ["train.val_every=100", "data.samples_per_epoch=200"])
+def test_a_run_shorter_than_its_validation_interval_validates_at_its_end(
+        tmp_path: Path, interval: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Validation every 100 steps, or once per 100-step epoch, in a 3-step run whose last step is skipped
+    (non-finite): the end still validates, logs the metrics and checkpoints."""
+    from test_change_layouts import TINY
+
+    from ssl_siam.cli import main
+    from ssl_siam.tools.scenes import make_levir_split
+
+    original = Trainer.train_step
+
+    def skip_last(self: Trainer, batches: Iterator[Any], step: int) -> tuple[dict[str, Any], bool]:
+        out, applied = original(self, batches, step)
+        return out, applied and step < self.total_steps - 1
+
+    monkeypatch.setattr(Trainer, "train_step", skip_last)
+    caplog.set_level(logging.INFO, logger="ssl_siam.train.loop")
+    make_levir_split(tmp_path / "data", 3, size=64, seed=0)
+    run_dir = tmp_path / "run"
+    with pytest.warns(UserWarning, match="step 2: non-finite"):
+        assert main(["finetune", "task=binary", f"data.root={tmp_path / 'data'}", f"run_dir={run_dir}", *TINY,
+                     "train.max_steps=3", "data.val_window=64", "data.val_fraction=0.34", interval]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [v["step"] for v in metrics["val_history"]] == [3] and metrics["step"] == 3 and "f1" in metrics["val"]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 3
+    assert any(r.getMessage().startswith("step 3/3 validation: precision") for r in caplog.records)

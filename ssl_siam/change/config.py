@@ -28,6 +28,9 @@ class ChangeDataConfig(LoaderConfig):
     bands: list[PositiveInt] | None = None  # 1-based bands of the pre image (and post, unless post_bands)
     post_bands: list[PositiveInt] | None = None
     ignore_index: Annotated[int, Range(0, 255)] = 255  # `un-classified` buildings in training masks
+    # binary change masks: values ≥ it are change, below it no change (anti-aliased 0 / 255 masks); None: masks
+    # must hold 0 / 1 or 0 / 255. Applies in training, validation and held-out scoring (docs/finetuning.md)
+    mask_threshold: Annotated[int, Range(1, 255)] | None = None
     skip_bad: bool = False  # skip (and report) unpairable/unreadable pairs instead of failing
     cache_dir: str | None = None  # masks rasterised and PNG / JPEG decoded here (ssl-siam cache, docs/benchmark.md)
     targets_dir: str | None = None  # without cache_dir: where masks are rasterised; default <run_dir>/targets

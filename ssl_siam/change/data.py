@@ -10,8 +10,8 @@ import numpy as np
 
 from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.change.datasets import LAYOUTS, detect_format, find_change_pairs, layouts_of
-from ssl_siam.change.tasks import TASKS, ChangeTask
-from ssl_siam.core.errors import ConfigError
+from ssl_siam.change.tasks import ChangeTask, change_task
+from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.cache import DecodedCache, decoded
 from ssl_siam.data.pair_crops import PairCropDataset
 from ssl_siam.data.pairs import PairRecord
@@ -21,15 +21,28 @@ log = logging.getLogger(__name__)
 
 
 def resolve_format(cfg: FinetuneConfig) -> str:
-    """``data.format``, detected from the first ``data.root`` when ``auto``; checked against the task."""
+    """``data.format``, detected from the first ``data.root`` when ``auto``; checked against the task and, when set,
+    against that root (a pairs CSV given to the ``levir`` recipe is a one-line error naming ``pairs-csv``)."""
     if not cfg.data.root:
         raise ConfigError("data.root is required: one or more split directories (or an OSCD root, a pairs CSV)")
-    TASKS.get(cfg.task)  # an unknown task is named before any layout is checked against it
-    fmt = detect_format(Path(cfg.data.root[0])) if cfg.data.format == "auto" else cfg.data.format
+    change_task(cfg.task, cfg.data.mask_threshold)  # an unknown task is named before any layout is checked
+    root = Path(cfg.data.root[0])
+    fmt = detect_format(root) if cfg.data.format == "auto" else cfg.data.format
+    if not LAYOUTS.get(fmt).detect(root) and (found := _detected(root)) not in (None, fmt):
+        raise ConfigError(f"data.root {root} is laid out as {found}, not data.format={fmt}; set "
+                          f"data.format={found} (or auto)")
     if LAYOUTS.get(fmt).task != cfg.task:
         raise ConfigError(f"data.format={fmt} does not fit task={cfg.task}: it needs "
                           f"{' | '.join(layouts_of(cfg.task))} data")
     return fmt
+
+
+def _detected(root: Path) -> str | None:
+    """The layout ``root`` is detected as, None when it cannot be told."""
+    try:
+        return detect_format(root)
+    except DataError:
+        return None
 
 
 def find_records(cfg: FinetuneConfig, fmt: str, roots: list[str], cache_dir: Path,
@@ -71,11 +84,11 @@ def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[
 def pair_dataset(cfg: FinetuneConfig, task: ChangeTask, fmt: str, records: list[PairRecord],
                  train: bool) -> PairCropDataset:
     """Random training crops (``train``) or whole evaluation images of ``records``, with the task's classes and
-    the layout's mask values."""
+    the layout's mask values (or every value binarised by the task's ``mask_threshold``)."""
     d = cfg.data
     common = dict(bands=d.bands, post_bands=d.post_bands, ignore_index=d.ignore_index, seed=cfg.train.seed,
                   num_classes=task.mask_classes(task.head_classes(cfg.model.num_classes)),
-                  mask_map=LAYOUTS.get(fmt).mask_map)
+                  mask_map=LAYOUTS.get(fmt).mask_map, mask_threshold=task.mask_threshold)
     if not train:
         return PairCropDataset(records, None, train=False, **common)
     device = d.geometric_on_device  # then the task applies the geometry to whole batches

@@ -20,11 +20,12 @@ from ssl_siam.train.runtime import Runtime
 
 def predict_pair(task: FinetuneTask, change: ChangeTask, runtime: Runtime, pre_path: Path, post_path: Path,
                  out_dir: Path, *, bands: list[int] | None, post_bands: list[int] | None, window: int,
-                 overlap: float, tta: bool, batch_size: int) -> list[Path]:
+                 overlap: float, tta: bool, batch_size: int, stem: str | None = None) -> list[Path]:
     """Predict one pair and write the outputs of the model's task ``change`` (:meth:`ChangeTask.decode` /
     ``write_outputs``): the xView2 PNGs (damage) or the change mask and probability (binary; semantic change also
     ``<stem>_label1.png`` / ``_label2.png``, each date's land cover where change is predicted, colour-coded as
-    SECOND), the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON.
+    SECOND), the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON; their names start with ``stem`` (default: the
+    post image's, :func:`output_stem`; a split's pairs pass their id).
 
     The pair is read, normalised, predicted (on the runtime's device, under its autocast) and decoded one row of
     windows at a time (windowed reads of GeoTIFFs), so only the uint8 / float32 output maps are held whole, never
@@ -66,17 +67,17 @@ def predict_pair(task: FinetuneTask, change: ChangeTask, runtime: Runtime, pre_p
         for array in maps.values():
             array[nodata] = 0
         display, profile = to_display_rgb(pair.display_bands()), pair.profile
-    return change.write_outputs(out_dir, output_stem(post_path), maps, display, profile,
+    return change.write_outputs(out_dir, stem or output_stem(post_path), maps, display, profile,
                                 nodata if nodata.any() else None)
 
 
 def predict_split(task: FinetuneTask, change: ChangeTask, runtime: Runtime, split_dir: Path, out_dir: Path,
                   fmt: str = "xbd", **kwargs: object) -> list[Path]:
-    """Every pair of a split directory in layout ``fmt`` (labels are not needed); ``kwargs`` as
-    :func:`predict_pair`."""
+    """Every pair of a split directory in layout ``fmt`` (labels are not needed), outputs named by pair id;
+    ``kwargs`` as :func:`predict_pair`."""
     records = find_change_pairs([split_dir], fmt, out_dir / ".stacks", require_masks=False)
     written = []
     for record in records:
         written += predict_pair(task, change, runtime, record.pre_image, record.post_image, out_dir,
-                                **kwargs)  # type: ignore[arg-type]
+                                stem=record.id, **kwargs)  # type: ignore[arg-type]
     return written

@@ -97,7 +97,7 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     d, world = cfg.data, runtime.world
     encoder = EncoderMeta.read(cfg.model.encoder_weights) if cfg.model.encoder_weights else None
     cache_dir = Path(d.cache_dir or d.targets_dir or run_dir / "targets")
-    fmt, change = resolve_format(cfg), change_task(cfg.task)
+    fmt, change = resolve_format(cfg), change_task(cfg.task, d.mask_threshold)
     train_records, val_records = main_first(world, lambda: split_records(cfg, fmt, cache_dir))
     dataset = pair_dataset(cfg, change, fmt, train_records, train=True)
     pre_stats, post_stats = main_first(world, lambda: resolve_pair_stats(cfg, dataset, run_dir, encoder,

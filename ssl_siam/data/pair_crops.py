@@ -25,7 +25,8 @@ class PairCropDataset(torch.utils.data.Dataset):
 
     Item: ``{"pre": [C, h, w], "post": [C', h, w]`` (the files' dtype), ``"mask": [h, w]`` int64 (classes
     ``0..num_classes-1`` or ``ignore_index``; file values are mapped through ``mask_map`` first, e.g. {255: 1} for
-    0/255 change masks), ``"index"``, ``"id"}``. ``index`` may exceed ``len``: the record is ``index % len`` and every
+    0/255 change masks, or with ``mask_threshold`` values ≥ it to 1 and below it to 0: anti-aliased binary change
+    masks), ``"index"``, ``"id"}``. ``index`` may exceed ``len``: the record is ``index % len`` and every
     random draw is a pure function of ``(seed, index)``, so resumed runs and workers see the same items.
     Train: a ``crop_size`` window, with probability ``building_bias`` centred (± crop/4 jitter) on a random
     building pixel, then :class:`PairAugment`. Eval: the whole image or its centre crop, no augmentation. Crops
@@ -47,6 +48,7 @@ class PairCropDataset(torch.utils.data.Dataset):
         ignore_index: int = 255,
         num_classes: int = NUM_CLASSES,
         mask_map: dict[int, int] | None = None,
+        mask_threshold: int | None = None,
     ) -> None:
         if not records:
             raise DataError("no xBD pairs given: expected at least one PairRecord")
@@ -64,6 +66,8 @@ class PairCropDataset(torch.utils.data.Dataset):
         self._lut = np.arange(256, dtype=np.uint8)
         for value, label in (mask_map or {}).items():
             self._lut[value] = label
+        if mask_threshold is not None:
+            self._lut = (np.arange(256) >= mask_threshold).astype(np.uint8)
         self._identity = bool(np.array_equal(self._lut, np.arange(256)))
         self._row_index: dict[Path, np.ndarray] = {}  # mask -> cumulative building pixels per row
         first = self.records[0]
@@ -142,8 +146,9 @@ class PairCropDataset(torch.utils.data.Dataset):
                 mask = full[row : row + crop_h, col : col + crop_w]
         bad = (mask > self.num_classes - 1) & (mask != self.ignore_index)
         if bad.any():
+            hint = "; anti-aliased 0 / 255 change masks: set data.mask_threshold" if self.num_classes == 2 else ""
             raise DataError(f"{path}: mask value {int(mask[bad][0])}, expected classes 0..{self.num_classes - 1} or "
-                            f"the ignore index {self.ignore_index}")
+                            f"the ignore index {self.ignore_index}{hint}")
         return mask, window, (height, width)
 
     def _read_image(

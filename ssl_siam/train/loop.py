@@ -1,8 +1,9 @@
 """The one training loop, shared by every training (see :class:`~ssl_siam.train.task.TrainingTask`).
 
 The loop owns device placement, autocast, gradient accumulation, clipping, LR and weight-decay schedules,
-non-finite step skipping, logging (TensorBoard, progress bar, ``metrics.json``), validation with ``best.pt``,
-preemption, atomic checkpoints and exact resume. Everything task-specific comes through the task's methods.
+non-finite step skipping, logging (TensorBoard, a progress bar or, without a terminal, a log line every
+``train.log_every`` steps, ``metrics.json``), validation (always at the end) with ``best.pt``, preemption, atomic
+checkpoints and exact resume. Everything task-specific comes through the task's methods.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ssl_siam.train.config import OptimConfig, TrainConfig
 from ssl_siam.train.distributed import broadcast, mean_across
 from ssl_siam.train.optim import build_optimizer, set_schedules
 from ssl_siam.train.preemption import preemption_signals
-from ssl_siam.train.reporting import add_scalars, summary, write_metrics_json
+from ssl_siam.train.reporting import add_scalars, progress_line, summary, write_metrics_json
 from ssl_siam.train.runtime import Runtime, compile_backbones
 from ssl_siam.train.task import StopTraining, TrainingTask, Validator
 
@@ -211,7 +212,7 @@ class Trainer:
                    dynamic_ncols=True, unit="step")
         batches = self.batches()
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-        bad_in_row, last = 0, {}
+        bad_in_row, last, good = 0, {}, {}
         logs = contextlib.closing(writer) if writer is not None else contextlib.nullcontext()
         with preemption_signals() as stop, contextlib.closing(bar), logs:
             while self.state.step < self.total_steps:
@@ -224,7 +225,17 @@ class Trainer:
                 lr = self.set_schedules(step)
                 out, applied = self.train_step(batches, step)
                 self.state.step += 1
-                if not applied:
+                final = self.state.step == self.total_steps
+                if applied:
+                    bad_in_row, good = 0, out
+                    window_loss += out["loss"]
+                    window_steps += 1
+                    if main:
+                        try:
+                            last.update(self.task.step_metrics(out, step))
+                        except StopTraining as exc:
+                            raise TrainingError(f"{exc}; last good checkpoint: {self.ckpt_path}") from None
+                else:  # skipped; a skipped last step still validates and checkpoints below
                     bad_in_row += 1
                     self.state.bad_steps += 1
                     warnings.warn(f"step {step}: non-finite loss or gradients, step skipped ({bad_in_row} in a row)",
@@ -232,36 +243,25 @@ class Trainer:
                     if bad_in_row > self.cfg.max_bad_steps:
                         raise TrainingError(f"{bad_in_row} non-finite steps in a row at step {step}; "
                                             f"last good checkpoint: {self.ckpt_path}")
-                    continue
-                bad_in_row = 0
-                window_loss += out["loss"]
-                window_steps += 1
-                if main:
-                    try:
-                        last.update(self.task.step_metrics(out, step))
-                    except StopTraining as exc:
-                        raise TrainingError(f"{exc}; last good checkpoint: {self.ckpt_path}") from None
-                if self.state.step % self.cfg.log_every == 0 or self.state.step == self.total_steps:
+                if window_steps and (self.state.step % self.cfg.log_every == 0 or final):
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
                     last.update(step=self.state.step, loss=window_loss / window_steps, lr=lr,
                                 samples_per_s=window_steps * self.samples_per_step / elapsed)
-                    last.update({k: float(v) for k, v in out.items()
+                    last.update({k: float(v) for k, v in good.items()
                                  if k != "loss" and torch.as_tensor(v).numel() == 1})
                     if main:
                         self.log(writer, last)
+                        if bar.disable:  # no bar (nohup, Slurm, train.progress=false): a line per log_every steps
+                            log.info(progress_line(last, self.total_steps))
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}",
                                     samples_s=f"{last['samples_per_s']:.1f}")
                     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
                 bar.update(1)
-                final = self.state.step == self.total_steps
                 if self.validator is not None and (self.state.step % self.val_every == 0 or final):
                     self.run_validation(writer)
                 if self.state.step % self.cfg.checkpoint_every == 0 or final:
                     self.save_checkpoint()
                     self.write_metrics(last)
-                    if main and bar.disable and "loss" in last:  # no bar (a log file): one line per checkpoint
-                        log.info("step %d/%d: loss %.4f, %.1f samples/s", self.state.step, self.total_steps,
-                                 last["loss"], last["samples_per_s"])
         if 2 * self.state.bad_steps > self.total_steps:  # most steps skipped: do not pass it off as trained
             raise TrainingError(f"{self.state.bad_steps} of {self.total_steps} steps were skipped as non-finite (loss "
                                 f"or gradients), so the model did not train; check the data for NaN / inf values "
@@ -280,7 +280,7 @@ class Trainer:
         add_scalars(writer, "val", metrics, self.state.step)
         self.state.val_history.append(metrics)
         if self.world.is_main:
-            log.info("step %d: %s", self.state.step, summary(result))
+            log.info("step %d/%d validation: %s", self.state.step, self.total_steps, summary(result))
         if metrics[self.validator.best_metric] > self.state.best:
             self.state.best = metrics[self.validator.best_metric]
             self.save_checkpoint("best.pt")

@@ -1,4 +1,5 @@
-"""What a run reports while it trains: TensorBoard scalars, one-line log summaries and the atomic metrics.json."""
+"""What a run reports while it trains: TensorBoard scalars, log lines (progress without a bar, validation
+summaries) and the atomic metrics.json."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def add_scalars(writer: SummaryWriter | None, prefix: str, metrics: dict[str, fl
 def summary(metrics: dict[str, float]) -> str:
     """``name value, ...`` for a log line."""
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def progress_line(metrics: dict[str, float], total_steps: int) -> str:
+    """``step 10/40: loss 0.6931, lr 2.00e-04, 12.3 samples/s``: the log line of a run without a progress bar."""
+    return (f"step {int(metrics['step'])}/{total_steps}: loss {metrics['loss']:.4f}, lr {metrics['lr']:.2e}, "
+            f"{metrics['samples_per_s']:.1f} samples/s")
 
 
 def write_metrics_json(run_dir: Path, data: dict[str, Any]) -> None:

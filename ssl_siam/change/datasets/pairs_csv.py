@@ -1,10 +1,18 @@
-"""``pairs-csv``: a CSV ``pre,post,mask`` of binary change pairs, every path relative to the CSV and inside its
-folder (masks 0 / 255 or 0 / 1)."""
+"""``pairs-csv``: a CSV ``pre,post,mask`` (and optionally ``id``) of binary change pairs, masks 0 / 255 or 0 / 1.
+
+Paths are ``/``-separated, relative to the CSV's folder and confined to it *lexically*: no absolute path, no
+``..`` component. What such a path names is opened as the user linked it, so files and folders symlinked into the
+CSV's folder are followed (as folder roots are everywhere else).
+
+A pair's id (the stem of its predictions) is its ``id`` column when the CSV has one; else the post image's file
+stem when every row's is unique (a CSV over LEVIR chips keeps their ids); else the post image's path without its
+suffix, ``/`` written ``_`` (``site/3/im2.png`` → ``site_3_im2``).
+"""
 
 from __future__ import annotations
 
 import csv
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from ssl_siam.change.datasets.base import LAYOUTS, PairLayout, ReadOptions
@@ -26,33 +34,56 @@ class PairsCSVLayout(PairLayout):
 
 
 def csv_pairs(path: Path, require_masks: bool = True) -> list[PairRecord]:
-    """Rows ``pre,post,mask`` of a CSV (the ``mask`` column optional without ``require_masks``); every path
-    relative to the CSV and inside its folder."""
+    """The pairs of a CSV (module docstring; the ``mask`` column optional without ``require_masks``)."""
     folder = path.parent.resolve()
     columns = ("pre", "post", "mask") if require_masks else ("pre", "post")
     try:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            if not reader.fieldnames or not set(columns) <= set(reader.fieldnames):
-                raise DataError(f"{path}: expected a CSV header {','.join(columns)}, got {reader.fieldnames}")
+            header = reader.fieldnames or []
+            if not set(columns) <= set(header):
+                raise DataError(f"{path}: expected a CSV header {','.join(columns)}[,id], got {reader.fieldnames}")
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read the pairs CSV ({exc})") from None
-    records = []
+    files = []
     for line, row in enumerate(rows, start=2):
         pre, post = (file_inside(folder, row[k], path, line) for k in ("pre", "post"))
         mask = file_inside(folder, row["mask"], path, line) if row.get("mask") or require_masks else None
         check_sizes(pre, [post, mask])
-        records.append(PairRecord(Path(row["post"]).stem, folder, pre, post, damage_target=mask))
-    return records
+        files.append((pre, post, mask))
+    ids = pair_ids(path, rows, "id" in header)
+    return [PairRecord(i, folder, pre, post, damage_target=mask) for i, (pre, post, mask) in zip(ids, files)]
+
+
+def pair_ids(path: Path, rows: list[dict[str, str]], id_column: bool) -> list[str]:
+    """The rows' ids (module docstring); a one-line DataError naming both lines when two rows share one."""
+    if id_column:
+        ids = [(row["id"] or "").strip() for row in rows]
+    else:
+        posts = [PurePosixPath(row["post"]) for row in rows]
+        ids = [p.stem for p in posts]
+        if len(set(ids)) < len(ids):
+            ids = ["_".join(p.with_suffix("").parts) for p in posts]
+    seen: dict[str, int] = {}
+    for line, pair_id in enumerate(ids, start=2):
+        if not pair_id or pair_id in (".", "..") or "/" in pair_id or "\\" in pair_id:
+            raise DataError(f"{path}:{line}: pair id {pair_id!r} cannot name files; expected a name without / or \\")
+        if pair_id in seen:
+            raise DataError(f"{path}:{line}: pair id {pair_id!r} also on line {seen[pair_id]}; expected unique "
+                            "ids (add an id column)")
+        seen[pair_id] = line
+    return ids
 
 
 def file_inside(folder: Path, relative: str | None, csv_path: Path, line: int) -> Path:
-    """``folder / relative`` resolved; a one-line DataError naming the CSV line when it leaves ``folder`` or is
-    missing."""
-    target = (folder / (relative or "")).resolve()
-    if not relative or not target.is_relative_to(folder):
-        raise DataError(f"{csv_path}:{line}: image path {relative!r} must be a file inside {folder}")
+    """``folder / relative`` when ``relative`` is a relative path without ``..`` (checked on the text, so links
+    inside ``folder`` are followed); a one-line DataError naming the CSV line when not, or when it is missing."""
+    parts = PurePosixPath(relative or "")
+    if not relative or parts.is_absolute() or ".." in parts.parts:
+        raise DataError(f"{csv_path}:{line}: image path {relative!r} must be a file inside {folder}: relative, "
+                        "without '..' (links inside it are followed)")
+    target = folder / parts
     if not target.is_file():
         raise DataError(f"{csv_path}:{line}: image {target} does not exist")
     return target

@@ -85,8 +85,9 @@ class BinaryAccumulator:
         return BinaryScore(*(int(c) for c in self.counts))
 
 
-def read_binary_mask(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """A change mask as uint8 0/1: files hold 0/1 or 0/255; anything else is a one-line DataError."""
+def read_binary_mask(path: Path, shape: tuple[int, ...] | None = None, threshold: int | None = None) -> np.ndarray:
+    """A change mask as uint8 0/1: files hold 0/1 or 0/255, anything else is a one-line DataError; with a
+    ``threshold`` (anti-aliased masks) values ≥ it are change and the others no change (RGB read as grey)."""
     try:
         with Image.open(path) as image:
             mask = np.asarray(image.convert("L") if image.mode not in ("L", "P", "1") else image)
@@ -94,18 +95,22 @@ def read_binary_mask(path: Path, shape: tuple[int, ...] | None = None) -> np.nda
         raise DataError(f"{path}: unreadable, expected a single-channel PNG change mask ({exc})") from None
     if shape is not None and mask.shape != shape:
         raise DataError(f"{path}: size {mask.shape}, expected {shape} like its target")
+    if threshold is not None:
+        return (mask >= threshold).astype(np.uint8)
     values = set(np.unique(mask).tolist())
     if not values <= {0, 1} and not values <= {0, 255}:
-        raise DataError(f"{path}: mask values {sorted(values)[:6]}, expected 0/1 or 0/255 (no change / change)")
+        raise DataError(f"{path}: mask values {sorted(values)[:6]}, expected 0/1 or 0/255 (no change / change; "
+                        "anti-aliased masks: set a mask threshold, e.g. 128)")
     return (mask > 0).astype(np.uint8)
 
 
 _SUFFIX = re.compile(r"_change_mask$")
 
 
-def score_binary_dirs(pred_dir: str | Path, targ_dir: str | Path) -> BinaryScore:
+def score_binary_dirs(pred_dir: str | Path, targ_dir: str | Path, mask_threshold: int | None = None) -> BinaryScore:
     """Score a folder of predicted change masks against a folder of targets, matched by file stem: a prediction
-    ``<stem>_change_mask.png`` or ``<stem>.png`` for every target ``<stem>.png``."""
+    ``<stem>_change_mask.png`` or ``<stem>.png`` for every target ``<stem>.png`` (targets binarised by
+    ``mask_threshold`` when given; predictions are always 0/1 or 0/255)."""
     pred_dir, targ_dir = Path(pred_dir), Path(targ_dir)
     for folder in (pred_dir, targ_dir):
         if not folder.is_dir():
@@ -120,6 +125,6 @@ def score_binary_dirs(pred_dir: str | Path, targ_dir: str | Path) -> BinaryScore
         if target_path.stem not in predictions:
             raise DataError(f"{pred_dir / (target_path.stem + '_change_mask.png')}: missing, expected a prediction "
                             f"for every target of {targ_dir}")
-        target = read_binary_mask(target_path)
+        target = read_binary_mask(target_path, threshold=mask_threshold)
         acc.update(read_binary_mask(predictions[target_path.stem], target.shape), target)
     return acc.result()

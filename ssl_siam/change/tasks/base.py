@@ -36,6 +36,7 @@ class ChangeTask:
     """The defaults are binary change's: two classes, the mask read as it is stored, the change loss alone."""
 
     name: str = ""  # set by change_task() from the registered name
+    mask_threshold: int | None = None  # set by change_task(): binary masks' values ≥ it are change, < it no change
     num_classes: ClassVar[int] = 2  # classes of the change head
     fixed_classes: ClassVar[bool] = True  # False: model.num_classes may change them
     semantic_classes: ClassVar[int] = 0  # classes of the per-date land-cover head (0: none)
@@ -43,6 +44,7 @@ class ChangeTask:
     components: ClassVar[tuple[str, ...]]  # reported beside the score in studies
     validator: ClassVar[type[PairValidator]]
     building_labels: ClassVar[bool] = False  # its pairs carry building polygons (the study's building probes)
+    binary_masks: ClassVar[bool] = True  # its masks are 0 / 255 (or 0 / 1) change masks: a mask threshold applies
 
     def head_classes(self, requested: int | None) -> int:
         """Classes of the change head: ``model.num_classes`` when this task lets it differ, else the task's."""
@@ -87,8 +89,12 @@ class ChangeTask:
 TASKS: Registry[type[ChangeTask]] = Registry("task")
 
 
-def change_task(name: str) -> ChangeTask:
-    """The registered task ``name``; an unknown name is a ConfigError listing the valid ones."""
+def change_task(name: str, mask_threshold: int | None = None) -> ChangeTask:
+    """The registered task ``name``, reading its target masks with ``mask_threshold`` (``data.mask_threshold``,
+    ``score --mask-threshold``; binary masks only); an unknown name is a ConfigError listing the valid ones."""
     task = TASKS.get(name)()
-    task.name = name
+    if mask_threshold is not None and not task.binary_masks:
+        raise ConfigError(f"mask threshold {mask_threshold}: it binarises 0 / 255 change masks, task={name} masks "
+                          "hold classes; leave it unset")
+    task.name, task.mask_threshold = name, mask_threshold
     return task

@@ -41,10 +41,11 @@ class BinaryTask(ChangeTask):
     validator = BinaryValidator
 
     def write_target(self, record: PairRecord, stem: str, folder: Path, ignore_index: int) -> None:
-        Image.fromarray(read_binary_mask(record.damage_target)).save(folder / f"{stem}.png")
+        Image.fromarray(read_binary_mask(record.damage_target, threshold=self.mask_threshold)).save(
+            folder / f"{stem}.png")
 
     def score_dirs(self, pred: Path, targ: Path, workers: int = 2) -> BinaryScore:
-        return score_binary_dirs(pred, targ)
+        return score_binary_dirs(pred, targ, self.mask_threshold)
 
     def decode(self, probs: torch.Tensor) -> dict[str, np.ndarray]:
         return {"mask": probs.argmax(dim=0).cpu().numpy().astype(np.uint8),

@@ -67,6 +67,7 @@ class DamageTask(ChangeTask):
     components = ("localization_f1", "damage_f1")
     validator = XView2Validator
     building_labels = True
+    binary_masks = False
 
     def prepare_records(self, records: Sequence[PairRecord], cache_dir: Path) -> Sequence[PairRecord]:
         return ensure_targets(records, cache_dir, unclassified="no-damage")  # as the challenge scored

@@ -45,6 +45,7 @@ class SemanticTask(ChangeTask):
     metric = "SECOND score (0.3 mIoU + 0.7 SeK)"
     components = ("sek", "miou")
     validator = SemanticValidator
+    binary_masks = False
 
     def mask_classes(self, head_classes: int) -> int:
         return NUM_CODES  # the code mask label1 · 7 + label2
