@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from PIL import Image
 
@@ -58,4 +59,65 @@ def write_scene_folder(root: Path, per_class: int, size: int = 32, seed: int = 0
             img = 0.3 * texture(rng, size, 3)
             img[c % 3] += 0.7
             Image.fromarray((img * 255).astype(np.uint8).transpose(1, 2, 0)).save(root / name / f"{name}_{i:03d}.png")
+    return root
+
+
+OSCD_RESOLUTION = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10,
+                   "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20}
+OSCD_PIXEL = 9.4e-5  # degrees: OSCD's 10 m bands in EPSG:4326
+
+
+def oscd_value(lon: np.ndarray, lat: np.ndarray, band: int, date: int) -> np.ndarray:
+    """The fake OSCD's reflectance: smooth in lon / lat, so a warped band can be checked against it."""
+    return 1000 + 3e5 * (lon - 2.0) + 3e5 * (lat - 48.99) + 40 * band + 500 * date
+
+
+def write_oscd(root: Path, train: list[str], test: list[str], size: int = 48, shrink: tuple[str, ...] = (),
+               png_only: tuple[str, ...] = ()) -> Path:
+    """A copy of OSCD's exact published layout at ``size``² (10 m): EPSG:4326 GeoTIFFs, one per band at 10 / 20 /
+    60 m and per date; ``shrink`` cities' ``imgs_2`` 3 px smaller with coarser pixels over the same extent (as
+    abudhabi, hongkong, saclay_e/w); pair previews and dates; one-line city lists; labels for ``train`` cities only:
+    ``<city>-cm.tif`` (1 = no change, 2 = change, no CRS) and ``cm.png`` (RGBA 0 / 255; anti-aliased RGB and no tif
+    for ``png_only`` cities). The change is the rectangle [5:20, 10:30]."""
+    images = root / "Onera Satellite Change Detection dataset - Images"
+    images.mkdir(parents=True, exist_ok=True)
+    (images / "train.txt").write_text(",".join(train))
+    (images / "test.txt").write_text(",".join(test))
+    rng = np.random.default_rng(0)
+    for i, city in enumerate(train + test):
+        west, north = 2.0 + 0.01 * i, 49.0
+        for date in (1, 2):
+            side10 = size - 3 if date == 2 and city in shrink else size
+            for b, (band, metres) in enumerate(OSCD_RESOLUTION.items()):
+                side = max(round(side10 * 10 / metres), 1)
+                pixel = OSCD_PIXEL * size / side
+                centres = (np.arange(side) + 0.5) * pixel
+                values = oscd_value(west + centres[None, :], north - centres[:, None], b, date)
+                folder = images / city / f"imgs_{date}"
+                folder.mkdir(parents=True, exist_ok=True)
+                name = f"S2A_OPER_MSI_L1C_TL_SGS__2016{date:02d}01T105402_A00{i}_T31UDQ_{band}.tif"
+                with rasterio.open(folder / name, "w", driver="GTiff", width=side, height=side, count=1,
+                                   dtype="uint16", crs="EPSG:4326", compress="deflate",
+                                   transform=rasterio.Affine(pixel, 0, west, 0, -pixel, north)) as dst:
+                    dst.write(values.round().astype(np.uint16)[None])
+        (images / city / "pair").mkdir(exist_ok=True)
+        for k in (1, 2):
+            preview = rng.integers(0, 255, (size, size, 3), np.uint8)
+            Image.fromarray(preview).save(images / city / "pair" / f"img{k}.png")
+        (images / city / "dates.txt").write_text("date_1: 20160101\ndate_2: 20180101\n")
+    for city in train:
+        change = np.zeros((size, size), np.uint8)
+        change[5:20, 10:30] = 1
+        folder = root / "Onera Satellite Change Detection dataset - Train Labels" / city / "cm"
+        folder.mkdir(parents=True, exist_ok=True)
+        if city in png_only:  # anti-aliased grey edges around the change, as aguasclaras' cm.png
+            grey = change * 255
+            grey[4, 10:30], grey[20, 10:30] = 90, 170
+            Image.fromarray(np.stack([grey] * 3, -1)).save(folder / "cm.png")
+            continue
+        with rasterio.open(folder / f"{city}-cm.tif", "w", driver="GTiff", width=size, height=size, count=1,
+                           dtype="uint8") as dst:
+            dst.write((change + 1)[None])
+        rgba = np.concatenate([np.stack([change * 255] * 3, -1), np.full((size, size, 1), 255, np.uint8)], -1)
+        Image.fromarray(rgba).save(folder / "cm.png")
     return root

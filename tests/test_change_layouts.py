@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 from PIL import Image
 
 from ssl_siam.change.datasets import detect_format, find_change_pairs
@@ -69,51 +68,12 @@ def levir(root: Path, n: int = 3, size: int = 64, seed: int = 0, folders: tuple[
     return root
 
 
-def oscd(root: Path, cities: dict[str, str], size: int = 60) -> Path:
-    """A fake OSCD: per city one GeoTIFF per band at 10 m (B02, B03, B04, B08), 20 m and 60 m, both dates."""
-    images = root / "Onera Satellite Change Detection dataset - Images"
-    res = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10, "B8A": 20,
-           "B09": 60, "B10": 60, "B11": 20, "B12": 20}
-    rng = np.random.default_rng(1)
-    for split in ("train", "test"):
-        (images).mkdir(parents=True, exist_ok=True)
-        (images / f"{split}.txt").write_text(",".join(c for c, s in cities.items() if s == split))
-    for city, split in cities.items():
-        for k in (1, 2):
-            for band, metres in res.items():
-                side = size * 10 // metres
-                folder = images / city / f"imgs_{k}"
-                folder.mkdir(parents=True, exist_ok=True)
-                with rasterio.open(folder / f"S2A_{city}_{band}.tif", "w", driver="GTiff", width=side, height=side,
-                                   count=1, dtype="uint16", crs="EPSG:32631",
-                                   transform=rasterio.Affine(metres, 0, 4e5, 0, -metres, 5e6)) as dst:
-                    dst.write(rng.integers(100, 4000, (1, side, side), dtype=np.uint16))
-        mask = np.zeros((size, size), np.uint8)
-        mask[5:20, 30:50] = 255
-        labels = root / f"Onera Satellite Change Detection dataset - {split.capitalize()} Labels"
-        write_png(labels / city / "cm" / "cm.png", mask)
-    return root
-
-
 def test_layouts_are_detected_and_paired(tmp_path: Path) -> None:
     assert detect_format(levir(tmp_path / "levir")) == "levir"
     assert detect_format(levir(tmp_path / "s2", folders=("Image1", "Image2", "label"))) == "s2looking"
-    root = oscd(tmp_path / "oscd", {"paris": "train", "rennes": "train", "dubai": "test"})
-    assert detect_format(root) == "oscd"
     records = find_change_pairs([tmp_path / "levir"], "levir", tmp_path / "cache")
     assert [r.id for r in records] == ["chip_0_0", "chip_0_1", "chip_0_2"]
     assert records[0].pre_image.parent.name == "A" and records[0].damage_target.parent.name == "label"
-    train = find_change_pairs([root], "oscd", tmp_path / "cache")
-    test = find_change_pairs([root], "oscd", tmp_path / "cache", test=True)
-    assert [r.id for r in train] == ["paris", "rennes"] and [r.id for r in test] == ["dubai"]
-    with rasterio.open(train[0].pre_image) as src:  # 13 bands on the 10 m grid, in the official order
-        assert (src.count, src.width, src.height) == (13, 60, 60) and src.res == (10.0, 10.0)
-        assert src.descriptions[:3] == ("B01", "B02", "B03") and src.descriptions[8] == "B8A"
-        assert np.isfinite(src.read(1)).all() and src.read(10).shape == (60, 60)  # a 60 m band, resampled
-    rgb = find_change_pairs([root], "oscd", tmp_path / "cache", bands=["B04", "B03", "B02"])
-    paris = root / "Onera Satellite Change Detection dataset - Images" / "paris" / "imgs_1"
-    with rasterio.open(rgb[0].pre_image) as src, rasterio.open(next(paris.glob("*B04.tif"))) as b04:
-        assert src.count == 3 and np.array_equal(src.read(1), b04.read(1))  # 10 m bands pass unchanged
     csv = tmp_path / "levir" / "pairs.csv"
     csv.write_text("pre,post,mask\nA/chip_0_0.png,B/chip_0_0.png,label/chip_0_0.png\n")
     assert detect_format(csv) == "pairs-csv" and len(find_change_pairs([csv], "pairs-csv", tmp_path)) == 1
@@ -161,36 +121,6 @@ def test_levir_finetune_predict_score_contract(tmp_path: Path) -> None:
     assert {"precision", "recall", "f1", "iou", "oa", "kappa"} <= score.keys() and 0 <= score["f1"] <= 1
     direct = score_binary_dirs(out, tmp_path / "val" / "label")
     assert direct.f1 == score["f1"]
-
-
-def test_georeferenced_change_outputs_and_oscd_end_to_end(tmp_path: Path) -> None:
-    root = oscd(tmp_path / "oscd", {"paris": "train", "rennes": "train", "dubai": "test"}, size=64)
-    run = tmp_path / "run"
-    assert main(["finetune", "--config", "oscd_resnet50", f"data.root={root}", f"data.val_root={root}",
-                 f"run_dir={run}", *TINY, "data.samples_per_epoch=4", "data.val_window=64"]) == 0
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["val"]["images"] == 1  # the one test city
-    from ssl_siam.change.evaluate import evaluate
-    from ssl_siam.change.predict import predict_pair
-    from ssl_siam.change.run import load_finetuned
-    from ssl_siam.change.tasks import change_task
-
-    test = find_change_pairs([root], "oscd", tmp_path / "cache", test=True)
-    score = evaluate(run / "checkpoints" / "last.pt", test, tmp_path / "eval", device="cpu", window=64)
-    assert 0 <= score.f1 <= 1 and score.tp + score.fp + score.fn + score.tn == 64 * 64
-    task, cfg, runtime = load_finetuned(run / "checkpoints" / "last.pt", "cpu")
-    paths = predict_pair(task, change_task(cfg.task), runtime, test[0].pre_image, test[0].post_image,
-                         tmp_path / "pred", bands=None,
-                         post_bands=None, window=64, overlap=0.25, tta=False, batch_size=2)
-    assert sorted(p.name for p in paths) == ["dubai_change.tif", "dubai_change_mask.png",
-                                             "dubai_change_probability.png", "dubai_changes.geojson",
-                                             "dubai_overlay.png"]
-    with rasterio.open(tmp_path / "pred" / "dubai_change.tif") as src:
-        assert src.count == 2 and src.crs.to_epsg() == 32631 and src.res == (10.0, 10.0)
-        np.testing.assert_array_equal(src.read(1), np.asarray(Image.open(tmp_path / "pred" / "dubai_change_mask.png")))
-    features = json.loads((tmp_path / "pred" / "dubai_changes.geojson").read_text())["features"]
-    assert all({"area", "area_px", "mean_probability"} <= f["properties"].keys() for f in features)
-    assert all(f["properties"]["area"] == pytest.approx(100 * f["properties"]["area_px"]) for f in features)
 
 
 def test_s2looking_and_pairs_csv_finetune_predict_score(tmp_path: Path) -> None:

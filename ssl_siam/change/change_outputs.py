@@ -1,17 +1,23 @@
-"""Binary change prediction outputs: the change mask and probability (PNG; GeoTIFF with the input's CRS and
-transform for georeferenced input), change polygons as GeoJSON with area and mean probability, an overlay PNG."""
+"""Binary change prediction outputs: the change mask and probability (PNG; GeoTIFFs with the input's CRS and
+transform for georeferenced input), change polygons as lon / lat GeoJSON with area in m² and mean probability, an
+overlay PNG."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import shapely.geometry
 from PIL import Image
+from rasterio.crs import CRS
 from rasterio.features import shapes
+from rasterio.warp import transform as warp_transform
+from rasterio.warp import transform_geom
 
-from ssl_siam.change.outputs import write_georeferenced
+from ssl_siam.change.outputs import write_tif
 
 CHANGE_COLOUR = (255, 40, 40)
 _ALPHA = 0.5
@@ -29,26 +35,40 @@ def change_overlay(pre_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def change_features(mask: np.ndarray, probability: np.ndarray, transform: Any) -> list[dict[str, Any]]:
-    """One GeoJSON Feature per 4-connected changed region: polygon in ``transform``'s coordinates, ``area``
-    (in the CRS's units²), ``area_px`` and the region's ``mean_probability``."""
+def utm_crs(crs: Any, transform: Any, height: int, width: int) -> CRS:
+    """The WGS 84 UTM zone (EPSG 326xx north / 327xx south) of the scene's centre: where areas are measured."""
+    xs, ys = warp_transform(crs, "EPSG:4326", [transform.c + transform.a * width / 2],
+                            [transform.f + transform.e * height / 2])
+    lon, lat = xs[0], ys[0]
+    zone = min(int((lon + 180) // 6) + 1, 60)
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def change_features(mask: np.ndarray, probability: np.ndarray, transform: Any, crs: Any) -> list[dict[str, Any]]:
+    """One GeoJSON Feature per 4-connected changed region: polygon in lon / lat (WGS 84, as RFC 7946 wants),
+    ``area_m2`` (measured in the local UTM zone of the scene's centre), ``area_px`` and the region's
+    ``mean_probability``."""
     count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
     flat = labels.ravel()
     area = np.bincount(flat, minlength=count)
     mean = np.bincount(flat, weights=probability.ravel().astype(np.float64), minlength=count) / np.maximum(area, 1)
-    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-    return [{"type": "Feature", "id": int(k), "geometry": geometry,
-             "properties": {"area": float(area[int(k)] * pixel_area), "area_px": int(area[int(k)]),
-                            "mean_probability": float(mean[int(k)])}}
-            for geometry, k in shapes(labels, mask=labels > 0, connectivity=4, transform=transform)]
+    utm = utm_crs(crs, transform, *mask.shape)
+    features = []
+    for geometry, k in shapes(labels, mask=labels > 0, connectivity=4, transform=transform):
+        metres = shapely.geometry.shape(transform_geom(crs, utm, geometry)).area
+        features.append({"type": "Feature", "id": int(k), "geometry": transform_geom(crs, "EPSG:4326", geometry),
+                         "properties": {"area_m2": float(metres), "area_px": int(area[int(k)]),
+                                        "mean_probability": float(mean[int(k)])}})
+    return features
 
 
 def write_change_outputs(out_dir: str | Path, stem: str, mask: np.ndarray, probability: np.ndarray,
                          pre_rgb: np.ndarray, profile: dict[str, Any] | None,
                          nodata: np.ndarray | None = None) -> list[Path]:
     """``<stem>_change_mask.png`` (uint8 0 / 1, input size), ``<stem>_change_probability.png`` (uint8, p·255),
-    ``<stem>_overlay.png``; with a ``profile`` also ``<stem>_change.tif`` (band 1 the mask, band 2 p·255; nodata
-    255 where ``nodata``) and ``<stem>_changes.geojson``. Returns the written paths."""
+    ``<stem>_overlay.png``; with a ``profile`` (georeferenced input) also ``<stem>_change_mask.tif`` (uint8 0 / 1)
+    and ``<stem>_change_probability.tif`` (p·255) on the input's grid and CRS (nodata 255 where ``nodata``), and
+    ``<stem>_changes.geojson`` (lon / lat polygons, :func:`change_features`). Returns the written paths."""
     if mask.shape != probability.shape:
         raise ValueError(f"mask {mask.shape} and probability {probability.shape} differ")
     out_dir = Path(out_dir)
@@ -61,8 +81,10 @@ def write_change_outputs(out_dir: str | Path, stem: str, mask: np.ndarray, proba
     Image.fromarray(change_overlay(pre_rgb, mask)).save(paths[2])
     if profile is None:
         return paths
-    tif, geojson = out_dir / f"{stem}_change.tif", out_dir / f"{stem}_changes.geojson"
-    write_georeferenced(tif, geojson, np.stack([mask, scaled]), profile, nodata,
-                        change_features(mask, probability, profile["transform"]),
-                        descriptions=("change_mask", "change_probability_x255"))
-    return [*paths, tif, geojson]
+    tifs = [out_dir / f"{stem}_change_mask.tif", out_dir / f"{stem}_change_probability.tif"]
+    write_tif(tifs[0], mask[None], profile, nodata, descriptions=("change_mask",))
+    write_tif(tifs[1], scaled[None], profile, nodata, descriptions=("change_probability_x255",))
+    geojson = out_dir / f"{stem}_changes.geojson"
+    features = change_features(mask, probability, profile["transform"], profile["crs"])
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": features}) + "\n")
+    return [*paths, *tifs, geojson]

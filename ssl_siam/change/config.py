@@ -18,6 +18,8 @@ class ChangeDataConfig(LoaderConfig):
     val_root: list[str] = field(default_factory=list)  # explicit validation splits; empty = hold out val_fraction
     val_fraction: Fraction = 0.1  # of the pairs in `root`, by a seeded shuffle of image ids
     train_ids: list[str] | None = None  # train on these pair ids of `root` only (label budgets: ssl-siam study)
+    val_ids: list[str] | None = None  # validate on these pair ids of `root` (OSCD: city names) instead of
+    # val_fraction; the others train (or data.train_ids); the held-out ids are in split.json and metrics.json
     crop_size: PositiveInt = 512
     val_window: PositiveInt = 1024  # sliding-window size for validation on whole images
     samples_per_epoch: PositiveInt | None = None  # random crops per epoch; None = one per training pair (≥ one batch)

@@ -52,16 +52,28 @@ def find_records(cfg: FinetuneConfig, fmt: str, roots: list[str], cache_dir: Pat
 
 
 def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[PairRecord], list[PairRecord]]:
-    """Training and validation pairs (explicit ``data.val_root`` or a seeded ``val_fraction`` of the ids; only
-    ``data.train_ids`` of ``data.root`` when given), with xBD target masks rasterised into ``cache_dir``."""
-    records = find_records(cfg, fmt, cfg.data.root, cache_dir)
-    if cfg.data.train_ids is not None:
-        by_id = {r.id: r for r in records}
-        if missing := [i for i in cfg.data.train_ids if i not in by_id]:
-            raise ConfigError(f"data.train_ids: {missing[0]} is not a pair of data.root {cfg.data.root}")
-        records = [by_id[i] for i in sorted(set(cfg.data.train_ids))]
-    if cfg.data.val_root:
-        val = find_records(cfg, fmt, cfg.data.val_root, cache_dir, test=True)
+    """Training and validation pairs — validation: ``data.val_ids`` of ``data.root``, else ``data.val_root``, else a
+    seeded ``val_fraction`` of the ids; training: ``data.train_ids`` when given, else the rest — with xBD target
+    masks rasterised into ``cache_dir``."""
+    d = cfg.data
+    records = find_records(cfg, fmt, d.root, cache_dir)
+    by_id = {r.id: r for r in records}
+    for key, ids in (("data.train_ids", d.train_ids), ("data.val_ids", d.val_ids)):
+        if missing := [i for i in ids or () if i not in by_id]:
+            raise ConfigError(f"{key}: {missing[0]} is not a pair of data.root {d.root} (its pairs: "
+                              f"{', '.join(sorted(by_id)[:20])})")
+    if d.val_ids is not None and d.val_root:
+        raise ConfigError("data.val_ids and data.val_root both set: validate on pairs of data.root (val_ids) or on "
+                          "data.val_root, not both (set one to null / [])")
+    if both := sorted(set(d.train_ids or ()) & set(d.val_ids or ())):
+        raise ConfigError(f"data.train_ids and data.val_ids share {both[0]}: a pair trains or validates, not both")
+    if d.train_ids is not None:
+        records = [by_id[i] for i in sorted(set(d.train_ids))]
+    if d.val_ids is not None:
+        val = [by_id[i] for i in d.val_ids]
+        records = [r for r in records if r.id not in set(d.val_ids)]
+    elif d.val_root:
+        val = find_records(cfg, fmt, d.val_root, cache_dir, test=True)
     else:
         order = np.random.default_rng(cfg.train.seed).permutation(len(records))
         n_val = min(max(round(cfg.data.val_fraction * len(records)), 1), len(records) - 1)

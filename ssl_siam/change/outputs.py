@@ -136,6 +136,15 @@ def write_georeferenced(tif: Path, geojson: Path, bands: np.ndarray, profile: di
                         descriptions: Sequence[str] | None = None, colormap: dict | None = None) -> None:
     """``bands`` [C, H, W] uint8 as an LZW GeoTIFF on ``profile``'s grid (:data:`NODATA` where ``nodata``; band 1
     coloured by ``colormap``) and ``features`` as a GeoJSON FeatureCollection in its CRS."""
+    write_tif(tif, bands, profile, nodata, descriptions=descriptions, colormap=colormap)
+    crs = {"type": "name", "properties": {"name": crs_name(profile["crs"])}}
+    collection = {"type": "FeatureCollection", "crs": crs, "features": features}
+    geojson.write_text(json.dumps(collection) + "\n")
+
+
+def write_tif(tif: Path, bands: np.ndarray, profile: dict[str, Any], nodata: np.ndarray | None, *,
+              descriptions: Sequence[str] | None = None, colormap: dict | None = None) -> None:
+    """``bands`` [C, H, W] uint8 as an LZW GeoTIFF on ``profile``'s grid, :data:`NODATA` where ``nodata``."""
     bands = bands.astype(np.uint8)  # a copy: nodata is written into it
     if nodata is not None:
         bands[:, nodata] = NODATA
@@ -147,9 +156,6 @@ def write_georeferenced(tif: Path, geojson: Path, bands: np.ndarray, profile: di
             dst.descriptions = tuple(descriptions)
         if colormap:
             dst.write_colormap(1, colormap)
-    crs = {"type": "name", "properties": {"name": crs_name(profile["crs"])}}
-    collection = {"type": "FeatureCollection", "crs": crs, "features": features}
-    geojson.write_text(json.dumps(collection) + "\n")
 
 
 def building_features(

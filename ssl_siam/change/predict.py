@@ -75,7 +75,7 @@ def predict_split(task: FinetuneTask, change: ChangeTask, runtime: Runtime, spli
                   fmt: str = "xbd", **kwargs: object) -> list[Path]:
     """Every pair of a split directory in layout ``fmt`` (labels are not needed), outputs named by pair id;
     ``kwargs`` as :func:`predict_pair`."""
-    records = find_change_pairs([split_dir], fmt, out_dir / ".stacks", require_masks=False)
+    records = find_change_pairs([split_dir], fmt, out_dir / ".stacks", require_masks=False, every_split=True)
     written = []
     for record in records:
         written += predict_pair(task, change, runtime, record.pre_image, record.post_image, out_dir,

@@ -5,6 +5,7 @@ for semantic change) and ``best.pt`` keeps the best."""
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -99,6 +100,9 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     cache_dir = Path(d.cache_dir or d.targets_dir or run_dir / "targets")
     fmt, change = resolve_format(cfg), change_task(cfg.task, d.mask_threshold)
     train_records, val_records = main_first(world, lambda: split_records(cfg, fmt, cache_dir))
+    if world.is_main:  # which pairs trained and which were held out, by id (OSCD: city names)
+        split = {"format": fmt, "train": [r.id for r in train_records], "val": [r.id for r in val_records]}
+        (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
     dataset = pair_dataset(cfg, change, fmt, train_records, train=True)
     pre_stats, post_stats = main_first(world, lambda: resolve_pair_stats(cfg, dataset, run_dir, encoder,
                                                                          save=world.is_main))

@@ -1,5 +1,5 @@
 """Where tiles come from: folders (recursive), files, glob patterns and ``{band}`` patterns that stack one file per
-band (Sentinel-2 style) into one scene."""
+band (Sentinel-2 style) into one scene, and OSCD roots (both dates of every city, 13 bands or ``band_names``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.data.oscd import date_scenes, is_oscd_root
 from ssl_siam.data.rasters import RASTER_SUFFIXES
 
 _BAND = "{band}"
@@ -55,8 +56,8 @@ def resolve_sources(
     if not sources:
         raise DataError("no tile sources given: expected a folder, file or glob pattern")
     texts = [str(s) for s in sources]
-    if band_names and not any(_BAND in t for t in texts):
-        raise DataError(f"{texts[0]}: band_names given but no source contains {_BAND}")
+    if band_names and not any(_BAND in t or is_oscd_root(Path(t)) for t in texts):
+        raise DataError(f"{texts[0]}: band_names given but no source contains {_BAND} (or is an OSCD root)")
     scenes: list[tuple[Path, ...]] = []
     for text in texts:
         path = Path(text)
@@ -64,6 +65,8 @@ def resolve_sources(
             if not band_names:
                 raise DataError(f"{text}: contains {_BAND}, expected band_names to be given")
             scenes += _band_stacks(text, band_names)
+        elif path.is_dir() and is_oscd_root(path):  # both dates of every city, one file per band
+            scenes += date_scenes(path, band_names)
         elif path.is_dir():
             found = sorted((p for p in walk_files(path) if p.suffix.lower() in RASTER_SUFFIXES), key=lambda p: p.parts)
             if not found:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.data.band_stack import Grid, finest, stack_bands
 from ssl_siam.data.cache import DecodedCache
 from ssl_siam.data.headers import FileHeader, read_headers
 from ssl_siam.data.rasters import open_raster
@@ -24,6 +26,26 @@ from ssl_siam.data.sources import resolve_sources
 
 SAMPLING_MODES = ("random", "grid")
 _MAX_OPEN = 64  # open file handles kept per process
+STACKS = Path(tempfile.gettempdir()) / "ssl-siam-stacks"  # band-stack VRTs (small XML, keyed by their sources)
+
+
+def one_grid(scenes: list[tuple[Path, ...]], headers: dict[Path, FileHeader], workers: int = 1
+             ) -> list[tuple[Path, ...]]:
+    """Band stacks whose files differ in size (Sentinel-2's 10 / 20 / 60 m bands of one scene) become one VRT on
+    the grid of their finest file, every band resampled (bilinear) by georeferencing; ``headers`` gains the VRTs'
+    headers. Stacks of one size, and single files, are kept as they are."""
+    out = []
+    for paths in scenes:
+        if len({(headers[p].height, headers[p].width) for p in paths}) <= 1:
+            out.append(paths)
+            continue
+        grids = {str(i): Grid.of(p) for i, p in enumerate(paths)}
+        name = "_".join(paths[0].parts[-3:-1]) or paths[0].stem  # e.g. <city>_imgs_1
+        files = {p.stem: p for p in paths}
+        out.append((stack_bands(files, grids[finest(grids)], STACKS, name),))
+    new = [s[0] for s, paths in zip(out, scenes) if s != paths]
+    headers.update(read_headers(new, workers))
+    return out
 
 
 class TileDataset(torch.utils.data.Dataset):
@@ -82,6 +104,7 @@ class TileDataset(torch.utils.data.Dataset):
             headers.update(read_headers([m for m, p in zip(mapped, flat) if m != p], workers, cache.index))
             cached = iter(mapped)
             scenes = [tuple(next(cached) for _ in paths) for paths in scenes]
+        scenes = one_grid(scenes, headers, workers)
         layouts: dict[tuple[FileHeader, ...], SceneLayout] = {}  # scenes sharing headers
         for paths in scenes:
             key = tuple(headers[p] for p in paths)

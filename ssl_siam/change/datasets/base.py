@@ -13,19 +13,20 @@ from typing import ClassVar
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.core.registry import Registry
+from ssl_siam.data.oscd import BANDS
 from ssl_siam.data.pairs import PairRecord
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
-OSCD_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+OSCD_BANDS = BANDS  # the official order, B8A after B08
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How a root is read: ``cache_dir`` for derived files (stacks, code masks), ``test`` for a layout's test
-    split (OSCD's test cities), ``require_masks`` false for prediction, layout-specific options after."""
+    """How a root is read: ``cache_dir`` for derived files (stacks, code masks), ``split`` for layouts with official
+    splits (OSCD's train / test cities), ``require_masks`` false for prediction, layout-specific options after."""
 
     cache_dir: Path
-    test: bool = False
+    split: str = "train"  # train | test | all: a layout's official splits (OSCD's city lists)
     require_masks: bool = True
     skip_bad: bool = False  # xBD: skip (and log) unpairable pairs
     oscd_bands: tuple[str, ...] = field(default=OSCD_BANDS)
@@ -78,12 +79,14 @@ def layouts_of(task: str) -> list[str]:
 
 
 def find_change_pairs(roots: Sequence[str | Path], fmt: str, cache_dir: Path, *, test: bool = False,
-                      bands: Sequence[str] = OSCD_BANDS, require_masks: bool = True,
-                      skip_bad: bool = False) -> list[PairRecord]:
+                      bands: Sequence[str] = OSCD_BANDS, require_masks: bool = True, skip_bad: bool = False,
+                      every_split: bool = False) -> list[PairRecord]:
     """The pairs of every root in layout ``fmt`` (ids unique across roots); ``test`` selects a layout's test split
-    (OSCD's test cities); without ``require_masks`` (prediction) masks may be absent; a DataError when no pairs."""
+    (OSCD's test cities), ``every_split`` all of them; without ``require_masks`` (prediction) masks may be absent;
+    a DataError when no pairs."""
     layout = LAYOUTS.get(fmt)()
-    options = ReadOptions(Path(cache_dir), test, require_masks, skip_bad, tuple(bands))
+    split = "all" if every_split else "test" if test else "train"
+    options = ReadOptions(Path(cache_dir), split, require_masks, skip_bad, tuple(bands))
     records: list[PairRecord] = []
     for root in map(Path, roots):
         records += layout.find(root, options)

@@ -3,6 +3,7 @@ class (with precision, recall, IoU, OA, kappa); outputs a change mask and probab
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,29 @@ import torch
 from PIL import Image
 
 from ssl_siam.change.change_outputs import write_change_outputs
+from ssl_siam.change.datasets import detect_format, find_change_pairs
 from ssl_siam.change.metrics.binary import BinaryAccumulator, BinaryScore, read_binary_mask, score_binary_dirs
 from ssl_siam.change.tasks.base import TASKS, ChangeTask
 from ssl_siam.change.validate import PairValidator
+from ssl_siam.core.errors import DataError
 from ssl_siam.data.pairs import PairRecord
+
+
+def score_layout(pred: Path, root: Path, fmt: str, mask_threshold: int | None = None) -> BinaryScore:
+    """Predicted masks ``<id>_change_mask.png`` against every labelled pair of a dataset root in layout ``fmt``."""
+    acc = BinaryAccumulator()
+    with tempfile.TemporaryDirectory() as cache:  # derived masks (OSCD's 1 / 2 labels as 0 / 1)
+        records = [r for r in find_change_pairs([root], fmt, Path(cache), require_masks=False, every_split=True)
+                   if r.damage_target is not None]
+        if not records:
+            raise DataError(f"{root}: no labelled pairs to score against")
+        for record in records:
+            target = read_binary_mask(record.damage_target, threshold=mask_threshold)
+            prediction = pred / f"{record.id}_change_mask.png"
+            if not prediction.is_file():
+                raise DataError(f"{prediction}: missing, expected a prediction for every labelled pair of {root}")
+            acc.update(read_binary_mask(prediction, target.shape), target)
+    return acc.result()
 
 
 class BinaryValidator(PairValidator):
@@ -45,7 +65,13 @@ class BinaryTask(ChangeTask):
             folder / f"{stem}.png")
 
     def score_dirs(self, pred: Path, targ: Path, workers: int = 2) -> BinaryScore:
-        return score_binary_dirs(pred, targ, self.mask_threshold)
+        """``targ``: a folder of ``<stem>.png`` masks, or a dataset root in a binary layout (e.g. the OSCD root:
+        its labelled cities are scored, each against ``<city>_change_mask.png``)."""
+        try:
+            fmt = detect_format(Path(targ))
+        except DataError:
+            return score_binary_dirs(pred, targ, self.mask_threshold)
+        return score_layout(Path(pred), Path(targ), fmt, self.mask_threshold)
 
     def decode(self, probs: torch.Tensor) -> dict[str, np.ndarray]:
         return {"mask": probs.argmax(dim=0).cpu().numpy().astype(np.uint8),

@@ -1,0 +1,63 @@
+"""The Onera Satellite Change Detection dataset's published folders (Daudt et al. 2018), as every reader needs
+them: its city lists and one GeoTIFF per Sentinel-2 band per city and date (``imgs_1`` the older, ``imgs_2``).
+Read as pairs by the ``oscd`` change layout, and as unlabeled 13-band scenes (both dates of every city) when an
+OSCD root is given to pretraining or ``ssl-siam stats``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ssl_siam.core.errors import DataError
+from ssl_siam.data.band_stack import Grid, stack_bands
+
+IMAGES = "Onera Satellite Change Detection dataset - Images"
+SPLITS = ("train", "test")
+BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+
+
+def is_oscd_root(root: Path) -> bool:
+    return (Path(root) / IMAGES).is_dir()
+
+
+def cities(root: Path, split: str) -> list[str]:
+    """The cities of ``split`` (``train``, ``test`` or ``all``) from the official one-line lists, in their order."""
+    names: list[str] = []
+    for part in SPLITS if split == "all" else (split,):
+        listing = root / IMAGES / f"{part}.txt"
+        if not listing.is_file():
+            raise DataError(f"{listing}: missing, expected the OSCD city list of the {part} split")
+        names += [c.strip() for c in listing.read_text().replace("\n", ",").split(",") if c.strip()]
+    return list(dict.fromkeys(names))
+
+
+def band_files(folder: Path, bands: Sequence[str]) -> dict[str, Path]:
+    """``{band: file}`` of one date folder (``*_<band>.tif``, e.g. ``…_B8A.tif``), in ``bands``' order."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: missing, expected one GeoTIFF per band ({', '.join(bands)})")
+    files = {}
+    for band in bands:
+        found = sorted(folder.glob(f"*{band}.tif"))
+        if len(found) != 1:
+            raise DataError(f"{folder}: {len(found)} files *{band}.tif, expected one per band ({', '.join(bands)})")
+        files[band] = found[0]
+    return files
+
+
+def city_dates(root: Path, city: str, bands: Sequence[str], folder: Path) -> tuple[Path, Path]:
+    """Both dates of ``city`` as ``len(bands)``-band VRTs in ``folder`` on ``imgs_1``'s B02 grid — the older 10 m
+    image is the reference, as the dataset's README says — every band of either date resampled (bilinear) to where
+    its transform puts it (``<city>_pre_disaster.vrt``, ``<city>_post_disaster.vrt``: names that give predictions
+    their ``<city>`` stem)."""
+    dates = [band_files(root / IMAGES / city / f"imgs_{k}", bands) for k in (1, 2)]
+    grid = Grid.of(band_files(root / IMAGES / city / "imgs_1", ["B02"])["B02"])
+    pre, post = (stack_bands(files, grid, folder, f"{city}_{phase}_disaster")
+                 for files, phase in zip(dates, ("pre", "post")))
+    return pre, post
+
+
+def date_scenes(root: Path, bands: Sequence[str] | None = None) -> list[tuple[Path, ...]]:
+    """Every date of every city (train and test lists) as a tuple of band files, ``bands`` (default all 13) in
+    order; ``pair/`` previews and the labels are never among them."""
+    return [tuple(band_files(root / IMAGES / city / f"imgs_{k}", bands or BANDS).values())
+            for city in cities(root, "all") for k in (1, 2)]
