@@ -58,7 +58,7 @@ def test_labels_from_the_1_2_geotiff_and_the_png(oscd_root: Path, tmp_path: Path
     records = {r.id: r for r in find_change_pairs([oscd_root], "oscd", tmp_path)}
     for city in ("bordeaux", "paris"):  # from <city>-cm.tif; paris from its anti-aliased RGB cm.png
         with rasterio.open(records[city].damage_target) as src:
-            np.testing.assert_array_equal(src.read(1), _rectangle() if city == "bordeaux" else _thresholded())
+            np.testing.assert_array_equal(src.read(1), 255 * (_rectangle() if city == "bordeaux" else _thresholded()))
             assert src.crs == "EPSG:4326"  # on the reference grid
     bad = tmp_path / "bad-cm.tif"
     with rasterio.open(bad, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as dst:
@@ -153,3 +153,21 @@ def test_change_polygons_are_lon_lat_with_areas_in_square_metres() -> None:
     assert feature["properties"]["mean_probability"] == pytest.approx(0.75)
     lon, lat = np.array(feature["geometry"]["coordinates"][0]).T
     assert 1.6 < lon.min() < lon.max() < 1.7 and 49.6 < lat.min() < lat.max() < 49.7  # 400 km E, 5 500 km N
+
+
+def test_the_oscd_study_holds_out_cities_by_name(oscd_root: Path, tmp_path: Path) -> None:
+    from ssl_siam.core.config import load_config
+    from ssl_siam.study.config import StudyConfig
+    from ssl_siam.study.design import make_cells, make_split
+
+    cfg = load_config(StudyConfig, "oscd_label_efficiency", [f"data.root={oscd_root}", "test_ids=[hongkong,pisa]",
+                                                             "encoders=[random:resnet18]", "budgets=[1,all]"])
+    split = make_split(cfg, tmp_path)
+    assert [r.id for r in split.test] == ["hongkong", "pisa"] and sorted(r.id for r in split.pool) == ["bordeaux", "paris"]
+    cells = make_cells(cfg, split)
+    for seed in (0, 1, 2):  # nested: the one-city budget is inside "all"
+        one, every = (c for c in cells if c.seed == seed)
+        assert len(one.ids) == 1 and set(one.ids) <= set(every.ids) == {"bordeaux", "paris"}
+    wrong = load_config(StudyConfig, "oscd_label_efficiency", [f"data.root={oscd_root}", "test_ids=[dubai]"])
+    with pytest.raises(Exception, match="test_ids: dubai is not a pair of data.root"):
+        make_split(wrong, tmp_path)

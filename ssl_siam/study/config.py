@@ -52,6 +52,8 @@ class StudyConfig:
     split: Literal["image", "disaster"] = "image"  # test on held-out images, or on a disaster never labelled
     holdout: str | None = None  # split=disaster: the held-out disaster (default: the one with the most pairs)
     test_fraction: Fraction = 0.25  # split=image without data.val_root: images of `root` kept for testing
+    test_ids: list[str] | None = None  # split=image: these pairs of `root` are the test set (OSCD: cities), the
+    # rest the pool (instead of test_fraction)
     test_window: PositiveInt = 512  # sliding-window size when scoring the test pairs
     probes: bool = False  # also frozen-feature probes (linear, kNN) of each encoder at each cell's labelled pairs
     # (xBD building damage; study.json "probes", a table per method in study.md)

@@ -72,9 +72,10 @@ class Split:
 
 
 def make_split(cfg: StudyConfig, cache_dir: Path) -> Split:
-    """``split=image``: test on ``data.val_root`` (OSCD: its test cities) or a seeded ``test_fraction`` of the
-    images of ``data.root``; ``split=disaster`` (xBD): test on every pair of the held-out disaster, train on the
-    other disasters' pairs. The layout and task are the finetune config's (``finetune.task``, ``.data.format``)."""
+    """``split=image``: test on ``test_ids`` of ``data.root`` (OSCD: cities), on ``data.val_root``, or on a seeded
+    ``test_fraction`` of the images of ``data.root``; ``split=disaster`` (xBD): test on every pair of the held-out
+    disaster, train on the other disasters' pairs. The layout and task are the finetune config's
+    (``finetune.task``, ``.data.format``)."""
     if not cfg.data.root:
         raise ConfigError("data.root is required: one or more split directories")
     probe = dataclasses.replace(cfg.finetune, data=dataclasses.replace(cfg.finetune.data, root=list(cfg.data.root)))
@@ -82,6 +83,16 @@ def make_split(cfg: StudyConfig, cache_dir: Path) -> Split:
     records = find_records(probe, fmt, cfg.data.root, cache_dir)
     extra = find_records(probe, fmt, cfg.data.val_root, cache_dir, test=True) if cfg.data.val_root else []
     if cfg.split == "image":
+        if cfg.test_ids is not None:
+            by_id = {r.id: r for r in records}
+            if missing := [i for i in cfg.test_ids if i not in by_id]:
+                raise ConfigError(f"test_ids: {missing[0]} is not a pair of data.root ({', '.join(sorted(by_id))})")
+            test = [by_id[i] for i in sorted(set(cfg.test_ids))]
+            pool = [r for r in records if r.id not in set(cfg.test_ids)]
+            if not pool or extra:
+                raise ConfigError("test_ids: " + ("give test_ids or data.val_root, not both" if extra else
+                                                  "every pair of data.root is a test pair; nothing is left to train"))
+            return Split(pool, test, None)
         if extra:
             return Split(records, extra, None)
         order = np.random.default_rng(0).permutation(len(records))

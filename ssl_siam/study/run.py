@@ -30,7 +30,8 @@ def cell_config(cfg: StudyConfig, cell: Cell, run_dir: Path) -> FinetuneConfig:
     no validation split (the cell is scored on the test pairs with ``last.pt``, never selected on them)."""
     data = {**to_dict(cfg.finetune), "run_dir": str(run_dir), "resume": "auto"}
     data["data"] = {**data["data"], "root": list(cfg.data.root), "val_root": [], "val_fraction": 0.0,
-                    "train_ids": list(cell.ids), "targets_dir": str(run_dir.parents[3] / "cache")}  # the study's masks
+                    "val_ids": None, "train_ids": list(cell.ids),
+                    "targets_dir": str(run_dir.parents[3] / "cache")}  # the study's masks
     data["model"] = {**data["model"], "backbone": cell.encoder.backbone,
                      "encoder_weights": cell.encoder.encoder_weights, "pretrained": cell.encoder.pretrained}
     data["train"] = {**data["train"], "seed": cell.seed}

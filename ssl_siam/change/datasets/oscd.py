@@ -11,7 +11,7 @@ Both dates are stacked (``data.oscd_bands``, in that order) and put on the grid 
 10 m image is the reference, as the dataset's README says — by georeferencing: every band of either date is
 resampled (bilinear) to where its transform puts it on that grid. Labels: ``<city>-cm.tif`` holds 1 = no change,
 2 = change (read and mapped to 0 / 1, other values refused); without it ``cm.png`` is read as grey, change ≥ 128
-(RGBA 0 / 255 for most cities, anti-aliased RGB for aguasclaras). Either is cached as a 0 / 1 GeoTIFF on the
+(RGBA 0 / 255 for most cities, anti-aliased RGB for aguasclaras). Either is cached as a 0 / 255 GeoTIFF on the
 reference grid. Cities without labels (the official test cities of this copy) have images only: they are mapped
 by ``ssl-siam predict`` and refused, in one line, as training or validation data.
 """
@@ -61,7 +61,8 @@ class OSCDLayout(PairLayout):
 
 
 def city_mask(root: Path, city: str, cache_dir: Path) -> Path | None:
-    """``city``'s change mask as a cached 0 / 1 uint8 GeoTIFF on the reference grid, or None without labels."""
+    """``city``'s change mask as a cached 0 / 255 uint8 GeoTIFF on the reference grid (0 / 255 like every binary
+    layout's masks, so ``data.mask_threshold`` reads it alike), or None without labels."""
     folders = [root / labels / city / "cm" for labels in LABELS]
     source = next((p for f in folders for p in (f / f"{city}-cm.tif", f / "cm.png") if p.is_file()), None)
     if source is None:
@@ -82,7 +83,7 @@ def city_mask(root: Path, city: str, cache_dir: Path) -> Path | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.tif")
     with rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(mask[None])
+        dst.write(mask[None] * np.uint8(255))
     tmp.replace(out)
     return out
 
