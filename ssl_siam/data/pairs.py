@@ -1,5 +1,5 @@
-"""A pre/post pair as every change layout reads it, and the header check that both dates (and their masks) share a
-size and CRS."""
+"""A pre/post pair as every change layout reads it, the header check that both dates (and their masks) share a
+size and CRS, and the stricter check that two dates share one grid."""
 
 from __future__ import annotations
 
@@ -43,6 +43,16 @@ def check_sizes(first: Path, others: Sequence[Path | None]) -> None:
         crs = crs or path_crs
         if path_crs is not None and path_crs != crs:
             raise DataError(f"{path}: CRS {path_crs} differs from {crs} of {first}; pre and post must share a CRS")
+
+
+def check_same_grid(path: Path, ref: Path) -> None:
+    """DataError unless ``path`` has the size, CRS and transform of ``ref`` (the same ground, pixel for pixel), so
+    that one window of either covers the same place: two dates of a co-registered stack."""
+    with open_raster(path) as src, open_raster(ref) as other:
+        for what, mine, theirs in (("size", src.shape, other.shape), ("CRS", src.crs, other.crs),
+                                   ("transform", tuple(src.transform)[:6], tuple(other.transform)[:6])):
+            if mine != theirs:
+                raise DataError(f"{path}: {what} {mine} differs from {ref} ({theirs}); dates must share one grid")
 
 
 def _image_header(path: Path) -> tuple[tuple[int, int], CRS | None]:

@@ -93,7 +93,8 @@ def compute_stats(
     percentiles: tuple[float, float] = (1.0, 99.0),
     seed: int = 0,
 ) -> BandStats:
-    """Statistics of ``num_samples`` windows of ``dataset`` (deterministic in ``seed``), nodata excluded.
+    """Statistics of ``num_samples`` windows of ``dataset`` (deterministic in ``seed``), nodata excluded; every
+    date of a temporal tile ``[D, C, h, w]`` counts.
 
     Memory stays bounded: each window contributes a random subset of its valid pixels (about 2**18 values per
     band in all); percentiles, mean and std are computed on that subsample.
@@ -111,7 +112,8 @@ def compute_stats(
     chunks = []
     for index in indices:
         tile, valid = dataset.read_tile(int(index))
-        pixels = tile.numpy()[:, valid.numpy()]  # [C, N valid]
+        dates = tile.numpy().reshape(-1, *tile.shape[-3:])  # [D, C, h, w]: several dates of a temporal tile
+        pixels = np.concatenate(dates[:, :, valid.numpy()], axis=1)  # [C, N valid]
         keep = rng.choice(pixels.shape[1], size=min(per_window, pixels.shape[1]), replace=False)
         chunks.append(pixels[:, np.sort(keep)].astype(np.float64))
     values = np.concatenate(chunks, axis=1)  # [C, N]

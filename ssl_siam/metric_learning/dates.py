@@ -17,6 +17,7 @@ from shapely.geometry import box, shape
 
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.cache import DecodedCache
+from ssl_siam.data.pairs import check_same_grid
 from ssl_siam.data.tiles import TileDataset, open_raster
 from ssl_siam.metric_learning.datasets import METRIC_DATASETS, PairDataset
 
@@ -43,7 +44,7 @@ class _Dates(PairDataset):
             if len(date.files) != len(first.files):
                 raise DataError(f"{root}: {len(date.files)} scenes, expected {len(first.files)} like {roots[0]}")
             for scene, ref in zip(date.files, first.files):
-                _check_same_grid(scene.paths[0], ref.paths[0])
+                check_same_grid(scene.paths[0], ref.paths[0])
         self.num_bands, self.samples_per_epoch, self.seed = first.num_bands, samples_per_epoch, seed
         self.negatives = negatives
         self.stats_sources = [scene.paths[0] for date in self.dates for scene in date.files]
@@ -154,7 +155,7 @@ class ObjectSeriesPairs(PairDataset):
                 raise DataError(f"{root}: {len(date.files)} scenes, object-series takes exactly one per date")
         self.paths = [date.files[0].paths[0] for date in self.dates]
         for path in self.paths[1:]:
-            _check_same_grid(path, self.paths[0])
+            check_same_grid(path, self.paths[0])
         self.bands = [b.index for b in self.dates[0].files[0].bands]
         with open_raster(self.paths[0]) as src:
             self.transform, self.shape = src.transform, src.shape
@@ -211,12 +212,3 @@ def _read_polygons(path: Path, transform: rasterio.Affine, scene_shape: tuple[in
     if len(kept) < 2:
         raise DataError(f"{path}: {len(kept)} polygon(s) overlap the scenes, expected at least 2 objects")
     return kept
-
-
-def _check_same_grid(path: Path, ref: Path) -> None:
-    """DataError unless ``path`` has the size, CRS and transform of ``ref`` (the same ground, pixel for pixel)."""
-    with open_raster(path) as src, open_raster(ref) as other:
-        for what, mine, theirs in (("size", src.shape, other.shape), ("CRS", src.crs, other.crs),
-                                   ("transform", tuple(src.transform)[:6], tuple(other.transform)[:6])):
-            if mine != theirs:
-                raise DataError(f"{path}: {what} {mine} differs from {ref} ({theirs}); dates must share one grid")

@@ -38,6 +38,9 @@ class TileDataConfig(LoaderConfig):
     skip_bad: bool = False  # skip (log and count) unreadable windows instead of failing
     max_bad_fraction: Fraction = 0.01  # with skip_bad: stop when more than this fraction of reads failed
     cache_dir: str | None = None  # decoded, windowed copies of PNG / JPEG tiles, built on first use (ssl-siam cache)
+    temporal: bool = False  # temporal positives (SeCo, CaCo): the two global views of a sample are two dates of one
+    # place; `root` is then an OSCD root, xBD split folders, or one folder / glob per date whose files with the same
+    # relative path are the same place on one grid (docs/pretraining.md)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from ssl_siam.data.cache import DecodedCache
 from ssl_siam.data.robust import SkipBad
 from ssl_siam.data.sampling import IndexedDataset
 from ssl_siam.data.stats import compute_stats, given_stats, resolve_stats
+from ssl_siam.data.temporal import TemporalTileDataset, find_places
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.encoders import EncoderMeta, create_encoder
 from ssl_siam.eval.datasets import open_dataset
@@ -25,14 +26,16 @@ from ssl_siam.train.runtime import Runtime
 
 
 def build_tiles(cfg: TileDataConfig, seed: int) -> TileDataset:
-    """The unlabeled tiles of ``data.*``."""
+    """The unlabeled tiles of ``data.*``: ``[C, h, w]``, or ``[2, C, h, w]`` (two dates) with ``data.temporal``."""
     if not cfg.root:
         raise ConfigError("data.root is required: a folder, glob or file of unlabeled tiles")
-    tiles = TileDataset(cfg.root, cfg.tile_size, bands=cfg.bands, band_names=cfg.band_names,
-                        sampling=cfg.sampling, samples_per_epoch=cfg.samples_per_epoch,
-                        max_nodata_fraction=cfg.max_nodata_fraction, nodata=cfg.nodata, seed=seed,
-                        cache=DecodedCache(Path(cfg.cache_dir)) if cfg.cache_dir else None,
-                        workers=max(1, cfg.num_workers))
+    options = dict(bands=cfg.bands, sampling=cfg.sampling, samples_per_epoch=cfg.samples_per_epoch,
+                   max_nodata_fraction=cfg.max_nodata_fraction, nodata=cfg.nodata, seed=seed,
+                   cache=DecodedCache(Path(cfg.cache_dir)) if cfg.cache_dir else None, workers=max(1, cfg.num_workers))
+    if cfg.temporal:
+        tiles = TemporalTileDataset(find_places(cfg.root, cfg.band_names), cfg.tile_size, **options)
+    else:
+        tiles = TileDataset(cfg.root, cfg.tile_size, band_names=cfg.band_names, **options)
     largest = max(tiles.files, key=lambda s: min(s.height, s.width))
     if min(largest.height, largest.width) < cfg.tile_size:
         raise ConfigError(f"data.tile_size={cfg.tile_size} is larger than every image (the largest, "

@@ -29,7 +29,8 @@ class AugmentCollate:
 
 
 class PretrainTask(TrainingTask):
-    """Batches are ``(index [B], tiles [B, C, H, W])`` or ``(index, views)`` when workers augmented.
+    """Batches are ``(index [B], tiles [B, C, H, W])`` (``[B, 2, C, H, W]``: two dates, ``data.temporal``) or
+    ``(index, views)`` when workers augmented.
 
     The augmentation generator is seeded from (seed, first sample index), so a batch's views do not depend
     on where they were computed or on whether the run was resumed. ``export_meta`` describes the encoder that

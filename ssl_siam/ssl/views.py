@@ -33,7 +33,8 @@ def view_specs(cfg: AugmentConfig, tile_size: int | None = None) -> list[ViewSpe
 
 
 class ViewPipeline(nn.Module):
-    """``[B, C, H, W]`` raw integer/float tiles → list of standardised float views ``[B, C, s, s]``.
+    """``[B, C, H, W]`` raw integer/float tiles → list of standardised float views ``[B, C, s, s]``; from
+    ``[B, T, C, H, W]`` (``data.temporal``: T dates of one place) view k is drawn from date k mod T.
 
     Runs on whatever device the batch is on, in fp32 even under autocast; all randomness comes from
     ``generator`` so a batch's views are a pure function of (batch, seed).

@@ -236,36 +236,41 @@ class MultiViewAugment(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """x: [B, C, H, W] float in [0, 1] (already unit-scaled per band by the caller).
+        """x: [B, C, H, W] float in [0, 1] (already unit-scaled per band by the caller), or [B, T, C, H, W]: T
+        co-registered dates of each sample, view k drawn from date k mod T (temporal positives, SeCo / CaCo:
+        the global views of a pair are two dates, DINO's local views alternate between them).
 
         Returns one [B, C, s, s] tensor per ViewSpec (x's dtype), values in [0, 1]. All randomness comes
         from ``generator`` (on x's device; None = the default RNG); views are drawn in order.
         """
-        if x.ndim != 4 or not x.is_floating_point():
-            raise TypeError(f"expected a [B, C, H, W] float tensor, got {x.dtype} of shape {tuple(x.shape)}")
+        if x.ndim not in (4, 5) or not x.is_floating_point():
+            raise TypeError(f"expected a [B, C, H, W] or [B, T, C, H, W] float tensor, got {x.dtype} of shape "
+                            f"{tuple(x.shape)}")
         rgb = None
         if self.rgb_bands is not None:
-            if max(self.rgb_bands) >= x.shape[1]:
-                raise ValueError(f"rgb_bands {self.rgb_bands} out of range for {x.shape[1]} bands")
+            if max(self.rgb_bands) >= x.shape[-3]:
+                raise ValueError(f"rgb_bands {self.rgb_bands} out of range for {x.shape[-3]} bands")
             rgb = torch.tensor(self.rgb_bands, device=x.device)
 
         def rand(*shape: int) -> torch.Tensor:
             return torch.rand(shape, generator=generator, device=x.device)
 
+        dates = x.unbind(1) if x.ndim == 5 else (x,)
         out = []
-        for spec in self.views:
-            d = _draw(rand, spec, x.shape, rgb)
+        for k, spec in enumerate(self.views):
+            date = dates[k % len(dates)]  # [B, C, H, W]
+            d = _draw(rand, spec, date.shape, rgb)
             sigma_max = 0.0 if d.sigma is None else float(d.sigma.max())
             radius = min(math.ceil(3 * sigma_max), spec.size - 1)  # reflect padding needs radius < size
-            step = x.shape[0]
-            if x.device.type == "cpu":
-                per_sample = (x.shape[1] + 2) * spec.size**2 * x.element_size()  # view + sampling grid
+            step = date.shape[0]
+            if date.device.type == "cpu":
+                per_sample = (date.shape[1] + 2) * spec.size**2 * date.element_size()  # view + sampling grid
                 step = max(1, _CPU_CHUNK_BYTES // per_sample)
             chunks = [
                 _render(
-                    x[i : i + step], _Draw(*(t if t is None else t[i : i + step] for t in d)), spec, radius
+                    date[i : i + step], _Draw(*(t if t is None else t[i : i + step] for t in d)), spec, radius
                 )
-                for i in range(0, x.shape[0], step)
+                for i in range(0, date.shape[0], step)
             ]
             out.append(torch.cat(chunks) if len(chunks) > 1 else chunks[0])
         return out
