@@ -17,9 +17,9 @@ from ssl_siam.core.errors import ConfigError
 from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import make_cells, make_split
-from ssl_siam.study.report import aggregate
 from ssl_siam.study.run import run_study
 from ssl_siam.study.stats import paired_difference, summarize
+from ssl_siam.study.summary import aggregate
 from ssl_siam.tools.synthetic import make_xbd_split
 from ssl_siam.train.checkpoint import load_checkpoint
 

@@ -22,8 +22,8 @@ from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
 from ssl_siam.eval.classifiers import logistic_regression
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import parse_encoder
-from ssl_siam.study.report import write_study
 from ssl_siam.study.scenes import aggregate_scenes, label_subset, make_scene_cells, open_split, pretrained_on_test
+from ssl_siam.study.summary import write_study
 
 T_975 = {1: 12.706204736174707, 2: 4.302652729911275}  # Student t(0.975, df)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ssl_siam.change.config import FinetuneConfig
-from ssl_siam.change.datasets import LAYOUTS, detect_format, find_change_pairs, layouts_of
+from ssl_siam.change.datasets import LAYOUTS, detect_format, find_change_pairs
 from ssl_siam.change.tasks import ChangeTask, change_task
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.cache import DecodedCache, decoded
@@ -25,15 +25,15 @@ def resolve_format(cfg: FinetuneConfig) -> str:
     against that root (a pairs CSV given to the ``levir`` recipe is a one-line error naming ``pairs-csv``)."""
     if not cfg.data.root:
         raise ConfigError("data.root is required: one or more split directories (or an OSCD root, a pairs CSV)")
-    change_task(cfg.task, cfg.data.mask_threshold)  # an unknown task is named before any layout is checked
+    task = change_task(cfg.task, cfg.data.mask_threshold)  # an unknown task is named before any layout is checked
     root = Path(cfg.data.root[0])
     fmt = detect_format(root) if cfg.data.format == "auto" else cfg.data.format
     if not LAYOUTS.get(fmt).detect(root) and (found := _detected(root)) not in (None, fmt):
         raise ConfigError(f"data.root {root} is laid out as {found}, not data.format={fmt}; set "
                           f"data.format={found} (or auto)")
-    if LAYOUTS.get(fmt).task != cfg.task:
-        raise ConfigError(f"data.format={fmt} does not fit task={cfg.task}: it needs "
-                          f"{' | '.join(layouts_of(cfg.task))} data")
+    if fmt not in task.layouts():
+        raise ConfigError(f"data.format={fmt} does not fit task={cfg.task}: it needs {' | '.join(task.layouts())} "
+                          "data")
     return fmt
 
 

@@ -13,7 +13,7 @@ from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainCon
 class MetricDataConfig(LoaderConfig):
     """Where pairs come from (see ``ssl_siam/metric_learning/datasets.py``)."""
 
-    dataset: Literal["geotiff-dates", "pixel-series", "object-series", "xbd-pairs", "pairs-csv"] = "geotiff-dates"
+    dataset: str = "geotiff-dates"  # a registered METRIC_DATASETS name (metric_learning/datasets.py, dates.py):
     # geotiff-dates / pixel-series / object-series: one folder or glob per date (scenes matched in sorted order,
     # same grid; object-series: one scene per date);
     # xbd-pairs: xBD split dirs; pairs-csv: the CSV file (path_a,path_b,label; paths relative to it)

@@ -76,8 +76,6 @@ def make_split(cfg: StudyConfig, cache_dir: Path) -> Split:
     ``test_fraction`` of the images of ``data.root``; ``split=disaster`` (xBD): test on every pair of the held-out
     disaster, train on the other disasters' pairs. The layout and task are the finetune config's
     (``finetune.task``, ``.data.format``)."""
-    if not cfg.data.root:
-        raise ConfigError("data.root is required: one or more split directories")
     probe = dataclasses.replace(cfg.finetune, data=dataclasses.replace(cfg.finetune.data, root=list(cfg.data.root)))
     fmt = resolve_format(probe)
     records = find_records(probe, fmt, cfg.data.root, cache_dir)

@@ -18,7 +18,7 @@ from ssl_siam.eval.features import encoder_features
 from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import Cell, Split
-from ssl_siam.study.report import aggregate
+from ssl_siam.study.summary import aggregate
 from ssl_siam.train.runtime import resolve_device
 
 PROBE_METRICS = {"linear": "linear probe top-1 (buildings)", "knn": "kNN top-1 (buildings)"}
@@ -60,6 +60,6 @@ def probe_cells(cfg: StudyConfig, split: Split, cells: list[Cell], study_dir: Pa
 
 
 def aggregate_probes(results: list[dict[str, Any]], design: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per method, :func:`~ssl_siam.study.report.aggregate` of its results (top-1, macro F1 beside it)."""
+    """Per method, :func:`~ssl_siam.study.summary.aggregate` of its results (top-1, macro F1 beside it)."""
     return {method: aggregate([r for r in results if r["method"] == method], design, ("macro_f1",), metric)
             for method, metric in PROBE_METRICS.items()}

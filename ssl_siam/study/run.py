@@ -20,7 +20,7 @@ from ssl_siam.study import scenes  # noqa: F401  (registers task=scene)
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import STUDIES, Cell, Split, make_cells, make_split, save_design
 from ssl_siam.study.probes import aggregate_probes, probe_cells
-from ssl_siam.study.report import aggregate, change_intro, write_study
+from ssl_siam.study.summary import aggregate, change_intro, write_study
 
 log = logging.getLogger(__name__)
 

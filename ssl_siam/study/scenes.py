@@ -31,8 +31,8 @@ from ssl_siam.eval.features import encoder_features
 from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import STUDIES, EncoderChoice, budget_count, parse_encoders, save_design
-from ssl_siam.study.report import METHOD_METRICS, aggregate
 from ssl_siam.study.stats import paired_difference
+from ssl_siam.study.summary import METHOD_METRICS, aggregate
 from ssl_siam.train.runtime import resolve_device
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from ssl_siam.probe.run import ProbeRow, probe_table, run_probe
 from ssl_siam.ssl.config import PretrainConfig
 from ssl_siam.ssl.run import run_pretrain
 from ssl_siam.study.config import StudyConfig
-from ssl_siam.study.report import study_table
 from ssl_siam.study.run import run_study
+from ssl_siam.study.summary import study_table
 from ssl_siam.tools.report import plot_history
 from ssl_siam.tools.synthetic import make_xbd_split
 

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from ssl_siam.change.metrics.xview2 import DAMAGE_NAMES
 from ssl_siam.core.errors import DataError
 from ssl_siam.probe.run import probe_table
-from ssl_siam.study.report import plot_study, study_table
+from ssl_siam.study.summary import plot_study, study_table
 
 
 def plot_history(history: Sequence[dict[str, float]], keys: Sequence[str], path: Path) -> Path:

@@ -9,8 +9,7 @@ from ssl_siam.change.datasets.base import (
     data_format,
     detect_format,
     find_change_pairs,
-    layouts_of,
 )
 
 __all__ = ["LAYOUTS", "OSCD_BANDS", "PairLayout", "ReadOptions", "data_format", "detect_format",
-           "find_change_pairs", "layouts_of"]
+           "find_change_pairs"]

@@ -73,11 +73,6 @@ def data_format(root: Path, trained: str) -> str:
         return trained
 
 
-def layouts_of(task: str) -> list[str]:
-    """The layouts whose masks label ``task``."""
-    return [name for name in LAYOUTS.names() if LAYOUTS.get(name).task == task]
-
-
 def find_change_pairs(roots: Sequence[str | Path], fmt: str, cache_dir: Path, *, test: bool = False,
                       bands: Sequence[str] = OSCD_BANDS, require_masks: bool = True, skip_bad: bool = False,
                       every_split: bool = False) -> list[PairRecord]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ssl_siam.change.config import LossConfig
+from ssl_siam.change.datasets import LAYOUTS
 from ssl_siam.change.validate import PairValidator
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.core.registry import Registry
@@ -53,6 +54,10 @@ class ChangeTask:
             raise ConfigError(f"model.num_classes={n}: task={self.name} has {self.num_classes} change classes "
                               "(no change, change)")
         return n
+
+    def layouts(self) -> list[str]:
+        """The registered dataset layouts whose masks label this task."""
+        return [name for name in LAYOUTS.names() if LAYOUTS.get(name).task == self.name]
 
     def mask_classes(self, head_classes: int) -> int:
         """Classes of the stored training masks (values at or above are a data error)."""

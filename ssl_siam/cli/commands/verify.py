@@ -14,8 +14,7 @@ HELP = "verification (ROC AUC, EER, accuracy) and one-shot N-way of a metric mod
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a metric-train run")
     parser.add_argument("--data", nargs="+", required=True, help="held-out pairs, in the form of the run's data.root")
-    parser.add_argument("--dataset", help="default: the run's data.dataset",
-                        choices=["geotiff-dates", "pixel-series", "object-series", "xbd-pairs", "pairs-csv"])
+    parser.add_argument("--dataset", help="a metric-train data.dataset (docs/metric-learning.md); default: the run's")
     parser.add_argument("--objects", help="object-series: GeoJSON of the held-out polygons (default: the run's)")
     parser.add_argument("--oneshot", help="image folder <class>/*.tif of classes unseen in training: N-way one-shot")
     parser.add_argument("--n-way", type=number(int, 2), default=5, help="classes per one-shot trial (>= 2)")
