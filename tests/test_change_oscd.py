@@ -139,7 +139,7 @@ def test_the_real_oscd_root_pairs_every_labelled_city(tmp_path: Path) -> None:
     with rasterio.open(abudhabi.pre_image) as pre, rasterio.open(abudhabi.post_image) as post, \
             rasterio.open(abudhabi.damage_target) as mask:
         assert pre.shape == post.shape == mask.shape == (799, 785)
-        assert 0 < mask.read(1).mean() < 0.5
+        assert 0 < (mask.read(1) > 0).mean() < 0.5  # a 0 / 255 mask, some change
     every = find_change_pairs([root], "oscd", tmp_path, bands=["B02"], require_masks=False, every_split=True)
     assert len(every) == 24 and sum(r.damage_target is None for r in every) == 10
 
