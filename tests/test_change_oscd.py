@@ -85,7 +85,8 @@ def test_finetune_predict_score_on_the_raw_root(oscd_root: Path, tmp_path: Path,
     assert main(["finetune", "--config", "oscd_resnet50", f"data.root={oscd_root}", f"run_dir={run}", *TINY]) == 0
     split = json.loads((run / "split.json").read_text())
     assert split == {"format": "oscd", "train": ["paris"], "val": ["bordeaux", "hongkong", "pisa"]}
-    assert json.loads((run / "metrics.json").read_text())["val"]["images"] == 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val"]["images"] == 3 and metrics["val_ids"] == ["bordeaux", "hongkong", "pisa"]
     out = tmp_path / "out"
     assert main(["predict", "--ckpt", str(run / "checkpoints" / "last.pt"), "--data", str(oscd_root),
                  "--out", str(out), "--device", "cpu", "--window", "64"]) == 0

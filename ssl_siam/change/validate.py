@@ -27,6 +27,7 @@ class PairValidator:
                  ignore_index: int) -> None:
         self.task, self.dataset, self.runtime, self.window = task, dataset, runtime, window
         self.tta, self.ignore_index = tta, ignore_index
+        self.info = {"val_ids": [r.id for r in dataset.records]}  # in metrics.json: which pairs were held out
 
     def __call__(self) -> dict[str, float]:
         raise NotImplementedError

@@ -39,7 +39,7 @@ from ssl_siam.train.config import OptimConfig, TrainConfig
 from ssl_siam.train.distributed import broadcast, mean_across
 from ssl_siam.train.optim import build_optimizer, set_schedules
 from ssl_siam.train.preemption import preemption_signals
-from ssl_siam.train.reporting import add_scalars, progress_line, summary, write_metrics_json
+from ssl_siam.train.reporting import add_scalars, metrics_record, progress_line, summary, write_metrics_json
 from ssl_siam.train.runtime import Runtime, compile_backbones
 from ssl_siam.train.task import StopTraining, TrainingTask, Validator
 
@@ -290,11 +290,5 @@ class Trainer:
         self.state.history.append(dict(metrics))
 
     def write_metrics(self, last: dict[str, float]) -> None:
-        if not self.world.is_main:
-            return
-        data = {**last, "step": self.state.step, "total_steps": self.total_steps, "bad_steps": self.state.bad_steps,
-                "history": self.state.history}
-        if self.state.val_history and self.validator is not None:
-            data.update({"val": self.state.val_history[-1], f"best_{self.validator.best_metric}": self.state.best,
-                         "val_history": self.state.val_history})
-        write_metrics_json(self.run_dir, data)
+        if self.world.is_main:
+            write_metrics_json(self.run_dir, metrics_record(last, self.state, self.total_steps, self.validator))

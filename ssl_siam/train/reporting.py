@@ -29,6 +29,18 @@ def progress_line(metrics: dict[str, float], total_steps: int) -> str:
             f"{metrics['samples_per_s']:.1f} samples/s")
 
 
+def metrics_record(last: dict[str, float], state: Any, total_steps: int, validator: Any) -> dict[str, Any]:
+    """What metrics.json holds: the last step's metrics, the step counts and history, and with validations the
+    latest, the best of ``validator.best_metric``, their history and what the validator describes of its data
+    (its optional ``info``, e.g. the held-out pair ids)."""
+    data = {**last, "step": state.step, "total_steps": total_steps, "bad_steps": state.bad_steps,
+            "history": state.history}
+    if state.val_history and validator is not None:
+        data.update({"val": state.val_history[-1], f"best_{validator.best_metric}": state.best,
+                     "val_history": state.val_history, **getattr(validator, "info", {})})
+    return data
+
+
 def write_metrics_json(run_dir: Path, data: dict[str, Any]) -> None:
     """``run_dir/metrics.json``, replaced atomically (a reader never sees half a file)."""
     tmp = run_dir / ".metrics.json.tmp"

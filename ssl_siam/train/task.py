@@ -62,7 +62,8 @@ class TrainingTask(nn.Module):
 
 
 class Validator(Protocol):
-    """Held-out evaluation the loop runs every ``val_every`` steps and at the end."""
+    """Held-out evaluation the loop runs every ``val_every`` steps and at the end; an optional ``info`` dict
+    (e.g. the held-out pair ids) is written into metrics.json beside the results."""
 
     best_metric: str  # the key ``best.pt`` follows (higher is better)
     sharded: bool  # True: runs on every rank and reduces its results itself; False: rank 0 runs it, others receive
