@@ -149,6 +149,12 @@ class TileDataset(torch.utils.data.Dataset):
         data, valid = self._sample(index, want_valid=True)
         return torch.from_numpy(data), torch.from_numpy(valid)
 
+    def read_window(self, scene: int, row: int, col: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tile [C, tile_size, tile_size] at (row, col) of ``self.files[scene]`` and its valid-pixel mask (any window,
+        e.g. a strided grid's; pixels outside the scene are padded and invalid)."""
+        data, valid = self._read(self.files[scene], row, col, need_valid=True)
+        return torch.from_numpy(data), torch.from_numpy(valid)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_handles"] = OrderedDict()

@@ -14,6 +14,7 @@ from ssl_siam.cli.commands import (
     bench,
     cache,
     demo,
+    embed,
     finetune,
     metric_train,
     predict,
@@ -42,5 +43,5 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-COMMANDS: tuple[Command, ...] = (pretrain, finetune, metric_train, study, verify, score, targets, predict, probe,
+COMMANDS: tuple[Command, ...] = (pretrain, finetune, metric_train, study, verify, score, targets, predict, probe, embed,
                                  split_scenes, bench, report, cache, stats, recipes, synthetic, demo)
