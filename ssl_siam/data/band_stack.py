@@ -40,11 +40,6 @@ class Grid:
         return self.crs is not None and not self.transform.is_identity
 
 
-def finest(grids: Mapping[str, Grid]) -> str:
-    """The name of the grid with the most pixels (the finest resolution of one footprint)."""
-    return max(grids, key=lambda name: grids[name].width * grids[name].height)
-
-
 def _placement(source: Grid, grid: Grid, path: Path) -> tuple[float, float, float, float]:
     """Where ``source`` lands on ``grid``, in grid pixels (x offset, y offset, width, height): by the transforms
     when both are georeferenced in one CRS (north-up), else stretched over the whole grid."""
@@ -62,12 +57,12 @@ def stack_bands(files: Mapping[str, Path], grid: Grid, folder: Path, name: str) 
     """``folder/<hash>/<name>.vrt``: band i = ``files``' i-th file (its name the band's description), bilinearly
     resampled onto ``grid``. The hash covers the sources (path, mtime) and the grid, so a changed source or grid
     makes a new VRT and a stale one is never read."""
-    grids = {band: Grid.of(path) for band, path in files.items()}
     key = hashlib.sha1(("".join(f"{p.resolve()}{p.stat().st_mtime_ns}" for p in files.values())
                         + f"{grid.width}{grid.height}{tuple(grid.transform)}{grid.crs}").encode())
     vrt = folder / key.hexdigest()[:12] / f"{name}.vrt"
     if vrt.is_file():
         return vrt
+    grids = {band: Grid.of(path) for band, path in files.items()}  # opened only when the VRT is written
     parts = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">']
     if grid.crs is not None:
         parts.append(f"<SRS>{escape(grid.crs.to_wkt())}</SRS>")

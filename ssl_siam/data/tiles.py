@@ -17,7 +17,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ssl_siam.core.errors import DataError
-from ssl_siam.data.band_stack import Grid, finest, stack_bands
+from ssl_siam.data.band_stack import Grid, stack_bands
 from ssl_siam.data.cache import DecodedCache
 from ssl_siam.data.headers import FileHeader, read_headers
 from ssl_siam.data.rasters import open_raster
@@ -39,10 +39,9 @@ def one_grid(scenes: list[tuple[Path, ...]], headers: dict[Path, FileHeader], wo
         if len({(headers[p].height, headers[p].width) for p in paths}) <= 1:
             out.append(paths)
             continue
-        grids = {str(i): Grid.of(p) for i, p in enumerate(paths)}
+        finest = max(paths, key=lambda p: headers[p].height * headers[p].width)  # sizes from the headers read
         name = "_".join(paths[0].parts[-3:-1]) or paths[0].stem  # e.g. <city>_imgs_1
-        files = {p.stem: p for p in paths}
-        out.append((stack_bands(files, grids[finest(grids)], STACKS, name),))
+        out.append((stack_bands({p.stem: p for p in paths}, Grid.of(finest), STACKS, name),))
     new = [s[0] for s, paths in zip(out, scenes) if s != paths]
     headers.update(read_headers(new, workers))
     return out

@@ -70,7 +70,7 @@ def build_pretraining(cfg: PretrainConfig, run_dir: Path, runtime: Runtime) -> B
         probe_data = open_dataset(cfg.knn.dataset, knn_data, None, cfg.knn.crop_size, t.seed)
         built.validator = KNNMonitor(objective.export_encoder(), stats, probe_data, runtime.device, cfg.knn.k,
                                      cfg.knn.temperature)
-        built.val_every = max(1, round(cfg.knn.every_epochs * loader.sampler.batches_per_epoch / t.accumulate))
+        built.val_every_epochs = cfg.knn.every_epochs
     return built
 
 

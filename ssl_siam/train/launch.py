@@ -48,7 +48,8 @@ class Built:
     task: TrainingTask
     loader: DataLoader
     validator: Validator | None = None
-    val_every: int = 0  # steps between validations; 0 = once per epoch
+    val_every: int = 0  # steps between validations; 0 = once per epoch (or every val_every_epochs)
+    val_every_epochs: float = 0.0  # the interval in epochs, turned into steps by the loop (e.g. knn.every_epochs)
 
 
 Build = Callable[[Any, Path, Runtime], Built]  # (the training's config, run dir, runtime)
@@ -94,7 +95,7 @@ def prepare(cfg: TrainingConfig, name: str, build: Build, runtime: Runtime | Non
         torch.manual_seed(cfg.train.seed)
         built = build(cfg, run.path, runtime)
         trainer = Trainer(built.task, built.loader, cfg.optim, cfg.train, run.path, to_dict(cfg), runtime,
-                          built.validator, built.val_every)
+                          built.validator, built.val_every, built.val_every_epochs)
     except BaseException:
         run.discard()
         run.release()

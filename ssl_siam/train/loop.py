@@ -72,7 +72,7 @@ class Trainer:
 
     def __init__(self, task: TrainingTask, loader: DataLoader, optim_cfg: OptimConfig, train_cfg: TrainConfig,
                  run_dir: Path, config: dict[str, Any], runtime: Runtime, validator: Validator | None = None,
-                 val_every: int = 0) -> None:
+                 val_every: int = 0, val_every_epochs: float = 0.0) -> None:
         self.task, self.loader, self.cfg, self.run_dir, self.config = task, loader, train_cfg, run_dir, config
         self.runtime, self.world, self.device = runtime, runtime.world, runtime.device
         self.validator = validator
@@ -83,7 +83,7 @@ class Trainer:
                             f"({self.sampler.n} samples per epoch)")
         steps_per_epoch = max(self.batches_per_epoch // train_cfg.accumulate, 1)
         self.total_steps = train_cfg.max_steps or train_cfg.epochs * steps_per_epoch
-        self.val_every = val_every or steps_per_epoch
+        self.val_every = val_every or max(1, round((val_every_epochs or 1.0) * steps_per_epoch))
         self.samples_per_step = train_cfg.batch_size * train_cfg.accumulate * self.sampler.num_replicas
         self.base_lr = optim_cfg.lr * self.samples_per_step / optim_cfg.base_batch_size
         self.optim_cfg = optim_cfg
