@@ -1,5 +1,5 @@
-"""The command registry: an ``ssl-siam`` command is one module of ``ssl_siam/cli/commands/`` listed in ``COMMANDS``;
-a module listed there is in ``--help`` and runs through ``main`` with nothing else to edit."""
+"""The command registry: an ``ssl-siam`` command is one module of ``ssl_siam/cli/commands/`` whose name is in
+``MODULES``; a module named there is in ``--help`` and runs through ``main`` with nothing else to edit."""
 
 from __future__ import annotations
 
@@ -41,6 +41,13 @@ def test_every_command_is_one_module_with_the_four_names() -> None:
         assert command.__name__ == f"ssl_siam.cli.commands.{command.NAME.replace('-', '_')}"
         assert isinstance(command.HELP, str) and command.HELP
         assert callable(command.add_arguments) and callable(command.run)
+
+
+def test_modules_names_the_commands_in_help_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [c.__name__.rsplit(".", 1)[1] for c in commands.COMMANDS] == list(commands.MODULES)
+    monkeypatch.setitem(sys.modules, "ssl_siam.cli.commands.exit_code", exit_code_command())
+    loaded = commands.load(("exit_code", "pretrain"))
+    assert [c.NAME for c in loaded] == ["exit-code", "pretrain"]
 
 
 def test_a_registered_module_is_a_command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

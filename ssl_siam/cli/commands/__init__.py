@@ -1,35 +1,19 @@
-"""The ``ssl-siam`` commands: one module each, registered here in ``ssl-siam --help`` order.
+"""The ``ssl-siam`` commands: one module each, named in ``MODULES`` in ``ssl-siam --help`` order.
 
 A command module holds ``NAME`` (the command), ``HELP`` (its line in ``--help``), ``add_arguments(parser)`` and
 ``run(args) -> int`` (one library call, the exit code); imports stay inside ``run`` so ``ssl-siam`` starts without
-torch. A new command is one new module, imported below and added to ``COMMANDS``.
+torch. A new command is one new module plus its name in ``MODULES``.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Protocol
+import importlib
+from collections.abc import Iterable
+from typing import Protocol, cast
 
-from ssl_siam.cli.commands import (
-    bench,
-    cache,
-    demo,
-    embed,
-    finetune,
-    metric_train,
-    predict,
-    pretrain,
-    probe,
-    recipes,
-    report,
-    score,
-    split_scenes,
-    stats,
-    study,
-    synthetic,
-    targets,
-    verify,
-)
+MODULES = ("pretrain", "finetune", "metric_train", "study", "verify", "score", "targets", "predict", "probe", "embed",
+           "split_scenes", "bench", "report", "cache", "stats", "recipes", "synthetic", "demo")
 
 
 class Command(Protocol):
@@ -43,5 +27,9 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-COMMANDS: tuple[Command, ...] = (pretrain, finetune, metric_train, study, verify, score, targets, predict, probe, embed,
-                                 split_scenes, bench, report, cache, stats, recipes, synthetic, demo)
+def load(modules: Iterable[str]) -> tuple[Command, ...]:
+    """The command modules of this package named in ``modules``, in that order."""
+    return tuple(cast(Command, importlib.import_module(f"{__name__}.{name}")) for name in modules)
+
+
+COMMANDS = load(MODULES)
