@@ -17,6 +17,7 @@ from rasterio.transform import from_origin
 
 from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.change.run import FinetuneTask, build_criterion, build_model, load_finetuned, run_finetune
+from ssl_siam.change.tasks import change_task
 from ssl_siam.core.config import load_config
 from ssl_siam.data.stats import BandStats
 from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
@@ -45,7 +46,8 @@ def test_loss_decreases_on_a_fixed_batch() -> None:
     cfg = load_config(FinetuneConfig, None, ["model.backbone=resnet18", "model.decoder_channels=[32,16,16,8,8]"])
     torch.manual_seed(0)
     stats = BandStats(low=[0.0] * 3, high=[255.0] * 3, mean=[0.5] * 3, std=[0.25] * 3)
-    task = FinetuneTask(build_model(cfg, 3, 3), build_criterion(cfg), stats, stats)
+    change = change_task(cfg.task)
+    task = FinetuneTask(build_model(cfg, change, 3, 3), build_criterion(cfg, change), stats, stats)
     g = torch.Generator().manual_seed(0)
     pre = torch.randint(0, 255, (2, 3, 64, 64), generator=g, dtype=torch.uint8)
     mask = torch.zeros(2, 64, 64, dtype=torch.long)
@@ -69,8 +71,9 @@ def test_loss_decreases_on_a_fixed_batch() -> None:
 def test_freeze_encoder_and_encoder_lr(xbd_split: Path) -> None:
     cfg = load_config(FinetuneConfig, None, ["model.backbone=resnet18", "model.decoder_channels=[32,16,16,8,8]"])
     stats = BandStats(low=[0.0] * 3, high=[255.0] * 3, mean=[0.5] * 3, std=[0.25] * 3)
-    task = FinetuneTask(build_model(cfg, 3, 3), build_criterion(cfg), stats, stats, freeze_encoder_epochs=1,
-                        encoder_lr_scale=0.1)
+    change = change_task(cfg.task)
+    task = FinetuneTask(build_model(cfg, change, 3, 3), build_criterion(cfg, change), stats, stats,
+                        freeze_encoder_epochs=1, encoder_lr_scale=0.1)
     task.configure(total_steps=10, steps_per_epoch=3)
     encoder = {id(p) for p in task.model.encoder_parameters()}
     for group in task.param_groups():
@@ -126,8 +129,9 @@ def test_finetune_cli_contract_then_predict(xbd_split: Path, tmp_path: Path) -> 
     with rasterio.open(out / "scene_damage.tif") as src:
         assert src.crs.to_epsg() == 32636 and src.transform == transform
 
-    task, cfg, runtime = load_finetuned(run_dir / "checkpoints" / "last.pt", "cpu")
+    task, cfg, runtime, change = load_finetuned(run_dir / "checkpoints" / "last.pt", "cpu")
     assert runtime.device == torch.device("cpu") and runtime.amp_dtype is None
+    assert change.name == "damage" and change.mask_threshold is None
     # a checkpoint written before checkpoints stored their kind (0.1) still loads, to the same weights
     from ssl_siam.train.checkpoint import atomic_save
 
@@ -173,7 +177,7 @@ def test_resume_equals_uninterrupted(xbd_split: Path, tmp_path: Path, monkeypatc
 ])
 def test_loss_options_reach_the_chosen_loss(overrides: list[str], kind: str, expected: dict) -> None:
     cfg = load_config(FinetuneConfig, None, overrides)
-    base = build_criterion(cfg).base
+    base = build_criterion(cfg, change_task(cfg.task)).base
     assert type(base).__name__ == kind
     assert all(getattr(base, k) == v for k, v in expected.items())
     if kind == "FocalLoss":
@@ -193,7 +197,7 @@ def test_loss_options_the_loss_ignores_are_refused(overrides: list[str], key: st
 
     cfg = load_config(FinetuneConfig, None, overrides)
     with pytest.raises(ConfigError, match=rf"{key}=.* has no effect with loss.name="):
-        build_criterion(cfg)
+        build_criterion(cfg, change_task(cfg.task))
 
 
 def test_finetuning_starts_from_the_exported_encoder_with_its_normalization(xbd_split: Path, tmp_path: Path) -> None:

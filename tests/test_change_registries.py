@@ -16,7 +16,9 @@ from torch import nn
 
 from ssl_siam.change.datasets import LAYOUTS, detect_format, find_change_pairs
 from ssl_siam.change.datasets.folders import FolderLayout
+from ssl_siam.change.evaluate import evaluate
 from ssl_siam.change.models.fusion import FUSIONS
+from ssl_siam.change.run import load_finetuned
 from ssl_siam.change.tasks import TASKS, change_task
 from ssl_siam.change.tasks.binary import BinaryTask
 from ssl_siam.cli import main
@@ -78,6 +80,28 @@ def test_registered_task_layout_and_fusion_run_every_entry_point(registered: Non
                  "--json", str(report)]) == 0
     assert 0 <= json.loads(report.read_text())["f1"] <= 1
     assert change_task("flood").metric == "flood F1"
+
+
+def test_a_run_resolves_its_task_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """finetune resolves ``task=`` (with ``data.mask_threshold``) once, where the run is built; predict and evaluate
+    once, where the model is loaded; every other site is handed that object."""
+    train, val = tmp_path / "train", tmp_path / "val"
+    make_levir_split(train, 4, size=128, seed=0)
+    make_levir_split(val, 2, size=128, seed=1)
+    resolved: list[str] = []
+    get = TASKS.get
+    monkeypatch.setattr(TASKS, "get", lambda name: resolved.append(name) or get(name))
+    run = tmp_path / "run"
+    assert main(["finetune", "task=binary", "data.mask_threshold=128", f"data.root={train}", f"data.val_root={val}",
+                 f"run_dir={run}", *TINY]) == 0
+    assert resolved == ["binary"]
+    ckpt = run / "checkpoints" / "last.pt"
+    assert main(["predict", "--ckpt", str(ckpt), "--data", str(val), "--out", str(tmp_path / "out"),
+                 "--device", "cpu", "--window", "128"]) == 0
+    assert resolved == ["binary"] * 2
+    score = evaluate(ckpt, find_change_pairs([val], "levir", tmp_path), tmp_path / "eval", device="cpu", window=128)
+    assert resolved == ["binary"] * 3 and 0 <= score.to_dict()["score"] <= 1
+    assert load_finetuned(ckpt, "cpu").change.mask_threshold == 128
 
 
 def test_a_layout_of_another_task_and_unknown_names_are_one_line_errors(registered: None, tmp_path: Path,

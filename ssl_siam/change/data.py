@@ -20,19 +20,21 @@ from ssl_siam.data.xbd.targets import ensure_targets
 log = logging.getLogger(__name__)
 
 
-def resolve_format(cfg: FinetuneConfig) -> str:
-    """``data.format``, detected from the first ``data.root`` when ``auto``; checked against the task and, when set,
-    against that root (a pairs CSV given to the ``levir`` recipe is a one-line error naming ``pairs-csv``)."""
+def resolve_format(cfg: FinetuneConfig, task: ChangeTask | None = None) -> str:
+    """``data.format``, detected from the first ``data.root`` when ``auto``; checked against ``task`` (the run's,
+    resolved where it is built; without one, as for a study's split, ``cfg.task``) and, when set, against that root
+    (a pairs CSV given to the ``levir`` recipe is a one-line error naming ``pairs-csv``)."""
     if not cfg.data.root:
         raise ConfigError("data.root is required: one or more split directories (or an OSCD root, a pairs CSV)")
-    task = change_task(cfg.task, cfg.data.mask_threshold)  # an unknown task is named before any layout is checked
+    if task is None:  # an unknown task is named before any layout is checked
+        task = change_task(cfg.task, cfg.data.mask_threshold)
     root = Path(cfg.data.root[0])
     fmt = detect_format(root) if cfg.data.format == "auto" else cfg.data.format
     if not LAYOUTS.get(fmt).detect(root) and (found := _detected(root)) not in (None, fmt):
         raise ConfigError(f"data.root {root} is laid out as {found}, not data.format={fmt}; set "
                           f"data.format={found} (or auto)")
     if fmt not in task.layouts():
-        raise ConfigError(f"data.format={fmt} does not fit task={cfg.task}: it needs {' | '.join(task.layouts())} "
+        raise ConfigError(f"data.format={fmt} does not fit task={task.name}: it needs {' | '.join(task.layouts())} "
                           "data")
     return fmt
 

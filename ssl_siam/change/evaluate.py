@@ -9,7 +9,6 @@ from pathlib import Path
 
 from ssl_siam.change.predict import predict_pair
 from ssl_siam.change.run import load_finetuned
-from ssl_siam.change.tasks import change_task
 from ssl_siam.change.tasks.base import Score
 from ssl_siam.data.pairs import PairRecord
 
@@ -20,8 +19,7 @@ def evaluate(ckpt: str | Path, records: Sequence[PairRecord], out_dir: str | Pat
     (damage: ``un-classified`` counted as no-damage, as the challenge scored; binary: masks binarised by the run's
     ``data.mask_threshold``), both named by pair id."""
     out_dir = Path(out_dir)
-    task, cfg, runtime = load_finetuned(ckpt, device)
-    change = change_task(cfg.task, cfg.data.mask_threshold)
+    task, cfg, runtime, change = load_finetuned(ckpt, device)
     pred, targ = out_dir / "predictions", out_dir / "targets"
     targ.mkdir(parents=True, exist_ok=True)
     for record in change.prepare_records(records, out_dir / "target_cache"):

@@ -17,7 +17,7 @@ from ssl_siam.change.config import FinetuneConfig, LossConfig
 from ssl_siam.change.data import pair_dataset, resolve_format, split_records
 from ssl_siam.change.losses import LOSSES, DeepSupervisionLoss, build_loss
 from ssl_siam.change.models.siamese import SiameseChangeNet, build_change_net
-from ssl_siam.change.tasks import change_task
+from ssl_siam.change.tasks import ChangeTask, change_task
 from ssl_siam.change.training import FinetuneTask, Geometry, JitterCollate
 from ssl_siam.core.config import from_dict
 from ssl_siam.core.errors import ConfigError
@@ -56,10 +56,11 @@ def resolve_pair_stats(cfg: FinetuneConfig, dataset: PairCropDataset, run_dir: P
     return pre, post
 
 
-def build_model(cfg: FinetuneConfig, in_chans: int, post_in_chans: int,
+def build_model(cfg: FinetuneConfig, task: ChangeTask, in_chans: int, post_in_chans: int,
                 encoder: EncoderMeta | None = None, with_weights: bool = True) -> SiameseChangeNet:
-    """The configured Siamese UNet; ``encoder`` is the SSL export of ``model.encoder_weights``, read once."""
-    m, task = cfg.model, change_task(cfg.task)
+    """The configured Siamese UNet with ``task``'s heads; ``encoder`` is the SSL export of ``model.encoder_weights``,
+    read once."""
+    m = cfg.model
     return build_change_net(
         m.backbone, in_chans, siamese=m.siamese, encoder=encoder if with_weights else None,
         pretrained=m.pretrained if with_weights else None, post_backbone=m.post_backbone,
@@ -72,9 +73,10 @@ def build_model(cfg: FinetuneConfig, in_chans: int, post_in_chans: int,
 _LOSS_OPTIONS = ("focal_weight", "dice_weight", "gamma", "alpha", "class_weights")  # loss.* passed to the loss
 
 
-def build_criterion(cfg: FinetuneConfig) -> nn.Module:
-    """``loss.name`` with the ``loss.*`` options its constructor takes, wrapped in deep supervision; an option set
-    to a non-default value that the chosen loss does not take is a one-line ConfigError naming it."""
+def build_criterion(cfg: FinetuneConfig, task: ChangeTask) -> nn.Module:
+    """``loss.name`` with the ``loss.*`` options its constructor takes, wrapped in deep supervision and ``task``'s
+    loss; an option set to a non-default value that the chosen loss does not take is a one-line ConfigError naming
+    it."""
     lc, defaults = cfg.loss, LossConfig()
     cls = LOSSES.get(lc.name)
     accepted = inspect.signature(cls).parameters
@@ -84,7 +86,6 @@ def build_criterion(cfg: FinetuneConfig) -> nn.Module:
             raise ConfigError(f"loss.{name}={getattr(lc, name)} has no effect with loss.name={lc.name} "
                               f"(it takes {takes}); unset it or choose loss.name=focal_dice")
     kwargs = {k: getattr(lc, k) for k in _LOSS_OPTIONS if k in accepted}
-    task = change_task(cfg.task)
     base = build_loss(lc.name, num_classes=task.head_classes(cfg.model.num_classes), ignore_index=cfg.data.ignore_index,
                       **kwargs)
     change = DeepSupervisionLoss(base, lc.aux_weights if cfg.model.deep_supervision else [])
@@ -94,11 +95,12 @@ def build_criterion(cfg: FinetuneConfig) -> nn.Module:
 def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Built:
     """Training pairs (random crops) → normalization → model + loss → loader, and the task's validator (xView2
     score, binary change F1 or semantic change SeK). Rank 0 rasterises the masks and resolves the normalization
-    first; the other ranks then read them."""
+    first; the other ranks then read them. The task is resolved here, once, and passed down."""
     d, world = cfg.data, runtime.world
+    change = change_task(cfg.task, d.mask_threshold)  # an unknown task is named before any layout is checked
     encoder = EncoderMeta.read(cfg.model.encoder_weights) if cfg.model.encoder_weights else None
     cache_dir = Path(d.cache_dir or d.targets_dir or run_dir / "targets")
-    fmt, change = resolve_format(cfg), change_task(cfg.task, d.mask_threshold)
+    fmt = resolve_format(cfg, change)
     train_records, val_records = main_first(world, lambda: split_records(cfg, fmt, cache_dir))
     if world.is_main:  # which pairs trained and which were held out, by id (OSCD: city names)
         split = {"format": fmt, "train": [r.id for r in train_records], "val": [r.id for r in val_records]}
@@ -106,8 +108,8 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     dataset = pair_dataset(cfg, change, fmt, train_records, train=True)
     pre_stats, post_stats = main_first(world, lambda: resolve_pair_stats(cfg, dataset, run_dir, encoder,
                                                                          save=world.is_main))
-    model = build_model(cfg, dataset.num_bands_pre, dataset.num_bands_post, encoder)
-    task = FinetuneTask(model, build_criterion(cfg), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
+    model = build_model(cfg, change, dataset.num_bands_pre, dataset.num_bands_post, encoder)
+    task = FinetuneTask(model, build_criterion(cfg, change), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
                         cfg.train.encoder_lr_scale, runtime.memory_format,
                         jitter_seed=cfg.train.seed if d.photometric_on_device else None,
                         encoder_bn=cfg.train.encoder_bn,
@@ -129,11 +131,13 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
 
 
 class Finetuned(NamedTuple):
-    """A finetuned model rebuilt from its checkpoint, with the run's config and the runtime it predicts on."""
+    """A finetuned model rebuilt from its checkpoint, with the run's config, the runtime it predicts on and its
+    change task (decoding, outputs, targets and scoring; reading masks with the run's ``data.mask_threshold``)."""
 
     task: FinetuneTask
     cfg: FinetuneConfig
     runtime: Runtime
+    change: ChangeTask
 
 
 def load_finetuned(ckpt_path: str | Path, device: str | torch.device = "auto") -> Finetuned:
@@ -142,10 +146,10 @@ def load_finetuned(ckpt_path: str | Path, device: str | torch.device = "auto") -
     ckpt = load_checkpoint(ckpt_path, kind="finetune")
     cfg = from_dict(FinetuneConfig, ckpt["config"])
     runtime = Runtime.create(device, cfg.train.precision, cfg.train.channels_last)
-    extra = ckpt["extra"]
-    model = build_model(cfg, extra["in_chans"], extra["post_in_chans"], with_weights=False)
+    extra, change = ckpt["extra"], change_task(cfg.task, cfg.data.mask_threshold)
+    model = build_model(cfg, change, extra["in_chans"], extra["post_in_chans"], with_weights=False)
     state = {k.removeprefix("model."): v for k, v in ckpt["model"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     task = FinetuneTask(model, nn.Identity(), BandStats(**extra["pre_stats"]), BandStats(**extra["post_stats"]),
                         memory_format=runtime.memory_format)
-    return Finetuned(task.to(runtime.device, memory_format=runtime.memory_format).eval(), cfg, runtime)
+    return Finetuned(task.to(runtime.device, memory_format=runtime.memory_format).eval(), cfg, runtime, change)

@@ -35,12 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from ssl_siam.change.datasets import data_format
     from ssl_siam.change.predict import predict_pair, predict_split
     from ssl_siam.change.run import load_finetuned
-    from ssl_siam.change.tasks import change_task
 
     if bool(args.data) == bool(args.pre or args.post) or (args.pre is None) != (args.post is None):
         raise UserError("give either --pre and --post, or --data XBD_SPLIT_DIR")
     check_output(args.out, "--out")
-    task, cfg, runtime = load_finetuned(args.ckpt, args.device)
+    task, cfg, runtime, change = load_finetuned(args.ckpt, args.device)
     bands = args.bands or cfg.data.bands
     post_bands = args.post_bands or (None if args.bands else cfg.data.post_bands)
     kwargs = dict(bands=bands, post_bands=post_bands, window=args.window, overlap=args.overlap, tta=args.tta,
@@ -48,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.data:
         fmt = data_format(Path(args.data), cfg.data.format)
-        written = predict_split(task, change_task(cfg.task), runtime, Path(args.data), out, fmt, **kwargs)
+        written = predict_split(task, change, runtime, Path(args.data), out, fmt, **kwargs)
     else:
-        written = predict_pair(task, change_task(cfg.task), runtime, Path(args.pre), Path(args.post), out, **kwargs)
+        written = predict_pair(task, change, runtime, Path(args.pre), Path(args.post), out, **kwargs)
     print(f"wrote {len(written)} files to {out}")
     return 0
