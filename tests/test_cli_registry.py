@@ -13,7 +13,7 @@ import pytest
 from ssl_siam.cli import commands, main
 
 TODAY = {"pretrain", "finetune", "metric-train", "study", "verify", "score", "targets", "predict", "probe",
-         "embed", "split-scenes", "bench", "report", "cache", "stats", "recipes", "synthetic", "demo"}
+         "embed", "search", "split-scenes", "bench", "report", "cache", "stats", "recipes", "synthetic", "demo"}
 
 
 def exit_code_command() -> types.ModuleType:

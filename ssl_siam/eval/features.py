@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,16 @@ def parse_encoder_spec(spec: str, option: str = "--encoder") -> EncoderSpec:
     if not weights.is_file():
         raise DataError(f"{option} {spec}: weight file {weights} does not exist (only local files are used)")
     return EncoderSpec(spec, spec, arch, weights, spec + _file_identity(weights))
+
+
+def encoder_names(specs: Sequence[EncoderSpec]) -> list[str]:
+    """Result-row names: run-dir names for exports (the given string where two share one); a spec given twice is
+    a ConfigError."""
+    given = [s.spec for s in specs]
+    if repeated := next((s for s in given if given.count(s) > 1), None):
+        raise ConfigError(f"--encoder {repeated}: given twice")
+    names = [s.name for s in specs]
+    return [s.name if names.count(s.name) == 1 else s.spec for s in specs]
 
 
 def _file_identity(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Classification metrics of the probes (numpy only): confusion matrix, top-1, per-class and macro F1."""
+"""Metrics of the probes and of retrieval (numpy only): confusion matrix, top-1, per-class and macro F1,
+precision@k and average precision."""
 
 from __future__ import annotations
 
@@ -36,3 +37,21 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     """Mean F1 over the classes present in ``y_true`` or ``y_pred`` (as sklearn without ``labels``)."""
     f1 = per_class_f1(y_true, y_pred, num_classes)
     return float(np.nanmean(f1)) if np.isfinite(f1).any() else 0.0
+
+
+def precision_at_k(relevant: np.ndarray, k: int) -> np.ndarray:
+    """[Q] fraction of relevant items among the first ``k`` of each ranking; ``relevant`` [Q, M] bool, rank order."""
+    if k < 1:
+        raise ValueError(f"k must be positive, got {k}")
+    return relevant[:, :k].mean(axis=1)
+
+
+def average_precision(relevant: np.ndarray) -> np.ndarray:
+    """[Q] average precision of each full ranking ``relevant`` [Q, M] (bool, rank order): the mean of precision@r
+    over the ranks r of the relevant items; 0 for a query without relevant items. The mean over queries is mAP."""
+    relevant = np.asarray(relevant, dtype=bool)
+    hits = np.cumsum(relevant, axis=1)
+    precision = hits / np.arange(1, relevant.shape[1] + 1)
+    count = relevant.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (precision * relevant).sum(axis=1) / count, 0.0)

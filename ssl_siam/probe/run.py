@@ -15,7 +15,7 @@ import torch
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.eval.classifiers import knn_predict, linear_probe
 from ssl_siam.eval.datasets import ProbeDataset, Roots, combine_views, open_dataset
-from ssl_siam.eval.features import EncoderSpec, encoder_features, parse_encoder_spec
+from ssl_siam.eval.features import encoder_features, encoder_names, parse_encoder_spec
 from ssl_siam.eval.scores import accuracy, confusion_matrix, macro_f1, per_class_f1
 from ssl_siam.probe.plots import plot_comparison, plot_confusion
 from ssl_siam.train.runtime import resolve_device
@@ -82,7 +82,7 @@ def run_probe(
         raise ConfigError(f"--k and --batch-size must be positive, got {k} and {batch_size}")
     device = resolve_device(device, "--device") if isinstance(device, str) else device
     specs = [parse_encoder_spec(str(spec)) for spec in encoders]
-    names = _row_names(specs)
+    names = encoder_names(specs)
     probe_data = open_dataset(dataset, data, val_data, crop_size, seed)
     test = probe_data.is_test
     if test.all() or not test.any():
@@ -111,15 +111,6 @@ def _probe_features(
         "knn": knn_predict(features[train].to(device), y_train, features[test], num, k, temperature),
     }
     return [evaluate(name, data.kind, m, data.classes, y_test, predictions[m], len(y_train)) for m in METHODS]
-
-
-def _row_names(specs: Sequence[EncoderSpec]) -> list[str]:
-    """Run-dir names for exports (the given string where two share one); a spec given twice is an error."""
-    given = [s.spec for s in specs]
-    if repeated := next((s for s in given if given.count(s) > 1), None):
-        raise ConfigError(f"--encoder {repeated}: given twice")
-    names = [s.name for s in specs]
-    return [s.name if names.count(s.name) == 1 else s.spec for s in specs]
 
 
 def _slug(text: str) -> str:

@@ -34,6 +34,7 @@ from ssl_siam.data.stats import BandStats, compute_stats
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.eval.features import EncoderSpec, build_encoder, parse_encoder_spec
 from ssl_siam.search.index import (
+    INDEX_FILE,
     TILE_SCHEMA,
     IndexState,
     check_compatible,
@@ -206,11 +207,30 @@ def _embed(model: torch.nn.Module, stats: BandStats, tiles: TileDataset, items: 
     for batch, fraction in loader:  # [B, C, T, T] raw values, [B]
         fractions.append(fraction.double().numpy())
         keep = fraction <= max_nodata
-        if not keep.any():
-            continue
-        x = stats.standardize(stats.to_unit(batch[keep].to(runtime.device, non_blocking=True)))
-        with runtime.autocast():
-            features = model(x).flatten(1)  # [K, D]
-        embeddings.append(F.normalize(features.float(), dim=1).half().cpu().numpy())
+        if keep.any():
+            embeddings.append(embed_batch(model, stats, batch[keep], runtime))
     dim = int(model.num_features)
     return (np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float16)), np.concatenate(fractions)
+
+
+@torch.no_grad()
+def embed_batch(model: torch.nn.Module, stats: BandStats, batch: torch.Tensor, runtime: Runtime) -> np.ndarray:
+    """Raw tiles ``[B, C, T, T]`` → float16 unit embeddings ``[B, D]``: the band statistics, the run's precision,
+    the pooled features L2-normalised (what the index stores; queries go through the same function)."""
+    x = stats.standardize(stats.to_unit(batch.to(runtime.device, non_blocking=True)))
+    with runtime.autocast():
+        features = model(x).flatten(1)  # [B, D]
+    return F.normalize(features.float(), dim=1).half().cpu().numpy()
+
+
+def index_encoder(state: IndexState, device: str = "cpu") -> tuple[torch.nn.Module, BandStats, Runtime]:
+    """The frozen encoder of an index (``index.json`` ``encoder.spec``), its normalization and runtime; DataError
+    when the spec no longer gives the encoder the index was built with (weights changed or moved)."""
+    spec = parse_encoder_spec(state.encoder["spec"], option=f"{INDEX_FILE} encoder.spec")
+    in_chans = int(state.encoder["in_chans"])
+    if encoder_identity(spec, in_chans) != state.encoder:
+        raise DataError(f"{INDEX_FILE} encoder.spec {spec.spec}: its weights changed since the index was built "
+                        "(other sha256); re-embed the archive to query it with tile files")
+    runtime = Runtime.create(device, run_precision(spec))
+    model, _ = build_encoder(spec, in_chans, _SEED)
+    return model.to(runtime.device).eval(), BandStats(**state.normalization), runtime

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Protocol, cast
 
 MODULES = ("pretrain", "finetune", "metric_train", "study", "verify", "score", "targets", "predict", "probe", "embed",
-           "split_scenes", "bench", "report", "cache", "stats", "recipes", "synthetic", "demo")
+           "search", "split_scenes", "bench", "report", "cache", "stats", "recipes", "synthetic", "demo")
 
 
 class Command(Protocol):
