@@ -3,7 +3,7 @@
 Below ``exact_below`` vectors the search is exact: ``IndexFlatIP``, inner product = cosine similarity of the unit
 embeddings, the same ids and scores as brute-force numpy. From there on it is approximate: an inverted file of
 ``nlist`` spherical k-means cells (``IndexIVFFlat``, inner product; default ``nlist`` = 4·√N, trained on up to
-256 vectors per cell), of which ``nprobe`` are visited per query. The trained index is cached in
+64 vectors per cell), of which ``nprobe`` are visited per query. The trained index is cached in
 ``INDEX/faiss/`` and rebuilt when the index has grown or ``nlist`` changed.
 """
 
@@ -25,7 +25,7 @@ import faiss  # noqa: E402
 
 EXACT_BELOW = 100_000  # vectors: IndexFlatIP below this, IVF at and above
 NPROBE = 32  # IVF cells visited per query
-TRAIN_PER_CELL = 256  # k-means training vectors per IVF cell (FAISS warns below 39)
+TRAIN_PER_CELL = 64  # k-means training vectors per IVF cell (FAISS warns below 39; 256 is its cap)
 CACHE_DIR = "faiss"
 
 

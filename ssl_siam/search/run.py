@@ -65,7 +65,8 @@ def run_search(
         raise DataError(f"{index}: the index holds no tiles")
     examples = read_files([parse_example(text, option, table, kind) for option, text, kind in positives], state)
     counter = read_files([parse_example(text, option, table, kind) for option, text, kind in negatives], state)
-    pos = example_vectors(examples, state, embeddings, device)
+    vectors = example_vectors([*examples, *counter], state, embeddings, device)  # one encoder for all files
+    pos, neg = vectors[:len(examples)], vectors[len(examples):]
     knn = neighbour_index(embeddings, params, Path(index) / CACHE_DIR)
     if len(pos) == 1 and not counter:
         mode, neg_count = "similarity", 0
@@ -73,9 +74,7 @@ def run_search(
         scores, ids = scores[0], ids[0]
     else:
         mode = "classifier"
-        if counter:
-            neg = example_vectors(counter, state, embeddings, device)
-        else:
+        if not counter:
             neg = embeddings[background(len(embeddings), {e.tile for e in examples if e.tile is not None},
                                         background_size, seed)].astype(np.float32)
         neg_count = len(neg)
