@@ -189,7 +189,7 @@ CASES: list[tuple[str, Callable[[dict], list[str]], str]] = [
     # metric-train
     ("ml-loss", lambda w: ml(w, "loss.name=focal"), "unknown metric loss: loss.name 'focal'"),
     ("ml-embed-0", lambda w: ml(w, "model.embed_dim=0"), "model.embed_dim: expected int >= 1"),
-    ("ml-csv-escape", lambda w: ml(w, "data.dataset=pairs-csv", data=escaping_csv(w)),
+    ("ml-csv-escape", lambda w: ml(w, "data.dataset=similarity-csv", data=escaping_csv(w)),
      "image path '../outside.png' must be a file inside"),
     # predict
     ("predict-overlap", lambda w: predict(w, "--overlap", "1.5"), "argument --overlap: expected float in [0, 1)"),

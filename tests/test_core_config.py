@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ssl_siam.change.config import FinetuneConfig
-from ssl_siam.core.config import load_config, parse_overrides, save_config, to_dict
+from ssl_siam.core.config import current_names, from_dict, load_config, parse_overrides, renamed, save_config, to_dict
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.metric_learning.config import MetricConfig
 from ssl_siam.ssl.config import PretrainConfig
@@ -112,3 +112,26 @@ def test_exponent_floats_without_a_dot() -> None:
     assert (cfg.optim.lr, cfg.optim.clip_grad, cfg.optim.min_lr) == (0.002, 100000.0, 0.3)
     with pytest.raises(ConfigError, match="optim.lr: expected float, got 'fast'"):
         load_config(PretrainConfig, None, ["optim.lr=fast"])
+
+
+@dataclass
+class Section:
+    kind: str = renamed("new-a", {"old-a": "new-a", "old-b": "new-b"})
+    other: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WithRenamed:
+    section: Section = field(default_factory=Section)
+
+
+def test_a_renamed_value_is_read_under_its_current_name(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        assert load_config(WithRenamed, None, ["section.kind=old-b"]).section.kind == "new-b"
+    assert "section.kind=old-b is deprecated: it is now called new-b" in caplog.text
+    assert from_dict(WithRenamed, {"section": {"kind": "old-a"}}).section.kind == "new-a"  # a saved config
+    assert load_config(WithRenamed, None, ["section.other=[old-a]"]).section.other == ["old-a"]  # only that field
+    notes: list[tuple[str, str, str]] = []
+    saved = {"section": {"kind": "old-a", "other": ["old-a"]}, "gone": 1}  # nothing else checked or changed
+    assert current_names(WithRenamed, saved, notes) == {"section": {"kind": "new-a", "other": ["old-a"]}, "gone": 1}
+    assert notes == [("section.kind", "old-a", "new-a")] and saved["section"]["kind"] == "old-a"

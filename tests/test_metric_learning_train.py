@@ -28,6 +28,7 @@ from ssl_siam.metric_learning.validator import embed_pairs
 from ssl_siam.metric_learning.verification_metrics import one_shot_accuracy, roc_auc
 from ssl_siam.metric_learning.verify import model_similarity
 from ssl_siam.tools.synthetic import make_xbd_split
+from ssl_siam.train.checkpoint import atomic_save, load_checkpoint
 
 TINY = ["model.backbone=resnet18", "model.embed_dim=16", "model.head_hidden_dim=32", "train.device=cpu",
         "data.num_workers=0", "train.progress=false", "train.log_every=1", "data.stats_samples=4",
@@ -189,24 +190,24 @@ def test_pixel_series_positive_is_a_neighbour(tmp_path: Path) -> None:
         open_pair_dataset("pixel-series", roots[:1], crop_size=0)
 
 
-def test_pairs_csv_paths_stay_inside_the_data_root(tmp_path: Path) -> None:
+def test_similarity_csv_paths_stay_inside_the_data_root(tmp_path: Path) -> None:
     csv_path = stripe_pairs(tmp_path / "ok", 2, seed=0)
-    data = open_pair_dataset("pairs-csv", [str(csv_path)], crop_size=24)
+    data = open_pair_dataset("similarity-csv", [str(csv_path)], crop_size=24)
     item = data[1]
     assert item["a"].shape == (3, 24, 24) and float(item["label"]) == 0.0
     outside = tmp_path / "ok" / "evil.csv"
     outside.write_text("path_a,path_b,label\n../secret.png,img/0a.png,1\n")
     (tmp_path / "secret.png").write_bytes((tmp_path / "ok" / "img" / "0a.png").read_bytes())
     with pytest.raises(DataError, match=r"evil.csv:2: image path '../secret.png' must be a file inside"):
-        open_pair_dataset("pairs-csv", [str(outside)], crop_size=24)
+        open_pair_dataset("similarity-csv", [str(outside)], crop_size=24)
     bad = tmp_path / "ok" / "bad.csv"
     bad.write_text("path_a,path_b,label\nimg/0a.png,img/0b.png,yes\n")
     with pytest.raises(DataError, match=r"bad.csv:2: label 'yes'"):
-        open_pair_dataset("pairs-csv", [str(bad)], crop_size=24)
+        open_pair_dataset("similarity-csv", [str(bad)], crop_size=24)
     header = tmp_path / "ok" / "header.csv"
     header.write_text("a,b\n")
     with pytest.raises(DataError, match="header path_a,path_b,label"):
-        open_pair_dataset("pairs-csv", [str(header)], crop_size=24)
+        open_pair_dataset("similarity-csv", [str(header)], crop_size=24)
 
 
 def test_xbd_pairs_label_unchanged_buildings(tmp_path: Path) -> None:
@@ -228,7 +229,7 @@ def test_xbd_pairs_label_unchanged_buildings(tmp_path: Path) -> None:
 
 def test_one_shot_scores_with_the_models_own_similarity() -> None:
     """A learned metric ranks supports by its head's probability, not by the embeddings' cosine."""
-    cfg = load_config(MetricConfig, None, [*TINY, "loss.name=learned_metric", "data.dataset=pairs-csv"])
+    cfg = load_config(MetricConfig, None, [*TINY, "loss.name=learned_metric", "data.dataset=similarity-csv"])
     task = build_task(cfg, 3, False, BandStats([0.0] * 3, [1.0] * 3, [0.5] * 3, [0.25] * 3), "none").eval()
     rng = np.random.default_rng(0)
     query = rng.normal(size=(7, 16)).astype(np.float32)
@@ -246,7 +247,7 @@ def test_one_shot_scores_with_the_models_own_similarity() -> None:
 def test_training_separates_two_classes_and_verify_reports_it(tmp_path: Path) -> None:
     train_csv, val_csv = stripe_pairs(tmp_path / "train", 64, seed=0), stripe_pairs(tmp_path / "val", 32, seed=1)
     run = tmp_path / "run"
-    cfg = load_config(MetricConfig, None, [*TINY, "data.dataset=pairs-csv", f"data.root={train_csv}",
+    cfg = load_config(MetricConfig, None, [*TINY, "data.dataset=similarity-csv", f"data.root={train_csv}",
                                            f"data.val_root={val_csv}", "data.crop_size=32", f"run_dir={run}",
                                            "loss.name=contrastive", "train.batch_size=16", "train.max_steps=40",
                                            "train.val_every=40", "optim.lr=2e-3", "optim.base_batch_size=16",
@@ -259,7 +260,7 @@ def test_training_separates_two_classes_and_verify_reports_it(tmp_path: Path) ->
     assert (run / "checkpoints" / "best.pt").is_file() and (run / "encoder.safetensors").is_file()
 
     task, _ = load_metric_task(run / "checkpoints" / "best.pt", torch.device("cpu"))
-    val = open_pair_dataset("pairs-csv", [str(val_csv)], crop_size=32)
+    val = open_pair_dataset("similarity-csv", [str(val_csv)], crop_size=32)
     scores, labels = embed_pairs(task, val, torch.device("cpu"))
     assert roc_auc(scores, labels) == pytest.approx(metrics["val"]["roc_auc"])
 
@@ -282,6 +283,35 @@ def test_training_separates_two_classes_and_verify_reports_it(tmp_path: Path) ->
         embeddings = torch.cat([task.embed(folder[i], 0) for i in range(len(folder))]).numpy()
     assert result["oneshot_accuracy"] == pytest.approx(one_shot_accuracy(embeddings, folder.labels, 3, 300, 0))
     assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_old_pairs_csv_config_and_checkpoint_still_load_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """``data.dataset=pairs-csv`` (the old name of ``similarity-csv``) is read under the new name: old configs load,
+    an old checkpoint resumes under a config saying ``similarity-csv``, a new one under ``pairs-csv``."""
+    csv_path, run = stripe_pairs(tmp_path / "pairs", 8, seed=0), tmp_path / "run"
+    with caplog.at_level("WARNING"):
+        assert load_config(MetricConfig, None, ["data.dataset=pairs-csv"]).data.dataset == "similarity-csv"
+    assert "data.dataset=pairs-csv is deprecated: it is now called similarity-csv" in caplog.text
+    common = ["metric-train", *TINY, f"data.root={csv_path}", "data.crop_size=32", "train.batch_size=4",
+              f"run_dir={run}"]
+    last = run / "checkpoints" / "last.pt"
+    assert main([*common, "data.dataset=similarity-csv", "train.max_steps=1"]) == 0
+    old = load_checkpoint(last)
+    old["config"]["data"]["dataset"] = "pairs-csv"  # as a checkpoint written before the rename holds it
+    atomic_save(old, last)
+    assert load_metric_task(last, torch.device("cpu")).cfg.data.dataset == "similarity-csv"
+    assert main([*common, "data.dataset=similarity-csv", "train.max_steps=2"]) == 0
+    assert load_checkpoint(last)["step"] == 2 and load_checkpoint(last)["config"]["data"]["dataset"] == "similarity-csv"
+    assert main([*common, "data.dataset=pairs-csv", "train.max_steps=3"]) == 0
+    assert load_checkpoint(last)["step"] == 3
+    capsys.readouterr()
+    assert main([*common, "data.dataset=pairs-csv", "model.embed_dim=8", "train.max_steps=4"]) == 2
+    err = capsys.readouterr().err  # the identity check still runs, and the dataset is not a difference
+    assert "holds another run (model.embed_dim=16 → 8)" in err and "data.dataset" not in err, err
+    assert main(["verify", "--ckpt", str(last), "--data", str(csv_path), "--dataset", "pairs-csv", "--device", "cpu",
+                 "--out", str(tmp_path / "verify")]) == 0
+    assert json.loads((tmp_path / "verify" / "verify.json").read_text())["dataset"] == "similarity-csv"
 
 
 @pytest.mark.parametrize(("loss", "variant", "mining"), [("triplet", "triplet", "semi-hard"),
@@ -310,7 +340,7 @@ def test_gru_pixel_series_training(tmp_path: Path, dates: list[Path]) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["data.dataset=pairs-csv", "loss.name=triplet"], "needs loss.mining=none and a pair loss"),
+    (["data.dataset=similarity-csv", "loss.name=triplet"], "needs loss.mining=none and a pair loss"),
     (["model.variant=triplet", "loss.name=contrastive"], "model.variant=triplet needs loss.name=triplet"),
     (["loss.name=contrastive", "loss.mining=semi-hard"], "semi-hard applies to the triplet loss"),
     (["model.backbone=gru"], "needs an image backbone"),
@@ -319,7 +349,7 @@ def test_gru_pixel_series_training(tmp_path: Path, dates: list[Path]) -> None:
 def test_bad_combinations_are_one_line_errors(tmp_path: Path, dates: list[Path], capsys: pytest.CaptureFixture,
                                               overrides: list[str], message: str) -> None:
     root = f"data.root=[{dates[0]},{dates[1]}]"
-    if "data.dataset=pairs-csv" in overrides:
+    if "data.dataset=similarity-csv" in overrides:
         root = f"data.root={stripe_pairs(tmp_path / 'p', 2, seed=0)}"
     code = main(["metric-train", *TINY, root, f"run_dir={tmp_path / 'run'}", "train.max_steps=1", *overrides])
     err = capsys.readouterr().err

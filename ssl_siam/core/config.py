@@ -2,12 +2,14 @@
 
 Every key is checked against the schema: an unknown key, a value of the wrong type or out of its range (fields
 annotated with a :class:`Range`, e.g. :data:`PositiveInt`) fails with a one-line :class:`ConfigError` naming the
-key, so a typo never silently falls back to a default.
+key, so a typo never silently falls back to a default. A value renamed since configs were saved (a field made with
+:func:`renamed`) is read under its current name, so old configs and checkpoints keep loading and resuming.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import types
 import typing
@@ -21,6 +23,7 @@ from ssl_siam.core.errors import ConfigError
 from ssl_siam.core.recipes import resolve_recipe
 
 C = TypeVar("C")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,36 @@ NonNegativeFloat = Annotated[float, Range(0)]
 Fraction = Annotated[float, Range(0, 1)]  # probabilities and fractions
 Beta = Annotated[float, Range(0, 1, high_open=True)]  # Adam's β
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # a float YAML 1.1 may leave as a string
+
+
+def renamed(default: str, old: dict[str, str]) -> Any:
+    """A string field whose values ``old`` (old name → current name) were renamed: still accepted, read as the
+    current name (with a deprecation warning when a config is loaded)."""
+    return dataclasses.field(default=default, metadata={"renamed": old})
+
+
+def _current_name(field: dataclasses.Field, value: Any) -> Any:
+    """``value`` under its current name when ``field`` was made with :func:`renamed`, else ``value`` itself."""
+    return field.metadata.get("renamed", {}).get(value, value) if isinstance(value, str) else value
+
+
+def current_names(schema: type, data: dict[str, Any], notes: list[tuple[str, str, str]] | None = None,
+                  prefix: str = "") -> dict[str, Any]:
+    """Config ``data`` of ``schema`` (as written or saved) with renamed values under their current names, each
+    appended to ``notes`` as ``(key, old, current)``; nothing else is checked or changed."""
+    hints = get_type_hints(schema, include_extras=True)
+    out = dict(data)
+    for f in dataclasses.fields(schema):  # type: ignore[arg-type]
+        if f.name not in out:
+            continue
+        value, key = out[f.name], prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
+            out[f.name] = current_names(hints[f.name], value, notes, key + ".")
+        elif (current := _current_name(f, value)) != value:
+            out[f.name] = current
+            if notes is not None:
+                notes.append((key, value, current))
+    return out
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -122,9 +155,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(schema: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
-    """Build ``schema`` from an optional YAML file or packaged recipe name and dotted overrides (overrides win)."""
+    """Build ``schema`` from an optional YAML file or packaged recipe name and dotted overrides (overrides win); a
+    renamed value is read under its current name, with a deprecation warning."""
     data = read_yaml(resolve_recipe(path)) if path is not None else {}
-    return from_dict(schema, merge(data, parse_overrides(overrides)))
+    notes: list[tuple[str, str, str]] = []
+    data = current_names(schema, merge(data, parse_overrides(overrides)), notes)
+    for key, old, current in notes:
+        log.warning("%s=%s is deprecated: it is now called %s", key, old, current)
+    return from_dict(schema, data)
 
 
 def from_dict(schema: type[C], data: dict[str, Any], prefix: str = "") -> C:
@@ -141,7 +179,7 @@ def from_dict(schema: type[C], data: dict[str, Any], prefix: str = "") -> C:
         nested = dataclasses.is_dataclass(hints[key]) and isinstance(value, dict)
         if nested and default_factory is not dataclasses.MISSING:
             value = merge(dataclasses.asdict(default_factory()), value)  # keep the field's own defaults
-        kwargs[key] = _convert(value, hints[key], prefix + key)
+        kwargs[key] = _convert(_current_name(fields[key], value), hints[key], prefix + key)
     try:
         return schema(**kwargs)
     except (ValueError, TypeError) as exc:

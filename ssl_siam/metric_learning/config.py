@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ssl_siam.core.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from ssl_siam.core.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, renamed
 from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainConfig
 
 
@@ -13,10 +13,12 @@ from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainCon
 class MetricDataConfig(LoaderConfig):
     """Where pairs come from (see ``ssl_siam/metric_learning/datasets.py``)."""
 
-    dataset: str = "geotiff-dates"  # a registered METRIC_DATASETS name (metric_learning/datasets.py, dates.py):
+    # a registered METRIC_DATASETS name (metric_learning/datasets.py, dates.py):
     # geotiff-dates / pixel-series / object-series: one folder or glob per date (scenes matched in sorted order,
     # same grid; object-series: one scene per date);
-    # xbd-pairs: xBD split dirs; pairs-csv: the CSV file (path_a,path_b,label; paths relative to it)
+    # xbd-pairs: xBD split dirs; similarity-csv: the CSV file (path_a,path_b,label; paths relative to it); its old
+    # name pairs-csv is still read (the change layout data.format=pairs-csv is another format: pre,post,mask)
+    dataset: str = renamed("geotiff-dates", {"pairs-csv": "similarity-csv"})
     root: list[str] = field(default_factory=list)
     val_root: list[str] = field(default_factory=list)  # held-out pairs for verification during training
     crop_size: PositiveInt = 64  # window / crop side in pixels (images)

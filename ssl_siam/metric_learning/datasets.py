@@ -5,7 +5,7 @@
   of an object's pixels); ``group`` identifies the place, so any
   two items of a batch from different groups form a negative pair and mining can search the whole batch. With
   ``negatives=True`` also ``{"n", "group_n"}``: an observation of another place (the triplet variant's third input).
-* labelled pairs (``xbd-pairs``, ``pairs-csv``): ``{"a", "b", "label"}`` with label 1 = same / unchanged,
+* labelled pairs (``xbd-pairs``, ``similarity-csv``): ``{"a", "b", "label"}`` with label 1 = same / unchanged,
   0 = different / changed.
 
 Images are ``[C, S, S]``, time series ``[C, T, 1]`` (bands first; the trailing 1 lets band statistics apply).
@@ -71,17 +71,17 @@ class XBDBuildingPairs(PairDataset):
         return {"a": pre, "b": post, "label": torch.tensor(float(self.crops.buildings[index].label == 0))}
 
 
-@METRIC_DATASETS.register("pairs-csv")
-class CSVPairs(PairDataset):
-    """A ``pairs.csv`` with header ``path_a,path_b,label`` (label 1 = same, 0 = different); image paths are
-    relative to the CSV's folder and must stay inside it. Images are resized and centre-cropped to
-    ``crop_size``."""
+@METRIC_DATASETS.register("similarity-csv")
+class SimilarityCSV(PairDataset):
+    """A CSV with header ``path_a,path_b,label`` (label 1 = same, 0 = different); image paths are relative to the
+    CSV's folder and must stay inside it. Images are resized and centre-cropped to ``crop_size``. (Formerly
+    ``pairs-csv``, read as this name by the config; the change layout of that name holds pre,post,mask rows.)"""
 
     labelled = True
 
     def __init__(self, roots: Sequence[str], crop_size: int, cache: DecodedCache | None = None, **_: object) -> None:
         if len(roots) != 1:
-            raise DataError(f"data.root {list(roots)}: expected exactly one pairs CSV file")
+            raise DataError(f"data.root {list(roots)}: expected exactly one similarity CSV file (path_a,path_b,label)")
         path = Path(roots[0])
         root = path.parent.resolve()
         self.crop_size, self.pairs = crop_size, []
@@ -94,7 +94,7 @@ class CSVPairs(PairDataset):
                     self.pairs.append((file_inside(root, row["path_a"], path, line),
                                        file_inside(root, row["path_b"], path, line), self._label(row, path, line)))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"{path}: cannot read the pairs CSV ({exc})") from None
+            raise DataError(f"{path}: cannot read the similarity CSV ({exc})") from None
         if not self.pairs:
             raise DataError(f"{path}: no pairs (expected rows path_a,path_b,label)")
         if cache is not None:

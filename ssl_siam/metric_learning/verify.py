@@ -12,8 +12,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ssl_siam.core.config import from_dict, to_dict
 from ssl_siam.core.errors import DataError
 from ssl_siam.eval.datasets import FolderDataset
+from ssl_siam.metric_learning.config import MetricDataConfig
 from ssl_siam.metric_learning.run import load_metric_task, open_data
 from ssl_siam.metric_learning.task import MetricTask
 from ssl_siam.metric_learning.validator import VAL_LOCATIONS, embed_pairs
@@ -42,8 +44,8 @@ def verify(ckpt_path: str | Path, data: list[str], out: str | Path, *, dataset: 
     an image folder of classes never seen in training); writes ``verify.json`` and ``roc.png`` to ``out``."""
     torch_device = resolve_device(device, "--device")
     task, cfg = load_metric_task(ckpt_path, torch_device)
-    if dataset:
-        cfg.data.dataset = dataset  # type: ignore[assignment]
+    if dataset:  # read as a config's data.dataset is (an old name under its current one)
+        cfg.data = from_dict(MetricDataConfig, {**to_dict(cfg.data), "dataset": dataset}, "data.")
     pairs = open_data(cfg, list(data), seed + 1, VAL_LOCATIONS, objects)
     if pairs.num_bands != task.pipeline.stats.num_bands:
         raise DataError(f"{data[0]}: {pairs.num_bands} bands, the model was trained on {task.pipeline.stats.num_bands}")

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_siam.core.config import to_dict
 from ssl_siam.data.sampling import ResumableSampler, make_loader
 from ssl_siam.train.config import LoaderConfig, OptimConfig, TrainConfig
 from ssl_siam.train.distributed import barrier
@@ -94,7 +93,7 @@ def prepare(cfg: TrainingConfig, name: str, build: Build, runtime: Runtime | Non
     try:
         torch.manual_seed(cfg.train.seed)
         built = build(cfg, run.path, runtime)
-        trainer = Trainer(built.task, built.loader, cfg.optim, cfg.train, run.path, to_dict(cfg), runtime,
+        trainer = Trainer(built.task, built.loader, cfg.optim, cfg.train, run.path, cfg, runtime,
                           built.validator, built.val_every, built.val_every_epochs)
     except BaseException:
         run.discard()

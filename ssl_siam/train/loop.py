@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from ssl_siam.core.config import current_names, to_dict
 from ssl_siam.core.errors import DataError, Preempted, UserError
 from ssl_siam.data.sampling import ResumableSampler
 from ssl_siam.train.checkpoint import (
@@ -66,14 +67,15 @@ class Trainer:
     With a ``validator``, validation runs every ``val_every`` steps (default: once per epoch) and at the end, and
     ``best.pt`` keeps the checkpoint with the highest ``validator.best_metric``. Under several processes a
     ``sharded`` validator runs on every rank and reduces its own results (e.g. xView2 TP/FP/FN summed); any other
-    runs on rank 0 and its metrics are broadcast, so all ranks agree. ``config`` (the resolved config as plain
-    types) is stored in every checkpoint.
+    runs on rank 0 and its metrics are broadcast, so all ranks agree. ``config`` (the run's config dataclass) is
+    stored as plain types in every checkpoint; a resumed checkpoint's is read as this schema reads it.
     """
 
     def __init__(self, task: TrainingTask, loader: DataLoader, optim_cfg: OptimConfig, train_cfg: TrainConfig,
-                 run_dir: Path, config: dict[str, Any], runtime: Runtime, validator: Validator | None = None,
+                 run_dir: Path, config: Any, runtime: Runtime, validator: Validator | None = None,
                  val_every: int = 0, val_every_epochs: float = 0.0) -> None:
-        self.task, self.loader, self.cfg, self.run_dir, self.config = task, loader, train_cfg, run_dir, config
+        self.task, self.loader, self.cfg, self.run_dir = task, loader, train_cfg, run_dir
+        self.config, self.schema = to_dict(config), type(config)
         self.runtime, self.world, self.device = runtime, runtime.world, runtime.device
         self.validator = validator
         self.sampler: ResumableSampler = loader.sampler  # type: ignore[assignment]
@@ -132,7 +134,8 @@ class Trainer:
         if kind != self.task.checkpoint_kind:
             raise DataError(f"checkpoint {path} is a {kind} checkpoint, this run is {self.task.checkpoint_kind}; "
                             "choose another run_dir")
-        if differences := config_differences(ckpt["config"], self.config, self.task.identity_keys):
+        saved = current_names(self.schema, ckpt["config"])  # values renamed since under their current names
+        if differences := config_differences(saved, self.config, self.task.identity_keys):
             raise DataError(f"{path} holds another run ({'; '.join(differences)}); resume it with its own config "
                             "(RUN/config.yaml) or choose another run_dir")
         try:
