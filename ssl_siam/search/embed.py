@@ -43,6 +43,7 @@ from ssl_siam.search.index import (
     write_part,
     write_state,
 )
+from ssl_siam.train.distributed import barrier, init_distributed, sum_across
 from ssl_siam.train.runtime import Runtime
 
 CHUNK_SIZE = 16384  # windows per part: bounds the embeddings held in memory
@@ -58,6 +59,7 @@ class EmbedResult:
     new_tiles: int
     new_skipped: int
     device: str
+    is_main: bool = True  # rank 0 (reports) of a torchrun / srun run
 
 
 def grid_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -155,7 +157,11 @@ def embed_archive(
     if not 0.0 <= max_nodata <= 1.0:
         raise DataError(f"--max-nodata {max_nodata}: expected a fraction in [0, 1]")
     spec = parse_encoder_spec(encoder)
+    runtime = Runtime.create(device, run_precision(spec))
+    world, dev = init_distributed(runtime.device)  # torchrun / srun: one process per device, parts shared out
+    runtime = dataclasses.replace(runtime, device=dev, world=world)
     stored = read_state(out)
+    barrier(world)  # every rank has read the index before rank 0 may create it
     keys = [scene_key(paths) for paths in resolve_sources(data, band_names)]
     tiles = TileDataset(data, tile, bands=bands, band_names=band_names, sampling="grid",
                         max_nodata_fraction=max_nodata, workers=workers)
@@ -167,32 +173,44 @@ def embed_archive(
               "band_names": list(band_names) if band_names else None, "max_nodata": max_nodata}
     if stored is not None:
         check_compatible(stored, identity, tiling, out)
-    runtime = Runtime.create(device, run_precision(spec))
     model, own_stats = build_encoder(spec, tiles.num_bands, _SEED)
     model = model.to(runtime.device).eval()
-    if stored is None:
+    if stored is None and world.is_main:
         stats = own_stats or compute_stats(tiles, num_samples=256, seed=_SEED)
-        stored = IndexState(identity, tiling, dataclasses.asdict(stats), int(model.num_features))
-        write_state(out, stored)
-    state, stats = stored, BandStats(**stored.normalization)
+        write_state(out, IndexState(identity, tiling, dataclasses.asdict(stats), int(model.num_features)))
+    barrier(world)
+    state = read_state(out)
+    assert state is not None
+    stats = BandStats(**state.normalization)
     done, partial = set(state.done), state.partial
     todo = [(i, partial[1] if partial and partial[0] == key else 0) for i, key in enumerate(keys) if key not in done]
     before = (len(state.done), state.tiles, state.skipped_nodata)
     stream = _stream(tiles, todo, stride)
-    while items := list(islice(stream, chunk_size)):
-        embeddings, fractions = _embed(model, stats, tiles, items, runtime, batch_size, workers, max_nodata)
-        kept = fractions <= max_nodata
-        rows = _rows(tiles, keys, [it for it, k in zip(items, kept) if k], fractions[kept], state.tiles)
-        write_part(out, state.parts, embeddings, rows)
-        state.parts += 1
-        state.tiles += int(kept.sum())
-        state.skipped_nodata += int((~kept).sum())
-        state.done += [keys[i] for i, _, _, _, last in items if last]
-        i, k, _, _, last = items[-1]
+    # a round: the next world.size parts of the stream, part r embedded by rank r; ids follow the kept counts
+    while chunks := [c for c in (list(islice(stream, chunk_size)) for _ in range(world.size)) if c]:
+        mine = chunks[world.rank] if world.rank < len(chunks) else []
+        kept_counts = torch.zeros(world.size, dtype=torch.int64)
+        if mine:
+            embeddings, fractions = _embed(model, stats, tiles, mine, runtime, batch_size, workers, max_nodata)
+            kept = fractions <= max_nodata
+            kept_counts[world.rank] = int(kept.sum())
+        kept_counts = sum_across(kept_counts.to(dev), world).cpu()
+        if mine:
+            rows = _rows(tiles, keys, [it for it, k in zip(mine, kept) if k], fractions[kept],
+                         state.tiles + int(kept_counts[:world.rank].sum()))
+            write_part(out, state.parts + world.rank, embeddings, rows)
+        barrier(world)
+        state.parts += len(chunks)
+        state.tiles += int(kept_counts.sum())
+        state.skipped_nodata += sum(len(c) for c in chunks) - int(kept_counts.sum())
+        state.done += [keys[i] for c in chunks for i, _, _, _, last in c if last]
+        i, k, _, _, last = chunks[-1][-1]
         state.partial = None if last else (keys[i], k + 1)
-        write_state(out, state)
+        if world.is_main:
+            write_state(out, state)
+        barrier(world)
     return EmbedResult(state, len(state.done) - before[0], state.tiles - before[1], state.skipped_nodata - before[2],
-                       runtime.describe())
+                       runtime.describe() + (f" × {world.size} processes" if world.size > 1 else ""), world.is_main)
 
 
 @torch.no_grad()

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
                            max_nodata=args.max_nodata, bands=args.bands, band_names=args.band_names,
                            chunk_size=args.chunk_size)
     state = result.state
+    if not result.is_main:
+        return 0
     print(f"added {result.new_tiles} tiles of {result.new_scenes} scenes ({result.new_skipped} skipped as nodata) "
           f"on {result.device}; index: {state.tiles} tiles of {len(state.done)} scenes, dim {state.dim}, "
           f"{state.parts} parts")
