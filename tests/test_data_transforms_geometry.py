@@ -54,6 +54,20 @@ def test_affine_borders_and_the_post_shift() -> None:
     assert len(shifts) > 1
 
 
+def test_geometry_under_bf16_autocast_is_the_float32_geometry() -> None:
+    """The training step runs under autocast (bf16 on CUDA, on CPU with train.cpu_bf16): the maps and the warps
+    stay float32 (a bf16 map used to fail on ``float @ bf16`` and would round the rotation)."""
+    gen = torch.Generator().manual_seed(0)
+    pre, post = torch.rand(8, 3, 32, 32, generator=gen), torch.rand(8, 2, 32, 32, generator=gen)
+    mask = torch.randint(0, 2, (8, 32, 32), generator=gen)
+    args = dict(affine_p=1.0, misregistration_px=2)
+    plain = pair_geometry(pre, post, mask, seeded_generator(torch.device("cpu"), 4), **args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = pair_geometry(pre, post, mask, seeded_generator(torch.device("cpu"), 4), **args)
+    assert [t.dtype for t in mixed] == [torch.float32, torch.float32, torch.long]
+    assert all(torch.equal(a, b) for a, b in zip(plain, mixed))
+
+
 def test_finetune_with_geometry_on_the_device(tmp_path: Path) -> None:
     make_xbd_split(tmp_path / "split", 4, size=96, seed=0)
     run = tmp_path / "run"

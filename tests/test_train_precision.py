@@ -50,6 +50,17 @@ def test_policy_applies_on_cuda_only() -> None:
     assert (made.amp_dtype, made.memory_format) == (None, torch.contiguous_format)
 
 
+def test_cpu_bf16_is_opt_in() -> None:
+    """train.cpu_bf16: bf16 autocast on the CPU whatever train.precision says (fp32 without it)."""
+    from ssl_siam.train.config import TrainConfig
+
+    assert runtime.autocast_dtype(CPU, "fp32", cpu_bf16=True) is torch.bfloat16
+    assert runtime.autocast_dtype(torch.device("cuda", 0), "fp16", cpu_bf16=True) is torch.float16
+    assert runtime.Runtime.for_training(TrainConfig(device="cpu")).amp_dtype is None
+    made = runtime.Runtime.for_training(TrainConfig(device="cpu", cpu_bf16=True))
+    assert (made.amp_dtype, made.memory_format) == (torch.bfloat16, torch.contiguous_format)
+
+
 def test_fp32_loss_is_immune_to_autocast() -> None:
     gen = torch.Generator().manual_seed(0)
     teacher = [torch.randn(8, 256, generator=gen) for _ in range(2)]

@@ -26,7 +26,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"  # autocast dtype on CUDA; CPU runs fp32 unless cpu_bf16
+    cpu_bf16: bool = False  # bf16 autocast on CPU too: ~1.7x on CPUs with AVX512-BF16 / AMX, slower on others
     channels_last: bool = True  # CUDA only
     batch_size: PositiveInt = 64  # per process
     accumulate: PositiveInt = 1  # gradient accumulation steps per optimizer step

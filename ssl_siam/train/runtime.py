@@ -17,7 +17,8 @@ from ssl_siam.core.errors import ConfigError, UserError
 from ssl_siam.train.config import TrainConfig
 from ssl_siam.train.distributed import World, init_distributed
 
-ACCELERATED = ("cuda",)  # device types where train.precision and train.channels_last apply; CPU runs fp32, NCHW
+ACCELERATED = ("cuda",)  # device types where train.precision and train.channels_last apply; CPU runs NCHW, fp32
+# unless train.cpu_bf16
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
@@ -35,8 +36,11 @@ def resolve_device(name: str, key: str = "train.device") -> torch.device:
     return device
 
 
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype of ``precision`` (bf16 | fp16 | fp32) on an accelerated device; None means fp32."""
+def autocast_dtype(device: torch.device, precision: str, cpu_bf16: bool = False) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` (bf16 | fp16 | fp32) on an accelerated device, bf16 on a CPU when
+    ``cpu_bf16``; None means fp32."""
+    if device.type == "cpu" and cpu_bf16:
+        return torch.bfloat16
     return _AMP[precision] if device.type in ACCELERATED else None
 
 
@@ -68,7 +72,7 @@ class Runtime:
         world, dev = init_distributed(resolve_device(cfg.device))
         if cfg.sync_bn and world.size > 1 and dev.type != "cuda":
             raise ConfigError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel); unset it")
-        return cls(dev, world, autocast_dtype(dev, cfg.precision), memory_format(dev, cfg.channels_last))
+        return cls(dev, world, autocast_dtype(dev, cfg.precision, cfg.cpu_bf16), memory_format(dev, cfg.channels_last))
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to ``amp_dtype`` on this device (a no-op context for fp32)."""

@@ -57,12 +57,12 @@ def pair_geometry(pre: torch.Tensor, post: torch.Tensor, mask: torch.Tensor, gen
     geometry per sample; the post image is also shifted by its own integer offset. Parameters are drawn from
     ``generator`` in a fixed order."""
     batch, (height, width), device = pre.shape[0], pre.shape[-2:], pre.device
-    maps = _matrices(batch, height, width, generator, device, scale, rotate, affine_p)
-    offsets = torch.randint(-misregistration_px, misregistration_px + 1, (batch, 2), generator=generator,
-                            device=device).float()
-    shift = torch.eye(3, device=device).repeat(batch, 1, 1)
-    shift[:, 0, 2], shift[:, 1, 2] = -offsets[:, 1], -offsets[:, 0]  # output (y, x) reads input (y - dy, x - dx)
-    with torch.autocast(device.type, enabled=False):
+    with torch.autocast(device.type, enabled=False):  # float32 maps: under bf16 autocast matmuls would round them
+        maps = _matrices(batch, height, width, generator, device, scale, rotate, affine_p)
+        offsets = torch.randint(-misregistration_px, misregistration_px + 1, (batch, 2), generator=generator,
+                                device=device).float()
+        shift = torch.eye(3, device=device).repeat(batch, 1, 1)
+        shift[:, 0, 2], shift[:, 1, 2] = -offsets[:, 1], -offsets[:, 0]  # output (y, x) reads input (y - dy, x - dx)
         pre_out = _warp(pre.float(), maps, "bilinear")
         post_out = _warp(post.float(), maps @ shift, "bilinear")  # the shift moves the transformed post image
         inside = torch.ones_like(mask, dtype=torch.float32)[:, None]
