@@ -5,7 +5,9 @@ Scenes come from :func:`ssl_siam.data.sources.resolve_sources` and are read by
 of ``stride`` (the last row / column shifted back inside the scene, as the dataset's own grid does). Tiles are
 normalised with the encoder's band statistics (an export's ``encoder.json``; otherwise statistics of the archive,
 computed once and stored in the index so that appends use the same), embedded in batches on the device under the
-run's precision, L2-normalised and stored as float16, ``chunk_size`` windows per part.
+run's precision, L2-normalised and stored as float16, ``chunk_size`` windows per part. Under torchrun / srun the
+parts are dealt out in rounds (rank r embeds the r-th part of each round) and the index is the one a single process
+writes.
 """
 
 from __future__ import annotations
