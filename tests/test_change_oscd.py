@@ -157,13 +157,14 @@ def test_change_polygons_are_lon_lat_with_areas_in_square_metres() -> None:
 
 
 def test_the_oscd_study_holds_out_cities_by_name(oscd_root: Path, tmp_path: Path) -> None:
+    from ssl_siam.change.tasks import change_task
     from ssl_siam.core.config import load_config
     from ssl_siam.study.config import StudyConfig
     from ssl_siam.study.design import make_cells, make_split
 
     cfg = load_config(StudyConfig, "oscd_label_efficiency", [f"data.root={oscd_root}", "test_ids=[hongkong,pisa]",
                                                              "encoders=[random:resnet18]", "budgets=[1,all]"])
-    split = make_split(cfg, tmp_path)
+    split = make_split(cfg, change_task(cfg.finetune.task), tmp_path)
     assert [r.id for r in split.test] == ["hongkong", "pisa"]
     assert sorted(r.id for r in split.pool) == ["bordeaux", "paris"]
     cells = make_cells(cfg, split)
@@ -172,4 +173,4 @@ def test_the_oscd_study_holds_out_cities_by_name(oscd_root: Path, tmp_path: Path
         assert len(one.ids) == 1 and set(one.ids) <= set(every.ids) == {"bordeaux", "paris"}
     wrong = load_config(StudyConfig, "oscd_label_efficiency", [f"data.root={oscd_root}", "test_ids=[dubai]"])
     with pytest.raises(Exception, match="test_ids: dubai is not a pair of data.root"):
-        make_split(wrong, tmp_path)
+        make_split(wrong, change_task(wrong.finetune.task), tmp_path)

@@ -11,12 +11,13 @@ import pytest
 import torch
 import yaml
 
+from ssl_siam.change.tasks import change_task
 from ssl_siam.cli import main
 from ssl_siam.core.config import load_config
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
 from ssl_siam.study.config import StudyConfig
-from ssl_siam.study.design import make_cells, make_split
+from ssl_siam.study.design import Split, make_cells, make_split
 from ssl_siam.study.run import run_study
 from ssl_siam.study.stats import paired_difference, summarize
 from ssl_siam.study.summary import aggregate
@@ -42,6 +43,11 @@ def config(data: dict[str, Path], *extra: str) -> StudyConfig:
     return load_config(StudyConfig, "study/xbd_label_efficiency", [
         f"data.root={data['xbd']}", f"encoders=[{data['ssl']},random:resnet18]", "budgets=[1,2]", "seeds=[0,1]",
         *TINY, *extra])
+
+
+def split_of(cfg: StudyConfig, cache_dir: Path) -> Split:
+    """The study's split, with its task resolved as the study resolves it."""
+    return make_split(cfg, change_task(cfg.finetune.task), cache_dir)
 
 
 def test_summary_and_paired_difference_by_hand() -> None:
@@ -72,7 +78,7 @@ def test_aggregate_rows_against_hand_numbers() -> None:
 
 def test_design_is_paired_nested_and_leaves_a_disaster_out(two_disasters: dict[str, Path]) -> None:
     cfg = config(two_disasters, "split=disaster", "budgets=[1,2,3]")
-    split = make_split(cfg, two_disasters["root"] / "cache")
+    split = split_of(cfg, two_disasters["root"] / "cache")
     assert split.holdout == "alpha-flood"  # the disaster with the most pairs by default
     assert {r.disaster for r in split.test} == {"alpha-flood"} and len(split.test) == 4
     assert {r.disaster for r in split.pool} == {"beta-fire"}  # no image of the held-out disaster in training
@@ -84,10 +90,10 @@ def test_design_is_paired_nested_and_leaves_a_disaster_out(two_disasters: dict[s
             assert len({c.ids for c in same}) == 1  # every encoder: the same labelled pairs (and seed)
         nested = [next(c.ids for c in cells if c.seed == seed and c.budget == b) for b in (1, 2, 3)]
         assert set(nested[0]) < set(nested[1]) < set(nested[2])
-    other = make_split(config(two_disasters, "split=disaster", "holdout=beta-fire"), two_disasters["root"])
+    other = split_of(config(two_disasters, "split=disaster", "holdout=beta-fire"), two_disasters["root"])
     assert other.holdout == "beta-fire"
     with pytest.raises(ConfigError, match="holdout=gamma: no such disaster"):
-        make_split(config(two_disasters, "split=disaster", "holdout=gamma"), two_disasters["root"])
+        split_of(config(two_disasters, "split=disaster", "holdout=gamma"), two_disasters["root"])
     with pytest.raises(ConfigError, match="budgets: 9 needs 9 labelled pairs, the pool has 3"):
         make_cells(config(two_disasters, "split=disaster", "budgets=[9]"), split)
 
@@ -189,7 +195,7 @@ def test_a_timm_weight_file_is_an_encoder_of_the_study(two_disasters: dict[str, 
     torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), weights)
     with pytest.raises(ConfigError, match="encoders: timm:resnet18=.*missing.pth does not exist"):
         make_cells(config(two_disasters, f"encoders=[timm:resnet18={tmp_path / 'missing.pth'}]"),
-                   make_split(config(two_disasters), tmp_path / "cache"))
+                   split_of(config(two_disasters), tmp_path / "cache"))
     seen = []
     original = study_run.run_finetune
     monkeypatch.setattr(study_run, "run_finetune", lambda cfg: seen.append(cfg) or original(cfg))

@@ -10,7 +10,7 @@ import numpy as np
 
 from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.change.datasets import LAYOUTS, detect_format, find_change_pairs
-from ssl_siam.change.tasks import ChangeTask, change_task
+from ssl_siam.change.tasks import ChangeTask
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.cache import DecodedCache, decoded
 from ssl_siam.data.pair_crops import PairCropDataset
@@ -20,14 +20,12 @@ from ssl_siam.data.xbd.targets import ensure_targets
 log = logging.getLogger(__name__)
 
 
-def resolve_format(cfg: FinetuneConfig, task: ChangeTask | None = None) -> str:
+def resolve_format(cfg: FinetuneConfig, task: ChangeTask) -> str:
     """``data.format``, detected from the first ``data.root`` when ``auto``; checked against ``task`` (the run's,
-    resolved where it is built; without one, as for a study's split, ``cfg.task``) and, when set, against that root
-    (a pairs CSV given to the ``levir`` recipe is a one-line error naming ``pairs-csv``)."""
+    resolved once where the run or study is built) and, when set, against that root (a pairs CSV given to the
+    ``levir`` recipe is a one-line error naming ``pairs-csv``)."""
     if not cfg.data.root:
         raise ConfigError("data.root is required: one or more split directories (or an OSCD root, a pairs CSV)")
-    if task is None:  # an unknown task is named before any layout is checked
-        task = change_task(cfg.task, cfg.data.mask_threshold)
     root = Path(cfg.data.root[0])
     fmt = detect_format(root) if cfg.data.format == "auto" else cfg.data.format
     if not LAYOUTS.get(fmt).detect(root) and (found := _detected(root)) not in (None, fmt):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ssl_siam.change.data import find_records, resolve_format
+from ssl_siam.change.tasks import ChangeTask
 from ssl_siam.core.config import save_config
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.core.registry import Registry
@@ -71,13 +72,13 @@ class Split:
     holdout: str | None  # split=disaster: the disaster never labelled in training
 
 
-def make_split(cfg: StudyConfig, cache_dir: Path) -> Split:
+def make_split(cfg: StudyConfig, task: ChangeTask, cache_dir: Path) -> Split:
     """``split=image``: test on ``test_ids`` of ``data.root`` (OSCD: cities), on ``data.val_root``, or on a seeded
     ``test_fraction`` of the images of ``data.root``; ``split=disaster`` (xBD): test on every pair of the held-out
     disaster, train on the other disasters' pairs. The layout and task are the finetune config's
-    (``finetune.task``, ``.data.format``)."""
+    (``task``, resolved from ``finetune.task``; ``.data.format``)."""
     probe = dataclasses.replace(cfg.finetune, data=dataclasses.replace(cfg.finetune.data, root=list(cfg.data.root)))
-    fmt = resolve_format(probe)
+    fmt = resolve_format(probe, task)
     records = find_records(probe, fmt, cfg.data.root, cache_dir)
     extra = find_records(probe, fmt, cfg.data.val_root, cache_dir, test=True) if cfg.data.val_root else []
     if cfg.split == "image":

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssl_siam.change.tasks import change_task
+from ssl_siam.change.tasks import ChangeTask
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.eval.classifiers import knn_predict, linear_probe
 from ssl_siam.eval.datasets import XBDCropDataset, combine_views
@@ -24,11 +24,12 @@ from ssl_siam.train.runtime import resolve_device
 PROBE_METRICS = {"linear": "linear probe top-1 (buildings)", "knn": "kNN top-1 (buildings)"}
 
 
-def probe_cells(cfg: StudyConfig, split: Split, cells: list[Cell], study_dir: Path) -> list[dict[str, Any]]:
+def probe_cells(cfg: StudyConfig, task: ChangeTask, split: Split, cells: list[Cell],
+                study_dir: Path) -> list[dict[str, Any]]:
     """One result per cell and method (``method``, ``score`` = top-1, ``macro_f1``, ``n_train``, ``n_test``
     buildings, and the cell's fields). Features are extracted once per encoder (and seed, for random weights) and
     cached under ``study_dir/probes/``."""
-    if not change_task(cfg.finetune.task).building_labels:
+    if not task.building_labels:
         raise ConfigError(f"probes=true: the building-damage probes need xBD data, finetune.task is "
                           f"{cfg.finetune.task}")
     device = resolve_device(cfg.finetune.train.device, "finetune.train.device")

@@ -73,7 +73,8 @@ def run_cell(cfg: StudyConfig, cell: Cell, split: Split, study_dir: Path) -> dic
 def run_change_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = None) -> dict[str, Any] | None:
     """Finetune and score every cell (or only ``only_cell``); once all are scored, the aggregate (with the
     building probes when ``probes``), else None."""
-    split = make_split(cfg, study_dir / "cache")
+    task = change_task(cfg.finetune.task, cfg.finetune.data.mask_threshold)  # resolved once, passed down
+    split = make_split(cfg, task, study_dir / "cache")
     cells = make_cells(cfg, split)
     design = design_record(cfg, split, cells)
     save_design(cfg, study_dir, design, len(cells), only_cell)
@@ -85,10 +86,9 @@ def run_change_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = 
     results = [json.loads(p.read_text()) for p in scores if p.is_file()]
     if len(results) < len(cells):
         return None
-    task = change_task(cfg.finetune.task)
     study = aggregate(results, design, task.components, task.metric)
     if cfg.probes:
-        study["probes"] = aggregate_probes(probe_cells(cfg, split, cells, study_dir), design)
+        study["probes"] = aggregate_probes(probe_cells(cfg, task, split, cells, study_dir), design)
     return {**study, "intro": change_intro(study)}
 
 
