@@ -96,6 +96,19 @@ def test_finetune_predict_score_on_the_raw_root(oscd_root: Path, tmp_path: Path,
             assert (mask.shape, mask.transform, mask.crs, mask.dtypes[0]) == (ref.shape, ref.transform, ref.crs,
                                                                              "uint8")
             assert set(np.unique(mask.read(1)).tolist()) <= {0, 1}
+    ckpt = ["predict", "--ckpt", str(run / "checkpoints" / "last.pt"), "--device", "cpu", "--window", "64"]
+    one = tmp_path / "one"  # a city by name, and the same city from its two date folders
+    assert main([*ckpt, "--data", str(oscd_root), "--ids", "dubai", "--out", str(one / "by_id")]) == 0
+    folders = oscd_root / IMAGES / "dubai"
+    assert main([*ckpt, "--pre", str(folders / "imgs_1"), "--post", str(folders / "imgs_2"),
+                 "--out", str(one / "folders")]) == 0
+    for variant in ("by_id", "folders"):
+        assert sorted(p.name for p in (one / variant).glob("*_change_mask.tif")) == ["dubai_change_mask.tif"]
+        with (rasterio.open(one / variant / "dubai_change_mask.tif") as a,
+              rasterio.open(out / "dubai_change_mask.tif") as b):
+            assert (a.transform, a.crs) == (b.transform, b.crs) and np.array_equal(a.read(1), b.read(1))
+    assert main([*ckpt, "--data", str(oscd_root), "--ids", "atlantis", "--out", str(one / "bad")]) == 2
+    assert "--ids: atlantis is not a pair of" in capsys.readouterr().err
     features = json.loads((out / "dubai_changes.geojson").read_text())["features"]
     for feature in features:  # lon / lat polygons, area in m² (≈ 6.9 m × 10.4 m pixels at 49° N)
         lon, lat = np.array(feature["geometry"]["coordinates"][0]).T

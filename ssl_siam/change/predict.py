@@ -3,6 +3,7 @@ write the outputs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from ssl_siam.change.sliding import sliding_window_rows
 from ssl_siam.change.tasks import ChangeTask
 from ssl_siam.change.training import FinetuneTask
 from ssl_siam.core.errors import DataError
+from ssl_siam.data.oscd import date_folder_name, folder_dates
 from ssl_siam.data.rasters import RasterPair
 from ssl_siam.train.runtime import Runtime
 
@@ -71,11 +73,27 @@ def predict_pair(task: FinetuneTask, change: ChangeTask, runtime: Runtime, pre_p
                                 nodata if nodata.any() else None)
 
 
+def date_folders(pre: Path, post: Path, band_names: Sequence[str], out_dir: Path) -> tuple[Path, Path, str | None]:
+    """``(pre, post, stem)`` to predict: image files as given (stem from the post file), or two folders of per-band
+    GeoTIFFs (OSCD's ``<city>/imgs_1`` and ``imgs_2``) stacked in ``band_names`` order on the pre folder's B02 grid
+    under ``out_dir/.stacks``, named by the city."""
+    if not (pre.is_dir() or post.is_dir()):
+        return pre, post, None
+    name = date_folder_name(pre)
+    return (*folder_dates(pre, post, band_names, out_dir / ".stacks", name), name)
+
+
 def predict_split(task: FinetuneTask, change: ChangeTask, runtime: Runtime, split_dir: Path, out_dir: Path,
-                  fmt: str = "xbd", **kwargs: object) -> list[Path]:
-    """Every pair of a split directory in layout ``fmt`` (labels are not needed), outputs named by pair id;
-    ``kwargs`` as :func:`predict_pair`."""
+                  fmt: str = "xbd", ids: Sequence[str] | None = None, **kwargs: object) -> list[Path]:
+    """Every pair of a split directory in layout ``fmt`` (labels are not needed), or only those named in ``ids``
+    (e.g. OSCD cities), outputs named by pair id; ``kwargs`` as :func:`predict_pair`."""
     records = find_change_pairs([split_dir], fmt, out_dir / ".stacks", require_masks=False, every_split=True)
+    if ids:
+        by_id = {r.id: r for r in records}
+        if missing := [i for i in ids if i not in by_id]:
+            raise DataError(f"--ids: {missing[0]} is not a pair of {split_dir} (its pairs: "
+                            f"{', '.join(sorted(by_id)[:30])})")
+        records = [by_id[i] for i in dict.fromkeys(ids)]
     written = []
     for record in records:
         written += predict_pair(task, change, runtime, record.pre_image, record.post_image, out_dir,

@@ -45,15 +45,24 @@ def band_files(folder: Path, bands: Sequence[str]) -> dict[str, Path]:
 
 
 def city_dates(root: Path, city: str, bands: Sequence[str], folder: Path) -> tuple[Path, Path]:
-    """Both dates of ``city`` as ``len(bands)``-band VRTs in ``folder`` on ``imgs_1``'s B02 grid — the older 10 m
-    image is the reference, as the dataset's README says — every band of either date resampled (bilinear) to where
-    its transform puts it (``<city>_pre_disaster.vrt``, ``<city>_post_disaster.vrt``: names that give predictions
-    their ``<city>`` stem)."""
-    dates = [band_files(root / IMAGES / city / f"imgs_{k}", bands) for k in (1, 2)]
-    grid = Grid.of(band_files(root / IMAGES / city / "imgs_1", ["B02"])["B02"])
-    pre, post = (stack_bands(files, grid, folder, f"{city}_{phase}_disaster")
-                 for files, phase in zip(dates, ("pre", "post")))
-    return pre, post
+    """Both dates of ``city`` (:func:`folder_dates` of its ``imgs_1`` and ``imgs_2``)."""
+    return folder_dates(root / IMAGES / city / "imgs_1", root / IMAGES / city / "imgs_2", bands, folder, city)
+
+
+def folder_dates(pre: Path, post: Path, bands: Sequence[str], folder: Path, name: str) -> tuple[Path, Path]:
+    """Two date folders of per-band GeoTIFFs (OSCD's ``imgs_1`` / ``imgs_2``) as ``len(bands)``-band VRTs in
+    ``folder`` on ``pre``'s B02 grid — the older 10 m image is the reference, as OSCD's README says — every band of
+    either date resampled (bilinear) to where its transform puts it (``<name>_pre_disaster.vrt``,
+    ``<name>_post_disaster.vrt``: names that give predictions their ``<name>`` stem)."""
+    dates = [band_files(date, bands) for date in (pre, post)]
+    grid = Grid.of(band_files(pre, ["B02"])["B02"])
+    return (stack_bands(dates[0], grid, folder, f"{name}_pre_disaster"),
+            stack_bands(dates[1], grid, folder, f"{name}_post_disaster"))
+
+
+def date_folder_name(pre: Path) -> str:
+    """The name outputs of a date-folder pair carry: the city (``<city>/imgs_1`` → ``<city>``), else the folder's."""
+    return pre.parent.name if pre.name == "imgs_1" else pre.name
 
 
 def date_scenes(root: Path, bands: Sequence[str] | None = None) -> list[tuple[Path, ...]]:

@@ -15,10 +15,12 @@ HELP = "map damage or change on pre/post images with a finetuned checkpoint"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a finetune run")
-    parser.add_argument("--pre", help="pre-event image (PNG/JPEG/GeoTIFF)")
-    parser.add_argument("--post", help="post-event image")
+    parser.add_argument("--pre", help="pre-event image (PNG/JPEG/GeoTIFF), or a folder of per-band GeoTIFFs "
+                        "(OSCD's <city>/imgs_1: stacked in the run's data.oscd_bands order)")
+    parser.add_argument("--post", help="post-event image (or folder, e.g. <city>/imgs_2)")
     parser.add_argument("--data", help="a split directory (xBD, LEVIR, S2Looking, OSCD, SECOND) or pairs CSV: "
                         "predict every pair")
+    parser.add_argument("--ids", nargs="+", help="with --data: only these pairs (e.g. OSCD cities by name)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--window", type=POSITIVE, default=512, help="sliding-window size")
@@ -33,11 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ssl_siam.change.datasets import data_format
-    from ssl_siam.change.predict import predict_pair, predict_split
+    from ssl_siam.change.predict import date_folders, predict_pair, predict_split
     from ssl_siam.change.run import load_finetuned
 
     if bool(args.data) == bool(args.pre or args.post) or (args.pre is None) != (args.post is None):
         raise UserError("give either --pre and --post, or --data XBD_SPLIT_DIR")
+    if args.ids and not args.data:
+        raise UserError("--ids picks pairs of --data; with --pre / --post there is one pair")
     check_output(args.out, "--out")
     task, cfg, runtime, change = load_finetuned(args.ckpt, args.device)
     bands = args.bands or cfg.data.bands
@@ -47,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.data:
         fmt = data_format(Path(args.data), cfg.data.format)
-        written = predict_split(task, change, runtime, Path(args.data), out, fmt, **kwargs)
+        written = predict_split(task, change, runtime, Path(args.data), out, fmt, ids=args.ids, **kwargs)
     else:
-        written = predict_pair(task, change, runtime, Path(args.pre), Path(args.post), out, **kwargs)
+        pre, post, stem = date_folders(Path(args.pre), Path(args.post), cfg.data.oscd_bands, out)
+        written = predict_pair(task, change, runtime, pre, post, out, stem=stem, **kwargs)
     print(f"wrote {len(written)} files to {out}")
     return 0
