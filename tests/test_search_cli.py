@@ -58,7 +58,7 @@ def test_a_query_tile_in_the_index_comes_back_first_with_its_footprint(archive: 
     assert first["window"] == {"row": 32, "col": 0, "size": TILE} and first["scene"].endswith("a.tif")
     assert first["score"] == pytest.approx(1.0, abs=2e-3)
     with rasterio.open(archive["root"] / "a.tif") as src:  # the window's corners, by rasterio from the file
-        xs, ys = xy(src.transform, [32, 32, 64, 64, 32], [0, 32, 32, 0, 0], offset="ul")  # rows, cols
+        xs, ys = xy(src.transform, [32, 64, 64, 32, 32], [0, 0, 32, 32, 0], offset="ul")  # rows, cols: ccw
         lons, lats = transform(src.crs, "EPSG:4326", xs, ys)
     np.testing.assert_allclose(features[0]["geometry"]["coordinates"][0], np.array([lons, lats]).T, atol=1e-9)
     with open(tmp_path / "hits.csv") as f:

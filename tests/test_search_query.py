@@ -90,12 +90,12 @@ def test_hits_geojson_and_csv(index: Path, tmp_path: Path) -> None:
     by_id = {f["properties"]["id"]: f for f in collection["features"]}
     assert [f["properties"]["rank"] for f in collection["features"]] == list(range(1, N + 1))
     assert by_id[185]["geometry"] is None  # row 9: no CRS
-    ring = by_id[21]["geometry"]["coordinates"][0]  # EPSG:4326: the window's corners as they are
-    assert ring == [[10.032, 49.968], [10.064, 49.968], [10.064, 49.936], [10.032, 49.936], [10.032, 49.968]]
+    ring = by_id[21]["geometry"]["coordinates"][0]  # EPSG:4326: the window's corners as they are, counterclockwise
+    assert ring == [[10.032, 49.968], [10.032, 49.936], [10.064, 49.936], [10.064, 49.968], [10.032, 49.968]]
     assert by_id[21]["properties"]["window"] == {"row": 32, "col": 32, "size": 32}
     utm = by_id[100]["geometry"]["coordinates"][0]  # UTM: the corners taken to lon/lat, not the bounding box
     lons, lats = transform("EPSG:32633", "EPSG:4326", [500000.0, 500320.0], [5499680.0, 5499680.0])
-    np.testing.assert_allclose([utm[3], utm[2]], np.array([lons, lats]).T, atol=1e-12)
+    np.testing.assert_allclose([utm[1], utm[2]], np.array([lons, lats]).T, atol=1e-12)  # counterclockwise
     with open(tmp_path / "hits.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == N and rows[0]["id"] == "185" and rows[0]["crs"] == "" and rows[0]["lon_min"] == ""

@@ -37,11 +37,12 @@ from ssl_siam.data.tiles import TileDataset
 from ssl_siam.eval.features import EncoderSpec, build_encoder, parse_encoder_spec
 from ssl_siam.search.index import (
     INDEX_FILE,
-    TILE_SCHEMA,
+    WINDOW_SCHEMA,
     IndexState,
     check_compatible,
     file_sha256,
     read_state,
+    upgrade_parts,
     write_part,
     write_state,
 )
@@ -54,7 +55,7 @@ _SEED = 0  # random:<name> weights and archive statistics
 
 @dataclass(frozen=True)
 class EmbedResult:
-    """The index after the run, what this run added, and where it ran."""
+    """The index after the run, what this run added (and upgraded), and where it ran."""
 
     state: IndexState
     new_scenes: int
@@ -62,6 +63,7 @@ class EmbedResult:
     new_skipped: int
     device: str
     is_main: bool = True  # rank 0 (reports) of a torchrun / srun run
+    upgraded_parts: int = 0  # table parts of an older index rewritten as GeoParquet before appending
 
 
 def grid_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -134,8 +136,8 @@ def _footprints(tiles: TileDataset, scene: int) -> tuple[str | None, Any]:
 
 def _rows(tiles: TileDataset, keys: list[str], items: list[tuple[int, int, int, int, bool]], fractions: np.ndarray,
           first_id: int) -> dict[str, list[Any]]:
-    """The table rows (columns of TILE_SCHEMA) of the kept windows ``items``."""
-    rows: dict[str, list[Any]] = {name: [] for name in TILE_SCHEMA.names}
+    """The table rows (columns of WINDOW_SCHEMA) of the kept windows ``items``."""
+    rows: dict[str, list[Any]] = {name: [] for name in WINDOW_SCHEMA.names}
     georef: dict[int, tuple[str | None, Any]] = {}
     size = tiles.tile_size
     for n, ((i, _, row, col, _), fraction) in enumerate(zip(items, fractions)):
@@ -143,7 +145,7 @@ def _rows(tiles: TileDataset, keys: list[str], items: list[tuple[int, int, int, 
         box = window_bounds(Window(col, row, size, size), transform) if crs else (None,) * 4
         lonlat = transform_bounds(crs, "EPSG:4326", *box) if crs else (None,) * 4
         values = (first_id + n, keys[i], row, col, size, crs, *box, *lonlat, float(fraction))
-        for name, value in zip(TILE_SCHEMA.names, values):
+        for name, value in zip(WINDOW_SCHEMA.names, values):
             rows[name].append(value)
     return rows
 
@@ -177,9 +179,12 @@ def embed_archive(
         check_compatible(stored, identity, tiling, out)
     model, own_stats = build_encoder(spec, tiles.num_bands, _SEED)
     model = model.to(runtime.device).eval()
+    upgraded = 0
     if stored is None and world.is_main:
         stats = own_stats or compute_stats(tiles, num_samples=256, seed=_SEED)
         write_state(out, IndexState(identity, tiling, dataclasses.asdict(stats), int(model.num_features)))
+    elif stored is not None and world.is_main:
+        upgraded = upgrade_parts(out, stored.parts)  # one schema in every part once the index grows
     barrier(world)
     state = read_state(out)
     assert state is not None
@@ -212,7 +217,8 @@ def embed_archive(
             write_state(out, state)
         barrier(world)
     return EmbedResult(state, len(state.done) - before[0], state.tiles - before[1], state.skipped_nodata - before[2],
-                       runtime.describe() + (f" × {world.size} processes" if world.size > 1 else ""), world.is_main)
+                       runtime.describe() + (f" × {world.size} processes" if world.size > 1 else ""), world.is_main,
+                       upgraded)
 
 
 @torch.no_grad()

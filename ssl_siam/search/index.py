@@ -1,8 +1,11 @@
 """The on-disk embedding index: ``index.json`` (encoder identity, tiling, progress, counts), float16 L2-normalised
-embeddings in ``embeddings/part-NNNNN.npy`` and one Parquet row per tile in ``tiles/part-NNNNN.parquet``.
+embeddings in ``embeddings/part-NNNNN.npy`` and one GeoParquet row per tile in ``tiles/part-NNNNN.parquet``.
 
 A part is written (embeddings, then table, each atomically) before ``index.json`` records it: ``index.json`` is
-the commit point, so a part on disk that it does not count is simply rewritten by the next run.
+the commit point, so a part on disk that it does not count is simply rewritten by the next run. Indexes written
+before the GeoParquet table (plain Parquet, no ``geometry`` column) still load, their footprints computed from the
+table's CRS bounds; ``ssl-siam embed`` upgrades their parts before appending (:func:`upgrade_parts`), so an index's
+parts never mix the two schemas once it grows.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssl_siam.core.errors import DataError, UserError
+from ssl_siam.search.geoparquet import GEOMETRY, footprints, to_geoparquet
 
 INDEX_FORMAT = "ssl-siam-index"
 INDEX_FILE = "index.json"
-TILE_SCHEMA = pa.schema([
+WINDOW_SCHEMA = pa.schema([  # what embed records per tile; the whole table of indexes older than GeoParquet
     ("id", pa.int64()),  # global tile id: row of the concatenated embeddings
     ("scene", pa.string()),  # the scene's file (a band stack: its files joined by ';')
     ("row", pa.int32()), ("col", pa.int32()), ("size", pa.int32()),  # the window, pixels
@@ -31,6 +35,7 @@ TILE_SCHEMA = pa.schema([
     ("lon_min", pa.float64()), ("lat_min", pa.float64()), ("lon_max", pa.float64()), ("lat_max", pa.float64()),
     ("nodata_fraction", pa.float32()),
 ])
+TILE_SCHEMA = WINDOW_SCHEMA.append(pa.field(GEOMETRY, pa.binary()))  # + the lon/lat footprint, WKB (geoparquet.py)
 
 
 def file_sha256(path: Path) -> str:
@@ -114,7 +119,8 @@ def part_paths(index: Path, part: int) -> tuple[Path, Path]:
 
 
 def write_part(index: Path, part: int, embeddings: np.ndarray, rows: dict[str, list[Any]]) -> None:
-    """Write one part's embeddings ``[N, D]`` float16 and its N table rows (columns of :data:`TILE_SCHEMA`)."""
+    """Write one part's embeddings ``[N, D]`` float16 and its N table rows (columns of :data:`WINDOW_SCHEMA`; the
+    table is written as GeoParquet)."""
     emb_path, table_path = part_paths(index, part)
     for path in (emb_path, table_path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,9 +128,31 @@ def write_part(index: Path, part: int, embeddings: np.ndarray, rows: dict[str, l
     with open(tmp, "wb") as f:
         np.save(f, embeddings.astype(np.float16))
     tmp.replace(emb_path)
-    tmp = table_path.with_name(f".{table_path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.table(rows, schema=TILE_SCHEMA), tmp)
-    tmp.replace(table_path)
+    _write_table(table_path, to_geoparquet(pa.table(rows, schema=WINDOW_SCHEMA)))
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def read_part(path: Path) -> pa.Table:
+    """One part's tile table as :data:`TILE_SCHEMA`; a part older than GeoParquet gets its footprints computed."""
+    table = pq.read_table(path)
+    if GEOMETRY not in table.column_names:
+        table = table.append_column(GEOMETRY, footprints(table))
+    return table.select(TILE_SCHEMA.names).cast(TILE_SCHEMA)
+
+
+def upgrade_parts(index: Path, parts: int) -> int:
+    """Rewrite the plain-Parquet table parts of an index (older than GeoParquet) as GeoParquet, each atomically (a
+    killed upgrade goes on at the next call); returns how many were rewritten."""
+    tables = [part_paths(index, p)[1] for p in range(parts)]
+    old = [path for path in tables if GEOMETRY not in pq.read_schema(path).names]
+    for path in old:
+        _write_table(path, to_geoparquet(pq.read_table(path).select(WINDOW_SCHEMA.names).cast(WINDOW_SCHEMA)))
+    return len(old)
 
 
 def load_index(index: str | Path) -> tuple[IndexState, np.ndarray, pa.Table]:
@@ -136,7 +164,6 @@ def load_index(index: str | Path) -> tuple[IndexState, np.ndarray, pa.Table]:
         raise DataError(f"{index}: no embedding index here")
     parts = [part_paths(index, p) for p in range(state.parts)]
     embeddings = [np.load(e) for e, _ in parts]
-    table = pa.concat_tables([pq.read_table(t, schema=TILE_SCHEMA) for _, t in parts]) if parts else \
-        TILE_SCHEMA.empty_table()
+    table = pa.concat_tables([read_part(t) for _, t in parts]) if parts else TILE_SCHEMA.empty_table()
     emb = np.concatenate(embeddings) if embeddings else np.zeros((0, state.dim), np.float16)
     return state, emb, table

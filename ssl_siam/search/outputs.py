@@ -1,8 +1,9 @@
 """A search's hits as files: ``hits.geojson`` (lon/lat footprints, RFC 7946) and ``hits.csv``.
 
-A hit's footprint is its window's four corners (the CRS bounds of the tile table) taken to EPSG:4326, so a
-UTM tile is the slightly rotated quadrilateral it is, not its lon/lat bounding box. A tile without georeferencing
-(PNG / JPEG) is kept with ``"geometry": null`` (an unlocated feature, RFC 7946 §3.2), so ranks stay contiguous.
+A hit's footprint is the tile table's ``geometry`` (:mod:`ssl_siam.search.geoparquet`): its window's four corners
+taken to lon/lat, so a UTM tile is the slightly rotated quadrilateral it is, not its lon/lat bounding box, the ring
+counterclockwise from the top-left corner. A tile without georeferencing (PNG / JPEG) is kept with
+``"geometry": null`` (an unlocated feature, RFC 7946 §3.2), so ranks stay contiguous.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from rasterio.warp import transform
+import shapely
 
 CSV_COLUMNS = ("rank", "id", "score", "scene", "row", "col", "size", "crs", "lon_min", "lat_min", "lon_max", "lat_max")
 
@@ -27,15 +28,11 @@ def hit_rows(table: pa.Table, ids: np.ndarray, scores: np.ndarray) -> list[dict[
 
 
 def footprint(row: dict[str, Any]) -> list[list[float]] | None:
-    """The closed lon/lat ring [[lon, lat] × 5] of a tile (top-left, top-right, bottom-right, bottom-left), or
+    """The closed lon/lat ring [[lon, lat] × 5] of a tile (top-left, bottom-left, bottom-right, top-right), or
     None without a CRS."""
-    if row["crs"] is None:
+    if row["geometry"] is None:
         return None
-    xs = [row["left"], row["right"], row["right"], row["left"]]
-    ys = [row["top"], row["top"], row["bottom"], row["bottom"]]
-    lons, lats = transform(row["crs"], "EPSG:4326", xs, ys)
-    ring = [[float(lon), float(lat)] for lon, lat in zip(lons, lats)]
-    return [*ring, ring[0]]
+    return shapely.get_coordinates(shapely.from_wkb(row["geometry"]).exterior).tolist()
 
 
 def to_geojson(rows: list[dict[str, Any]]) -> dict[str, Any]:

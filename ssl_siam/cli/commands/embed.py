@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     state = result.state
     if not result.is_main:
         return 0
+    if result.upgraded_parts:
+        print(f"upgraded {result.upgraded_parts} tile table part(s) of the existing index to GeoParquet")
     print(f"added {result.new_tiles} tiles of {result.new_scenes} scenes ({result.new_skipped} skipped as nodata) "
           f"on {result.device}; index: {state.tiles} tiles of {len(state.done)} scenes, dim {state.dim}, "
           f"{state.parts} parts")
