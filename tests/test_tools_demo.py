@@ -1,4 +1,5 @@
-"""`ssl-siam demo --quick`: every stage runs, in the real regime, and the report holds real numbers from the run."""
+"""`ssl-siam demo --quick`: every stage runs (search included), in the real regime, and the report holds real numbers
+from the run."""
 
 from __future__ import annotations
 
@@ -32,3 +33,10 @@ def test_quick_demo_runs_every_stage(tmp_path: Path) -> None:
     probe = json.loads((demo / "probe" / "probe.json").read_text())
     assert len(probe) == 4 and f"| {probe[0]['top1']:.3f} |" in text
     assert not (demo / "data" / "unlabeled" / "storm" / "labels").exists()
+    search = demo / "search"  # embed + search of the held-out images with the demo's own SSL encoder
+    index = json.loads((search / "index" / "index.json").read_text())
+    assert index["encoder"]["kind"] == "export" and index["counts"]["tiles"] == 6 * 16  # 3 pairs, 256² / 64²
+    hits = json.loads((search / "hits" / "hits.geojson").read_text())["features"]
+    assert len(hits) == 6 and f"| 1 | {hits[0]['properties']['id']} |" in text
+    assert (search / "hits" / "contact_sheet.png").is_file() and "](search/hits/contact_sheet.png)" in text
+    assert "](search/hits/hits.csv)" in text and (search / "hits" / "hits.csv").is_file()

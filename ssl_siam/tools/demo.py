@@ -1,6 +1,6 @@
 """``ssl-siam demo``: the real regime on generated data — plenty of unlabeled imagery (of the held-out disaster
 too), few labels — through every stage: pretraining, probes, a label-efficiency study with seeds and CIs,
-metric learning, and ``report.md``."""
+metric learning, "find tiles like this one" (embed + search), and ``report.md``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from ssl_siam.metric_learning.config import MetricConfig
 from ssl_siam.metric_learning.run import run_metric_train
 from ssl_siam.metric_learning.verify import verify
 from ssl_siam.probe.run import ProbeRow, probe_table, run_probe
+from ssl_siam.search.embed import embed_archive
+from ssl_siam.search.index import load_index
+from ssl_siam.search.run import SHEET, run_search
 from ssl_siam.ssl.config import PretrainConfig
 from ssl_siam.ssl.run import run_pretrain
 from ssl_siam.study.config import StudyConfig
@@ -31,6 +35,7 @@ LABELLED, HELD_OUT = "synthetic-storm", "synthetic-tornado"
 QUICK_PRETRAIN = ["train.max_steps=3", "train.batch_size=8", "data.stats_samples=8"]
 QUICK_STUDY = ["budgets=[2]", "seeds=[0,1]", "finetune.train.max_steps=2", "finetune.train.batch_size=2",
                "finetune.data.stats_samples=8"]
+SEARCH_TILE = 64
 QUICK_METRIC = ["train.max_steps=2", "train.val_every=2", "train.batch_size=8", "data.crop_size=32",
                 "data.num_workers=0", "data.stats_samples=4"]
 
@@ -95,6 +100,47 @@ def metric_stage(name: str, paths: dict[str, Path], runs: Path, quick: bool, dev
             **json.loads((run_dir / "metrics.json").read_text())}
 
 
+def search_stage(paths: dict[str, Path], out: Path, quick: bool, device: str, encoder: Path) -> dict[str, Any]:
+    """``ssl-siam embed`` of the held-out disaster's images (pre and post, 64² tiles) with the SSL encoder, then
+    ``ssl-siam search`` for the tiles most like the centre tile of its first post-disaster image."""
+    start = time.perf_counter()
+    index = out / "index"
+    embed_archive(str(encoder), [paths["hold"] / "images"], index, tile=SEARCH_TILE, device=device, workers=0)
+    table = load_index(index)[2].select(["id", "scene", "row", "col"]).to_pylist()
+    query = next(r for r in sorted(table, key=lambda r: r["scene"]) if r["scene"].endswith("_post_disaster.png")
+                 and r["row"] == r["col"] == 2 * SEARCH_TILE)
+    result = run_search(index, out / "hits", [("--id", str(query["id"]), "id")], k=6 if quick else 12,
+                        device=device)
+    before = Path(query["scene"]).name.replace("_post_disaster", "_pre_disaster")
+    same_place = next((h["rank"] for h in result.hits if Path(h["scene"]).name == before
+                       and (h["row"], h["col"]) == (query["row"], query["col"])), None)
+    return {"dir": out, "tiles": len(table), "query": query, "hits": result.hits, "same_place": same_place,
+            "seconds": time.perf_counter() - start}
+
+
+def search_section(search: dict[str, Any], rel: Callable[[Path], str]) -> list[str]:
+    """Section 5 of the report: the query, the hits as a table, the contact sheet."""
+    query, hits = search["query"], search["hits"]
+    others = [h for h in hits if h["id"] != query["id"]]
+    post = sum(h["scene"].endswith("_post_disaster.png") for h in others)
+    place = (f"the same place before the disaster (its pre-disaster tile) ranks #{search['same_place']}"
+             if search["same_place"] else "the same place before the disaster is not among them")
+    return [
+        "## 5. Find tiles like this one (`ssl-siam embed`, `ssl-siam search`)", "",
+        f"The SSL encoder embeds every {SEARCH_TILE}² tile of the {HELD_OUT} images, before and after "
+        f"({search['tiles']} tiles; `{rel(search['dir'])}/index`), and the index is searched for the tiles most like "
+        f"tile {query['id']} (`{Path(query['scene']).name}`, row {query['row']}, col {query['col']}) by cosine "
+        f"similarity. Of the {len(others)} other hits, {post} are post-disaster tiles; {place}. The PNG images "
+        f"have no georeferencing, so `hits.geojson` holds null geometries. Time: {search['seconds']:.0f} s.", "",
+        "| rank | tile id | image | row, col | score |", "|---|---|---|---|---|",
+        *[f"| {h['rank']} | {h['id']} | {Path(h['scene']).name} | {h['row']}, {h['col']} | {h['score']:.3f} |"
+          for h in hits], "",
+        f"![query and hits]({rel(search['dir'])}/hits/{SHEET})", "",
+        f"Hits as files: [`hits.csv`]({rel(search['dir'])}/hits/hits.csv), "
+        f"[`hits.geojson`]({rel(search['dir'])}/hits/hits.geojson).",
+    ]
+
+
 def metric_row(name: str, result: dict[str, Any]) -> str:
     v = result["verify"]
     return (f"| {name} | **{v['roc_auc']:.3f}** | {v['eer']:.3f} | {v['best_accuracy']:.3f} | {v['n_pairs']} "
@@ -117,8 +163,10 @@ def run_demo(out: Path, quick: bool = False, device: str = "cpu") -> Path:
     for name, encoder in (("metric_ssl", pre["run_dir"]), ("metric_random", None)):
         log.info("metric learning %s ...", name)
         metric[name] = metric_stage(name, paths, out / "runs", quick, device, encoder)
+    log.info("embedding the held-out disaster's tiles and searching them ...")
+    search = search_stage(paths, out / "search", quick, device, pre["run_dir"])
     report = out / "report.md"
-    report.write_text(render_report(out, paths, pre, probe_rows, study, metric))
+    report.write_text(render_report(out, paths, pre, probe_rows, study, metric, search))
     return report
 
 
@@ -137,7 +185,7 @@ def study_summary(study: dict[str, Any]) -> list[str]:
 
 
 def render_report(out: Path, paths: dict[str, Path], pre: dict[str, Any], probe_rows: list[ProbeRow],
-                  study: dict[str, Any], metric: dict[str, dict[str, Any]]) -> str:
+                  study: dict[str, Any], metric: dict[str, dict[str, Any]], search: dict[str, Any]) -> str:
     def rel(path: Path) -> str:
         return str(Path(path).resolve().relative_to(out.resolve()))
 
@@ -184,7 +232,8 @@ def render_report(out: Path, paths: dict[str, Path], pre: dict[str, Any], probe_
         "score = −distance of the two embeddings. One seed each.", "",
         "| encoder | ROC AUC | EER | best accuracy | held-out pairs | steps | time |", "|---|---|---|---|---|---|---|",
         metric_row("SSL (SimSiam)", metric["metric_ssl"]), metric_row("random init", metric["metric_random"]), "",
-        f"![ROC, SSL]({rel(metric['metric_ssl']['run_dir'])}/verify/roc.png)",
+        f"![ROC, SSL]({rel(metric['metric_ssl']['run_dir'])}/verify/roc.png)", "",
+        *search_section(search, rel),
     ]
     return "\n".join(lines) + "\n"
 
