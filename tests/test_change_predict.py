@@ -278,6 +278,21 @@ def test_two_band_pair_is_shown_in_grey(tmp_path: Path):
         np.testing.assert_array_equal(pair.rows(10, 20)[1], data[:, 10:20])
 
 
+def test_a_named_stack_is_shown_by_band_name(tmp_path: Path):
+    """An OSCD-like 13-band stack shows B04 / B03 / B02 by its band descriptions, in any band order."""
+    names = ["B08", "B02", "B03", "B04", *[f"X{i}" for i in range(9)]]
+    data = np.random.default_rng(3).integers(0, 4000, (13, 32, 32), dtype=np.uint16)
+    for path in (tmp_path / "a.tif", tmp_path / "b.tif"):
+        with rasterio.open(path, "w", driver="GTiff", width=32, height=32, count=13, dtype="uint16") as dst:
+            dst.write(data)
+            for i, name in enumerate(names, 1):
+                dst.set_band_description(i, name)
+    with RasterPair(tmp_path / "a.tif", tmp_path / "b.tif") as pair:
+        np.testing.assert_array_equal(pair.display_bands(), data[[3, 2, 1]])
+    with RasterPair(_write_tif(tmp_path / "c.tif", data), _write_tif(tmp_path / "d.tif", data)) as pair:
+        np.testing.assert_array_equal(pair.display_bands(), data[[3, 2, 1]])  # unnamed 13 bands: Sentinel-2 order
+
+
 def test_read_pair_errors(tmp_path: Path):
     data = np.zeros((3, 64, 80), np.uint8)
     pre = _write_tif(tmp_path / "pre.tif", data)

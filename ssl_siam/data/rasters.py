@@ -19,6 +19,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.data.display import rgb_bands
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt")
 _MAX_SHIFT_PX = 0.01  # pre / post footprints further apart than this many pixels are a mismatch
@@ -147,9 +148,14 @@ class RasterPair:
         return nodata_mask(pre, self._nodata[0]) | nodata_mask(post, self._nodata[1])
 
     def display_bands(self) -> np.ndarray:
-        """The pre image's first three selected bands [3, H, W] (its first band [1, H, W] when it has fewer),
-        whole, in their native dtype: what ``outputs.to_display_rgb`` shows."""
-        indexes = self._indexes[0][:3] if len(self._indexes[0]) >= 3 else self._indexes[0][:1]
+        """The pre image's red, green and blue among its selected bands [3, H, W] (:func:`display.rgb_bands`: by
+        band description, e.g. an OSCD stack's B04 / B03 / B02, else Sentinel-2 order for 13 bands, else the first
+        three; its first band [1, H, W] when it has fewer), whole, in their native dtype: what
+        ``outputs.to_display_rgb`` shows."""
+        selected = self._indexes[0]
+        names = [self._sources[0].descriptions[b - 1] or "" for b in selected]
+        rgb = rgb_bands(len(selected), names)
+        indexes = [selected[i] for i in rgb] if len(selected) >= 3 else selected[:1]
         whole = self._whole[0]
         if whole is not None:
             return whole[[self._indexes[0].index(b) for b in indexes]]
