@@ -1,5 +1,5 @@
 """What a finetuning reads: its layout (checked against the task), its pairs split into training and
-validation, and the crop dataset with the task's classes."""
+validation (the crop datasets are the task's: ``ChangeTask.dataset``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from ssl_siam.change.datasets import LAYOUTS, detect_format, find_change_pairs
 from ssl_siam.change.tasks import ChangeTask
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.cache import DecodedCache, decoded
-from ssl_siam.data.pair_crops import PairCropDataset
 from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.xbd.targets import ensure_targets
 
@@ -92,17 +91,3 @@ def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[
         records, val = (decoded(cache, r, max(1, cfg.data.num_workers)) for r in (records, val))
     return records, val
 
-
-def pair_dataset(cfg: FinetuneConfig, task: ChangeTask, fmt: str, records: list[PairRecord],
-                 train: bool) -> PairCropDataset:
-    """Random training crops (``train``) or whole evaluation images of ``records``, with the task's classes and
-    the layout's mask values (or every value binarised by the task's ``mask_threshold``)."""
-    d = cfg.data
-    common = dict(bands=d.bands, post_bands=d.post_bands, ignore_index=d.ignore_index, seed=cfg.train.seed,
-                  num_classes=task.mask_classes(task.head_classes(cfg.model.num_classes)),
-                  mask_map=LAYOUTS.get(fmt).mask_map, mask_threshold=task.mask_threshold)
-    if not train:
-        return PairCropDataset(records, None, train=False, **common)
-    device = d.geometric_on_device  # then the task applies the geometry to whole batches
-    return PairCropDataset(records, d.crop_size, train=True, building_bias=d.building_bias, augment=not device,
-                           misregistration_px=0 if device else d.misregistration_px, **common)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ssl_siam.change.config import FinetuneConfig, LossConfig
-from ssl_siam.change.data import pair_dataset, resolve_format, split_records
+from ssl_siam.change.data import resolve_format, split_records
 from ssl_siam.change.losses import LOSSES, DeepSupervisionLoss, build_loss
 from ssl_siam.change.models.siamese import SiameseChangeNet, build_change_net
 from ssl_siam.change.tasks import ChangeTask, change_task
@@ -105,7 +105,7 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     if world.is_main:  # which pairs trained and which were held out, by id (OSCD: city names)
         split = {"format": fmt, "train": [r.id for r in train_records], "val": [r.id for r in val_records]}
         (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
-    dataset = pair_dataset(cfg, change, fmt, train_records, train=True)
+    dataset = change.dataset(cfg, fmt, train_records, train=True)
     pre_stats, post_stats = main_first(world, lambda: resolve_pair_stats(cfg, dataset, run_dir, encoder,
                                                                          save=world.is_main))
     model = build_model(cfg, change, dataset.num_bands_pre, dataset.num_bands_post, encoder)
@@ -120,7 +120,7 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     loader = training_loader(dataset, cfg, runtime, per_epoch, collate)
     built = Built(dataset, task, loader, val_every=cfg.train.val_every)
     if val_records:
-        val_set = pair_dataset(cfg, change, fmt, val_records, train=False)
+        val_set = change.dataset(cfg, fmt, val_records, train=False)
         built.validator = change.validator(task, val_set, runtime, d.val_window, cfg.train.tta, d.ignore_index)
     return built
 

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssl_siam.change.config import LossConfig
+from ssl_siam.change.config import FinetuneConfig, LossConfig
 from ssl_siam.change.datasets import LAYOUTS
 from ssl_siam.change.validate import PairValidator
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.core.registry import Registry
+from ssl_siam.data.pair_crops import PairCropDataset
 from ssl_siam.data.pairs import PairRecord
 
 
@@ -62,6 +63,19 @@ class ChangeTask:
     def mask_classes(self, head_classes: int) -> int:
         """Classes of the stored training masks (values at or above are a data error)."""
         return head_classes
+
+    def dataset(self, cfg: FinetuneConfig, fmt: str, records: list[PairRecord], train: bool) -> PairCropDataset:
+        """Random training crops (``train``) or whole evaluation images of ``records`` in layout ``fmt``, with this
+        task's classes and the layout's mask values (or every value binarised by :attr:`mask_threshold`)."""
+        d = cfg.data
+        common = dict(bands=d.bands, post_bands=d.post_bands, ignore_index=d.ignore_index, seed=cfg.train.seed,
+                      num_classes=self.mask_classes(self.head_classes(cfg.model.num_classes)),
+                      mask_map=LAYOUTS.get(fmt).mask_map, mask_threshold=self.mask_threshold)
+        if not train:
+            return PairCropDataset(records, None, train=False, **common)
+        device = d.geometric_on_device  # then the training step applies the geometry to whole batches
+        return PairCropDataset(records, d.crop_size, train=True, building_bias=d.building_bias, augment=not device,
+                               misregistration_px=0 if device else d.misregistration_px, **common)
 
     def criterion(self, change_loss: nn.Module, loss: LossConfig, ignore_index: int) -> nn.Module:
         """The training loss around ``change_loss`` (deep-supervised loss of the change logits)."""
