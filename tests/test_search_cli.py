@@ -17,8 +17,9 @@ from rasterio.transform import from_origin, xy
 from rasterio.warp import transform
 
 from ssl_siam.cli import main
+from ssl_siam.data.display import rgb_bands
 from ssl_siam.search.embed import embed_archive
-from ssl_siam.search.sheet import Thumb, rgb_bands, stack_pattern, write_contact_sheet
+from ssl_siam.search.sheet import Thumb, stack_pattern, write_contact_sheet
 
 TILE = 32
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import torch
 
 from ssl_siam.core.errors import DataError, UserError
+from ssl_siam.data.display import rgb_bands
 from ssl_siam.search.index import IndexState, load_index
 from ssl_siam.search.knn import CACHE_DIR, SearchParams, neighbour_index, search
 from ssl_siam.search.outputs import hit_rows, write_hits
@@ -30,7 +31,8 @@ from ssl_siam.search.query import (
     parse_example,
     read_files,
 )
-from ssl_siam.search.sheet import Thumb, TileReader, rgb_bands, write_contact_sheet
+from ssl_siam.search.scene_map import MAP_SCENES, map_panels
+from ssl_siam.search.sheet import Thumb, TileReader, write_contact_sheet
 
 SHEET = "contact_sheet.png"
 SHEET_HITS = 48  # hits drawn on the contact sheet (all k go to the GeoJSON and CSV)
@@ -51,10 +53,11 @@ def run_search(
     index: str | Path, out: str | Path, positives: Sequence[tuple[str, str, str | None]],
     negatives: Sequence[tuple[str, str, str | None]] = (), *, k: int = 10, params: SearchParams | None = None,
     c: float = 1.0, background_size: int = BACKGROUND, device: str = "cpu", seed: int = 0,
+    map_scenes: int = MAP_SCENES,
 ) -> SearchResult:
     """Search ``index`` for the ``k`` tiles most like ``positives`` (and unlike ``negatives``), each given as
     (option, text, kind: id | lonlat | file | None to guess). Writes ``out/hits.geojson``, ``out/hits.csv`` and
-    ``out/contact_sheet.png``."""
+    ``out/contact_sheet.png`` (with map panels of up to ``map_scenes`` scenes holding georeferenced hits)."""
     params, out = params or SearchParams(), Path(out)
     if not positives:
         raise UserError("no query: expected --query FILE, --lonlat LON,LAT, --id N or --positive")
@@ -85,15 +88,17 @@ def run_search(
     hits = hit_rows(table, ids[keep], scores[keep])
     write_hits(out, hits)
     _sheet(out / SHEET, state, table, examples, counter, hits, f"{mode}: {len(pos)} positive(s), " + (
-        f"{len(counter)} negative(s)" if counter else f"background of {neg_count}" if neg_count else "no negatives"))
+        f"{len(counter)} negative(s)" if counter else f"background of {neg_count}" if neg_count else "no negatives"),
+        map_scenes)
     kind = "exact (IndexFlatIP)" if knn.ntotal < params.exact_below else \
         f"IVF (IndexIVFFlat, nlist {knn.nlist}, nprobe {knn.nprobe})"
     return SearchResult(hits, mode, len(pos), neg_count, kind)
 
 
 def _sheet(path: Path, state: IndexState, table: pa.Table, positives: list[Example], negatives: list[Example],
-           hits: list[dict[str, Any]], title: str) -> None:
-    """The contact sheet: the examples (+ / −), then the hits with rank, id and score."""
+           hits: list[dict[str, Any]], title: str, map_scenes: int) -> None:
+    """The contact sheet: the examples (+ / −), then the hits with rank, id and score; maps of the scenes of the
+    first ``SHEET_HITS`` hits."""
     reader = TileReader(state)
 
     def pixels(ex: Example) -> torch.Tensor | None:
@@ -107,4 +112,8 @@ def _sheet(path: Path, state: IndexState, table: pa.Table, positives: list[Examp
     thumbs = [Thumb(f"#{h['rank']} id {h['id']} · {h['score']:.3f}", reader.read(h["scene"], h["row"], h["col"]))
               for h in hits[:SHEET_HITS]]
     names = reader.names(hits[0]["scene"]) if hits else None
-    write_contact_sheet(path, queries, thumbs, rgb_bands(int(state.encoder["in_chans"]), names), title)
+    rgb = rgb_bands(int(state.encoder["in_chans"]), names)
+    tiles = [(sign, table.slice(e.tile, 1).to_pylist()[0]) for sign, group in (("+", positives), ("−", negatives))
+             for e in group if e.tile is not None]
+    maps = map_panels(hits[:SHEET_HITS], tiles, reader, rgb, map_scenes) if map_scenes else []
+    write_contact_sheet(path, queries, thumbs, rgb, title, maps)

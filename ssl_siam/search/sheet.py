@@ -1,11 +1,10 @@
 """The contact sheet of a search: the query tiles, then the top hits, as labelled thumbnails in one PNG.
 
 Tiles are read back from their scenes exactly as ``ssl-siam embed`` read them (the index's tile size and bands).
-Display bands: by name where the bands have names (the index's ``{band}`` names, or the file names of a band
-stack such as an OSCD city: B04 / B03 / B02, red / green / blue), else bands 4, 3, 2 of 13 (Sentinel-2 order),
-else the first three, and the first band in grey for one or two bands; each thumbnail is stretched between its
-2nd and 98th percentiles (uint8 shown as is). A tile whose scene cannot be read any more is drawn as a grey
-square marked "missing".
+Display bands: :func:`ssl_siam.data.display.rgb_bands` of the index's ``{band}`` names or a band stack's file
+names (an OSCD city: B04 / B03 / B02); each thumbnail is stretched between its 2nd and 98th percentiles (uint8
+shown as is). A tile whose scene cannot be read any more is drawn as a grey
+square marked "missing". Georeferenced hits add map panels of their scenes on the left (``scene_map.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import math
 import os
 import string
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ from ssl_siam.change.outputs import to_display_rgb
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.tiles import TileDataset
 from ssl_siam.search.index import IndexState
+from ssl_siam.search.scene_map import ScenePanel, draw_map
 
-_COLOURS = ({"b04", "b4", "red", "r"}, {"b03", "b3", "green", "g"}, {"b02", "b2", "blue", "b"})
 _COLUMNS = 6
+_MAP_INCHES = 5.0  # width of the map column
 _WORD = string.ascii_letters + string.digits
 
 
@@ -58,17 +59,6 @@ def stack_pattern(scene: str) -> tuple[str, list[str] | None]:
     return prefix + "{band}" + suffix, [p[len(prefix):len(p) - len(suffix)] for p in paths]
 
 
-def rgb_bands(count: int, names: list[str] | None) -> tuple[int, int, int]:
-    """0-based display bands of ``count`` bands with these ``names`` (None: unknown); see the module doc."""
-    if names:
-        found = [next((i for i, n in enumerate(names) if n.lower() in colour), None) for colour in _COLOURS]
-        if None not in found:
-            return found[0], found[1], found[2]
-    if count == 13:
-        return 3, 2, 1
-    return (0, 1, 2) if count >= 3 else (0, 0, 0)
-
-
 class TileReader:
     """Reads tiles of an index back from their scenes (one ``TileDataset`` per scene, opened once)."""
 
@@ -82,8 +72,8 @@ class TileReader:
         bands = self.tiling["bands"]
         return [names[b - 1] for b in bands] if names and bands and max(bands) <= len(names) else names
 
-    def read(self, scene: str, row: int, col: int) -> torch.Tensor | None:
-        """The raw tile [C, T, T] at (row, col) of ``scene``, or None when the scene cannot be read."""
+    def dataset(self, scene: str) -> TileDataset | None:
+        """The scene opened as a one-scene ``TileDataset`` with the index's tiling, or None when it cannot be."""
         if scene not in self._scenes:
             pattern, names = stack_pattern(scene)
             try:
@@ -93,7 +83,11 @@ class TileReader:
                                                       band_names=names, sampling="grid", workers=0)
             except DataError:
                 self._scenes[scene] = None
-        tiles = self._scenes[scene]
+        return self._scenes[scene]
+
+    def read(self, scene: str, row: int, col: int) -> torch.Tensor | None:
+        """The raw tile [C, T, T] at (row, col) of ``scene``, or None when the scene cannot be read."""
+        tiles = self.dataset(scene)
         if tiles is None:
             return None
         try:
@@ -103,11 +97,20 @@ class TileReader:
 
 
 def write_contact_sheet(path: Path, queries: list[Thumb], hits: list[Thumb], rgb: tuple[int, int, int],
-                        title: str) -> None:
-    """One PNG: a row of query thumbnails, then the hits ``_COLUMNS`` per row, each with its caption."""
+                        title: str, maps: Sequence[ScenePanel] = ()) -> None:
+    """One PNG: a row of query thumbnails, then the hits ``_COLUMNS`` per row, each with its caption; ``maps``
+    (scenes with their hits outlined, :mod:`ssl_siam.search.scene_map`) in a column on the left."""
     columns = min(_COLUMNS, max(len(queries), len(hits), 1))
     rows = math.ceil(len(queries) / columns) + math.ceil(len(hits) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.2 * rows + 0.4), squeeze=False)
+    width, height = 2.0 * columns, 2.2 * rows + 0.4
+    map_width = _MAP_INCHES if maps else 0.0
+    fig = plt.figure(figsize=(width + map_width, max(height, _MAP_INCHES * len(maps))), layout="constrained")
+    grid = fig
+    if maps:
+        left, grid = fig.subfigures(1, 2, width_ratios=[map_width, width])
+        for ax, panel in zip(left.subplots(len(maps), 1, squeeze=False).flat, maps):
+            draw_map(ax, panel)
+    axes = grid.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     cells = [*queries, *[None] * (-len(queries) % columns), *hits]
@@ -115,7 +118,6 @@ def write_contact_sheet(path: Path, queries: list[Thumb], hits: list[Thumb], rgb
         if thumb is not None:
             _draw(ax, thumb, rgb)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=100)

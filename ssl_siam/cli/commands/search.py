@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inverse L2 penalty of the positive / negative classifier (scikit-learn's C)")
     parser.add_argument("--background", type=POSITIVE, help="random index tiles as negatives (default 1000)")
     parser.add_argument("--seed", type=NON_NEGATIVE, default=0, help="background draw")
+    parser.add_argument("--map-scenes", type=NON_NEGATIVE,
+                        help="scenes of georeferenced hits drawn as maps beside the thumbnails (default 2; 0: none)")
     parser.add_argument("--encoder", action="append", default=[],
                         help="--eval: a run dir, random:<timm name> or timm:<name>=<weights>; repeatable")
     parser.add_argument("--seeds", type=NON_NEGATIVE, nargs="+", default=[0, 1, 2], help="--eval: query subsets")
@@ -61,18 +63,20 @@ def run(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from ssl_siam.search.knn import SearchParams
     from ssl_siam.search.run import run_search
+    from ssl_siam.search.scene_map import scene_label
 
     given = {k: v for k, v in (("exact_below", args.exact_below), ("nlist", args.nlist), ("nprobe", args.nprobe))
              if v is not None}
     positives = ([("--query", q, "file") for q in args.query] + [("--lonlat", p, "lonlat") for p in args.lonlat]
                  + [("--id", i, "id") for i in args.id] + [("--positive", p, None) for p in args.positive])
-    extra = {} if args.background is None else {"background_size": args.background}
+    extra = {k: v for k, v in (("background_size", args.background), ("map_scenes", args.map_scenes))
+             if v is not None}
     result = run_search(args.index, args.out, positives, [("--negative", n, None) for n in args.negative], k=args.k,
                         params=SearchParams(**given), c=args.c, device=args.device, seed=args.seed, **extra)
     print(f"{result.mode} search, {result.positives} positive(s), {result.negatives} negative(s), "
           f"{result.index_kind}:")
     for hit in result.hits:
-        print(f"  #{hit['rank']:<3} id {hit['id']:<8} score {hit['score']:.4f}  {hit['scene']} "
+        print(f"  #{hit['rank']:<3} id {hit['id']:<8} score {hit['score']:.4f}  {scene_label(hit['scene'])} "
               f"row {hit['row']} col {hit['col']}")
     print(f"written to {args.out}/hits.geojson, hits.csv and contact_sheet.png")
     return 0
