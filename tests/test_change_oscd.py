@@ -131,6 +131,14 @@ def test_finetune_predict_score_on_the_raw_root(oscd_root: Path, tmp_path: Path,
     assert {"precision", "recall", "iou"} <= score.keys()
 
 
+def test_cache_on_the_raw_root(oscd_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``ssl-siam cache`` accepts the published root: nothing to decode (GeoTIFF bands), stacks and labels ready."""
+    assert main(["cache", str(oscd_root), "--out", str(tmp_path / "cache")]) == 0
+    assert "4 pairs, nothing to decode" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache" / "oscd").rglob("*_pre_disaster.vrt"))) == 4
+    assert main(["cache", str(oscd_root), "--out", str(tmp_path / "cache"), "--check"]) == 0
+
+
 def test_unlabelled_cities_are_refused_in_one_line(oscd_root: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     code = main(["finetune", "--config", "oscd_resnet50", f"data.root={oscd_root}", f"data.val_root={oscd_root}",

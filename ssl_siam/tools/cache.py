@@ -33,6 +33,9 @@ class CacheReport:
     problems: list[str] = field(default_factory=list)  # --check
 
     def summary(self) -> str:
+        if self.pairs and not self.sources:  # e.g. OSCD: GeoTIFF bands, stacked as VRTs, labels as GeoTIFFs
+            return (f"{self.pairs} pairs, nothing to decode: their GeoTIFF / VRT sources are read window by window "
+                    "(band stacks and label masks are prepared in the cache folder)")
         size = f"{self.bytes / 2**20:.1f} MiB"
         per = f", {self.bytes / self.pairs / 2**20:.2f} MiB per pair" if self.pairs else (
             f", {self.bytes / max(self.sources, 1) / 2**20:.2f} MiB per file")
