@@ -225,7 +225,7 @@ def test_study_compares_encoders_on_change_benchmarks(task: str, tmp_path: Path)
     result = json.loads((study / "study.json").read_text())
     assert result["metric"] == ("change F1" if task == "binary" else "SECOND score (0.3 mIoU + 0.7 SeK)")
     assert result["n_test_pairs"] == 2 and result["n_pool"] == 4
-    components = ("precision", "recall") if task == "binary" else ("sek", "miou")
+    components = ("iou", "precision", "recall") if task == "binary" else ("sek", "miou")
     for cell in result["results"]:
         assert all(0 <= cell[k] <= 1 for k in ("score", *components))
         if task == "semantic":
@@ -234,7 +234,9 @@ def test_study_compares_encoders_on_change_benchmarks(task: str, tmp_path: Path)
             p, r = cell["precision"], cell["recall"]
             assert cell["score"] == pytest.approx(cell["f1"]) and cell["f1"] == pytest.approx(
                 2 * p * r / (p + r) if p + r else 0.0)
+            assert cell["iou"] == pytest.approx(cell["f1"] / (2 - cell["f1"]))  # IoU = F1 / (2 − F1), pixels summed
     ssl = next(r for r in result["rows"] if r["encoder_name"] == "ssl")
+    assert all(k in ssl for k in components)  # summarised beside the score
     by_seed = {(c["encoder_name"], c["seed"]): c["score"] for c in result["results"]}
     assert ssl["diff_vs_random"]["n"] == 2 and ssl["diff_vs_random"]["mean"] == pytest.approx(
         sum(by_seed["ssl", s] - by_seed["random:resnet18", s] for s in (0, 1)) / 2)

@@ -57,7 +57,7 @@ class BinaryValidator(PairValidator):
 @TASKS.register("binary")
 class BinaryTask(ChangeTask):
     metric = "change F1"
-    components = ("precision", "recall")
+    components = ("iou", "precision", "recall")
     validator = BinaryValidator
 
     def write_target(self, record: PairRecord, stem: str, folder: Path, ignore_index: int) -> None:
