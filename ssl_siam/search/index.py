@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssl_siam.core.errors import DataError, UserError
+from ssl_siam.core.files import atomic_path
 from ssl_siam.search.geoparquet import GEOMETRY, footprints, to_geoparquet
 
 INDEX_FORMAT = "ssl-siam-index"
@@ -108,9 +108,8 @@ def check_compatible(stored: IndexState, encoder: dict[str, Any], tiling: dict[s
 def write_state(index: Path, state: IndexState) -> None:
     """Write ``index.json`` atomically."""
     index.mkdir(parents=True, exist_ok=True)
-    tmp = index / f".{INDEX_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(state.to_json(), indent=1))
-    tmp.replace(index / INDEX_FILE)
+    with atomic_path(index / INDEX_FILE) as tmp:
+        tmp.write_text(json.dumps(state.to_json(), indent=1))
 
 
 def part_paths(index: Path, part: int) -> tuple[Path, Path]:
@@ -124,17 +123,14 @@ def write_part(index: Path, part: int, embeddings: np.ndarray, rows: dict[str, l
     emb_path, table_path = part_paths(index, part)
     for path in (emb_path, table_path):
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = emb_path.with_name(f".{emb_path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(emb_path) as tmp, open(tmp, "wb") as f:
         np.save(f, embeddings.astype(np.float16))
-    tmp.replace(emb_path)
     _write_table(table_path, to_geoparquet(pa.table(rows, schema=WINDOW_SCHEMA)))
 
 
 def _write_table(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_part(path: Path) -> pa.Table:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ssl_siam.core.errors import UserError
+from ssl_siam.core.files import atomic_path
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs its SIMD probing at INFO
 import faiss  # noqa: E402
@@ -91,9 +91,8 @@ def neighbour_index(vectors: np.ndarray, params: SearchParams, cache: Path | Non
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         (cache / "ivf.json").unlink(missing_ok=True)
-        tmp = cache / f".ivf.faiss.{os.getpid()}.tmp"
-        faiss.write_index(index, str(tmp))
-        tmp.replace(cache / "ivf.faiss")
+        with atomic_path(cache / "ivf.faiss") as tmp:
+            faiss.write_index(index, str(tmp))
         (cache / "ivf.json").write_text(json.dumps(meta, indent=1))  # written last: it validates the file
     index.nprobe = params.nprobe
     return index

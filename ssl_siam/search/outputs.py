@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import shapely
+
+from ssl_siam.core.files import atomic_path
 
 CSV_COLUMNS = ("rank", "id", "score", "scene", "row", "col", "size", "crs", "lon_min", "lat_min", "lon_max", "lat_max")
 
@@ -54,12 +55,9 @@ def write_hits(out: Path, rows: list[dict[str, Any]]) -> None:
     """``out/hits.geojson`` and ``out/hits.csv`` (columns :data:`CSV_COLUMNS`; empty cells for missing values),
     each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".hits.geojson.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(to_geojson(rows), indent=1))
-    tmp.replace(out / "hits.geojson")
-    tmp = out / f".hits.csv.{os.getpid()}.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(out / "hits.geojson") as tmp:
+        tmp.write_text(json.dumps(to_geojson(rows), indent=1))
+    with atomic_path(out / "hits.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(out / "hits.csv")

@@ -20,6 +20,8 @@ from typing import Any
 
 import matplotlib
 
+from ssl_siam.core.files import atomic_path
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
@@ -119,10 +121,9 @@ def write_contact_sheet(path: Path, queries: list[Thumb], hits: list[Thumb], rgb
             _draw(ax, thumb, rgb)
     fig.suptitle(title, fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _draw(ax: Any, thumb: Thumb, rgb: tuple[int, int, int]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from ssl_siam.change.evaluate import evaluate
 from ssl_siam.change.run import run_finetune
 from ssl_siam.change.tasks import change_task
 from ssl_siam.core.config import from_dict, to_dict
+from ssl_siam.core.files import atomic_path
 from ssl_siam.study import scenes  # noqa: F401  (registers task=scene)
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import STUDIES, Cell, Split, make_cells, make_split, save_design
@@ -46,9 +46,8 @@ def design_record(cfg: StudyConfig, split: Split, cells: list[Cell]) -> dict[str
 
 
 def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
 
 
 def run_cell(cfg: StudyConfig, cell: Cell, split: Split, study_dir: Path) -> dict[str, Any]:
