@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections import abc
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.rasters import open_raster
@@ -33,6 +35,11 @@ Georef = tuple[Affine, CRS]
 def natural_key(name: str) -> list[int | str]:
     """Sort key that orders digit runs by value (``frame2`` < ``frame10``), as frame numbers are meant."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def valid_boxes(boxes: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: boxes x, y, w, h that are finite with positive width and height (others mark absence)."""
+    return np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
 
 
 class FrameSource:
@@ -217,7 +224,7 @@ class Sequence:
     @property
     def present(self) -> np.ndarray:
         """[T] bool: the frame has a box (finite, with positive width and height)."""
-        return np.isfinite(self.boxes).all(axis=1) & (self.boxes[:, 2] > 0) & (self.boxes[:, 3] > 0)
+        return valid_boxes(self.boxes)
 
 
 def _parse_box_line(path: Path, number: int, line: str) -> list[float]:
@@ -258,8 +265,7 @@ def read_boxes(path: Path, num_frames: int | None = None) -> np.ndarray:
     if not rows:
         raise DataError(f"{path}: no boxes: expected one x,y,w,h line per frame")
     boxes = np.array(rows, np.float64)
-    absent = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0)
-    boxes[absent | _absence_flags(path, len(boxes))] = np.nan
+    boxes[~valid_boxes(boxes) | _absence_flags(path, len(boxes))] = np.nan
     if num_frames is not None and len(boxes) != num_frames:
         raise DataError(f"{path}: {len(boxes)} boxes for {num_frames} frames: expected one x,y,w,h line per frame")
     return boxes
@@ -300,9 +306,11 @@ def _write_frame(path_stem: Path, frame: np.ndarray, georef: Georef | None) -> N
             raise OSError(f"{path_stem.with_suffix('.png')}: cannot write the frame")
         return
     geo = {"transform": georef[0], "crs": georef[1]} if georef is not None else {}
-    with rasterio.open(path_stem.with_suffix(".tif"), "w", driver="GTiff", width=frame.shape[2],
-                       height=frame.shape[1], count=frame.shape[0], dtype=frame.dtype, **geo) as dst:
-        dst.write(frame)
+    with warnings.catch_warnings():  # no georef given: a plain pixel grid is what was asked for
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path_stem.with_suffix(".tif"), "w", driver="GTiff", width=frame.shape[2],
+                           height=frame.shape[1], count=frame.shape[0], dtype=frame.dtype, **geo) as dst:
+            dst.write(frame)
 
 
 def format_box(box: np.ndarray) -> str:

@@ -162,8 +162,9 @@ def read_crop(path: Path, rng: np.random.Generator, height: int, width: int) -> 
     if not eight_bit:
         lo, hi = np.percentile(data, [2, 98], axis=(0, 1))
         data = 255 * np.clip((data - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
-    return cv2.resize(data, (width, height), interpolation=cv2.INTER_CUBIC) if data.shape[:2] != (height, width) \
-        else data
+    if data.shape[:2] != (height, width):
+        data = cv2.resize(data, (width, height), interpolation=cv2.INTER_CUBIC)
+    return data
 
 
 def procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -200,20 +201,21 @@ class _Scene:
     noise: float
 
 
-def render(scene: _Scene, rng: np.random.Generator, size: int) -> list[np.ndarray]:
+def _camera_view(layer: np.ndarray, cam: np.ndarray, size: int) -> np.ndarray:
+    """The ``size``² part of a canvas layer the camera sees: frame pixel p shows canvas point p + cam (sub-pixel)."""
+    warp = np.float32([[1, 0, cam[0]], [0, 1, cam[1]]])
+    return cv2.warpAffine(layer, warp, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+
+
+def _render(scene: _Scene, rng: np.random.Generator, size: int) -> list[np.ndarray]:
     """The frames ``[3, H, W]`` uint8: warped background, objects, occluder, illumination, sensor noise."""
     frames = []
     for t, cam in enumerate(scene.camera):
-        warp = np.float32([[1, 0, cam[0]], [0, 1, cam[1]]])  # frame pixel p shows canvas pixel p + cam
-
-        def camera_view(layer: np.ndarray, warp: np.ndarray = warp) -> np.ndarray:
-            return cv2.warpAffine(layer, warp, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-
-        img = camera_view(scene.ground)
+        img = _camera_view(scene.ground, cam, size)
         for look, centres, headings in scene.objects:
             paint(img, look, centres[t], headings[t])
         if scene.occluder is not None:
-            over = camera_view(scene.occluder)
+            over = _camera_view(scene.occluder, cam, size)
             img = img * (1 - over[..., 3:]) + over[..., :3]
         img = img * scene.gain[t] + scene.offset[t] + rng.normal(0, scene.noise, img.shape).astype(np.float32)
         frames.append(np.clip(np.rint(img), 0, 255).astype(np.uint8).transpose(2, 0, 1))
@@ -257,26 +259,26 @@ def _sequence(rng: np.random.Generator, num_frames: int, size: int, object_size:
         other = replace(look, length=look.length * rng.uniform(0.8, 1.2), width=look.width * rng.uniform(0.8, 1.2),
                         colour=look.colour * rng.uniform(0.8, 1.2),
                         patch=None if look.patch is None else look.patch * rng.uniform(0.8, 1.2))
-        speed = rng.uniform(0, 1) * max_speed if rng.random() < 0.7 else 0.0  # some are parked
-        objects.append((other, *motion(rng, num_frames, size, math.hypot(other.length, other.width) / 2 + 1, speed)))
+        moving = rng.uniform(0, 1) * max_speed if rng.random() < 0.7 else 0.0  # some are parked
+        objects.append((other, *motion(rng, num_frames, size, math.hypot(other.length, other.width) / 2 + 1, moving)))
     objects.append((look, centres, headings))
     camera = _camera(rng, num_frames)
     occluder, hidden = None, np.zeros(num_frames, bool)
     if num_frames >= 3 and rng.random() < occlusion_p:
         t_mid = rng.integers(num_frames // 3, 2 * num_frames // 3 + 1)
-        # about 3 to T/5 frames hidden, never so narrow that most of the target shows around it
-        half = max(speed * rng.integers(3, max(num_frames // 5, 3) + 1) / 2, 0.35 * look.length)
+        # about 2 to T/5 frames hidden, never so narrow that most of the target shows around it
+        half = max(speed * rng.integers(2, max(num_frames // 5, 2) + 1) / 2, 0.35 * look.length)
         occluder = _occluder(rng, canvas_size, centres[t_mid] + camera[t_mid], headings[t_mid], half)
         on_canvas = np.clip(np.floor(centres + camera).astype(int), 0, canvas_size - 1)
         hidden = occluder[on_canvas[:, 1], on_canvas[:, 0], 3] >= 0.5
-        if hidden[0] or hidden.sum() > num_frames // 4:  # the first frame initialises a tracker: never hidden;
+        if hidden[0] or hidden.sum() > num_frames // 3:  # the first frame initialises a tracker: never hidden;
             occluder, hidden = None, np.zeros_like(hidden)  # nor most of a sequence (a target bouncing under it)
     t = np.linspace(0, 1, num_frames)[:, None]
     scene = _Scene(ground, occluder, camera, objects, gain=1 + rng.uniform(-0.15, 0.15, 3) * t,
                    offset=rng.uniform(-10, 10, 3) * t, noise=rng.uniform(1, 3.5))
     boxes = look.box(centres, headings)
     boxes[hidden] = np.nan
-    return render(scene, rng, size), boxes
+    return _render(scene, rng, size), boxes
 
 
 def generate_sequences(out: str | Path, num_sequences: int, *, num_frames: int = 40, size: int = 128,
