@@ -288,7 +288,9 @@ def generate_sequences(out: str | Path, num_sequences: int, *, num_frames: int =
     real imagery when ``background`` is given) with 1-3 similar distractors, over a procedural background or a
     random crop of an image in ``background`` (a file or a folder, searched recursively), drifting by sub-pixel
     camera motion and re-lit per band; with probability ``occlusion_p`` a cloud or bridge hides the target for some
-    frames (their boxes NaN, absent). Deterministic in ``seed``. Returns the sequence folders."""
+    frames (their boxes NaN, absent), unless it would hide the first frame or more than a third of them (then the
+    sequence stays clear: short sequences are occluded less often). Deterministic in ``seed``. Returns the
+    sequence folders."""
     sources = _image_files(Path(background)) if background is not None else None
     paths = []
     for i in range(num_sequences):
