@@ -3,7 +3,8 @@
 They live in ``configs/`` at the top of the repository (where users browse and copy them); the package carries
 the same files as ``ssl_siam/configs`` (a link to that folder in a checkout, copied into the wheel), so a recipe
 name resolves from any directory once the package is installed. A name is a file stem (``simsiam_resnet50``) or
-``<folder>/<stem>`` (``demo/study_resnet18``); anything that is an existing file is used as a path.
+``<folder>/<stem>`` (``demo/study_resnet18``), also as its repository path (``configs/demo/study_resnet18.yaml``);
+anything that is an existing file is used as a path.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from ssl_siam.core.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs"
 #: recipe folder → the command whose config it is
-COMMANDS = {"pretrain": "pretrain", "finetune": "finetune", "metric": "metric-train", "study": "study",
-            "demo": "demo"}
+COMMANDS = {"pretrain": "pretrain", "finetune": "finetune", "metric": "metric-train", "track": "track-train",
+            "study": "study", "demo": "demo"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def resolve_recipe(config: str | Path) -> Path:
     path = Path(config)
     if path.is_file():
         return path
-    text = str(config).removesuffix(".yaml")
+    text = str(config).removesuffix(".yaml").removeprefix("configs/")  # the repository path works from anywhere
     matches = [r.path for r in recipes() if text in (r.name, r.name.split("/", 1)[1])]
     if len(matches) == 1:
         return matches[0]

@@ -83,6 +83,11 @@ class BandStats:
             raise DataError(f"{path}: expected {expected} ({exc})") from exc
 
 
+def normalise(frames: torch.Tensor, stats: BandStats) -> torch.Tensor:
+    """Raw ``[..., C, H, W]`` values → a model's input: scaled to [0, 1] by the robust range, then standardised."""
+    return stats.standardize(stats.to_unit(frames))
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -85,7 +85,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
 
 #: every training's checkpoint kind (its task's ``checkpoint_kind``) → the command that writes it
 KIND_COMMANDS = {"pretrain": "ssl-siam pretrain", "finetune": "ssl-siam finetune", "metric": "ssl-siam metric-train",
-                  "scene": "ssl-siam study task=scene, method finetune"}
+                  "scene": "ssl-siam study task=scene, method finetune", "track": "ssl-siam track-train"}
 
 
 def checkpoint_kind(ckpt: dict[str, Any]) -> str:
