@@ -57,7 +57,6 @@ class SiamFC(nn.Module):
         super().__init__()
         self.encoder, self.search_encoder, self.border = encoder, search_encoder, border
         self.stride: int = encoder.feature_info.reduction()[-1]
-        self.num_features: int = encoder.feature_info.channels()[-1]
         self.adjust = nn.BatchNorm2d(1)
 
     def embed(self, x: Tensor, search: bool = False) -> Tensor:
@@ -86,9 +85,6 @@ class SiamFC(nn.Module):
             raise ConfigError(f"model.exemplar_size={exemplar_size}: {exemplar_size // s} feature cells at stride {s}"
                               f", none left after model.border={self.border} at each side")
         return (search_size - exemplar_size) // s + 1
-
-    def encoders(self) -> list[nn.Module]:
-        return [self.encoder] if self.search_encoder is None else [self.encoder, self.search_encoder]
 
 
 def _features(backbone: str, in_chans: int, out_index: int | None, encoder: EncoderMeta | None,
