@@ -15,6 +15,7 @@ from ssl_siam.core.errors import ConfigError
 from ssl_siam.metric_learning.config import MetricConfig
 from ssl_siam.ssl.config import PretrainConfig
 from ssl_siam.study.config import StudyConfig
+from ssl_siam.track.config import TrackConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,8 @@ def test_literal_and_bad_yaml(tmp_path: Path) -> None:
         load_config(PretrainConfig, tmp_path / "missing.yaml")
 
 
-SCHEMAS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "metric": MetricConfig, "study": StudyConfig}
+SCHEMAS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "metric": MetricConfig, "study": StudyConfig,
+           "track": TrackConfig}
 SHIPPED = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").glob("*/*.yaml"))
 
 
