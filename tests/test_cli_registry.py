@@ -12,9 +12,9 @@ import pytest
 
 from ssl_siam.cli import commands, main
 
-TODAY = {"pretrain", "finetune", "metric-train", "track-train", "study", "verify", "score", "targets", "predict",
-         "probe", "embed", "search", "split-scenes", "bench", "report", "cache", "stats", "recipes", "synthetic",
-         "demo"}
+TODAY = {"pretrain", "finetune", "metric-train", "track-train", "track", "track-eval", "study", "verify", "score",
+         "targets", "predict", "probe", "embed", "search", "split-scenes", "bench", "report", "cache", "stats",
+         "recipes", "synthetic", "demo"}
 
 
 def exit_code_command() -> types.ModuleType:

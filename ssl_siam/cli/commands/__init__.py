@@ -12,9 +12,9 @@ import importlib
 from collections.abc import Iterable
 from typing import Protocol, cast
 
-MODULES = ("pretrain", "finetune", "metric_train", "track_train", "study", "verify", "score", "targets", "predict",
-           "probe", "embed", "search", "split_scenes", "bench", "report", "cache", "stats", "recipes", "synthetic",
-           "demo")
+MODULES = ("pretrain", "finetune", "metric_train", "track_train", "track", "track_eval", "study", "verify", "score",
+           "targets", "predict", "probe", "embed", "search", "split_scenes", "bench", "report", "cache", "stats",
+           "recipes", "synthetic", "demo")
 
 
 class Command(Protocol):
