@@ -17,10 +17,11 @@ from ssl_siam.metric_learning.config import MetricConfig
 from ssl_siam.ssl import OBJECTIVES
 from ssl_siam.ssl.config import PretrainConfig
 from ssl_siam.study.config import StudyConfig
+from ssl_siam.track.config import TrackConfig
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 GUIDES = ["architecture", "pretraining", "finetuning", "prediction-and-scoring", "metric-learning", "probes",
-          "distributed", "failure-handling", "configs", "benchmark", "study"]
+          "distributed", "failure-handling", "configs", "benchmark", "study", "tracking"]
 SECTIONS = ("run_dir", "resume", "objective", "train", "optim", "data", "model", "loss", "augment", *OBJECTIVES,
             "knn", "finetune", "scene")
 KEY = re.compile(rf"(?<![\w/.-])((?:{'|'.join(SECTIONS)})(?:\.[a-z_0-9]+)+)(?![\w/])")
@@ -79,7 +80,7 @@ def test_documented_commands_and_flags_exist(page: Path) -> None:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_documented_config_keys_exist(page: Path) -> None:
     known = (schema_keys(PretrainConfig) | schema_keys(FinetuneConfig) | schema_keys(MetricConfig)
-             | schema_keys(StudyConfig))
+             | schema_keys(StudyConfig) | schema_keys(TrackConfig))
     examples = [code for code in code_of(page) if "unknown config key" not in code]  # not the typo example
     found = {key for code in examples for key in KEY.findall(code)}
     unknown = sorted(k for k in found if k not in known and k.rsplit(".", 1)[-1] not in FILE_SUFFIXES)
