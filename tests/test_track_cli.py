@@ -34,7 +34,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     no_truth = root / "no_truth" / "seq"
     (no_truth / "img").mkdir(parents=True)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(no_truth / "img" / "0001.png")
-    return {"root": root, "ckpt": root / "run" / "checkpoints" / "last.pt", "sequences": sequences,
+    one_box = root / "one_box"  # present on its first frame only: nothing left to score
+    write_sequence(one_box, "seq", [np.zeros((3, 32, 32), np.float32)] * 3,
+                   np.array([[8, 8, 6, 6], [np.nan] * 4, [np.nan] * 4]))
+    return {"one_box": one_box, "root": root, "ckpt": root / "run" / "checkpoints" / "last.pt", "sequences": sequences,
             "frames": sequences / "constant_velocity" / "img", "no_truth": no_truth.parent}
 
 
@@ -119,6 +122,8 @@ CASES: list[tuple[str, Callable[[dict], list[str]], str]] = [
                                "20,30,12,12", "--bands", "1"], "frames of 1 bands, but the model takes 3"),
     ("eval-no-groundtruth", lambda w: ["track-eval", "--ckpt", str(w["ckpt"]), "--data", str(w["no_truth"])],
      "groundtruth_rect.txt: missing"),
+    ("eval-one-box", lambda w: ["track-eval", "--ckpt", str(w["ckpt"]), "--data", str(w["one_box"])],
+     "seq: 1 box(es) in its groundtruth: expected the target present on at least two frames"),
     ("eval-missing-data", lambda w: ["track-eval", "--ckpt", str(w["ckpt"]), "--data", str(w["root"] / "nowhere")],
      "nowhere: no sequence found"),
 ]

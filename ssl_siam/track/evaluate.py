@@ -35,8 +35,10 @@ def evaluate_tracker(ckpt: str | Path, data: str | Path, out: str | Path, *, pre
         if sequence.frames.num_bands != trained.stats.num_bands:
             raise DataError(f"{sequence.name}: frames of {sequence.frames.num_bands} bands, but the model takes "
                             f"{trained.stats.num_bands}")
-        if not sequence.present.any():
-            raise DataError(f"{sequence.name}: no box in its groundtruth: the target is absent on every frame")
+        if sequence.present.sum() < 2:
+            raise DataError(f"{sequence.name}: {int(sequence.present.sum())} box(es) in its groundtruth: expected the "
+                            "target present on at least two frames (the first starts the tracker, later ones are "
+                            "scored)")
         check_init_boxes(sequence.boxes[sequence.present][:1], sequence.frames, f"{sequence.name}: first box")
     out = Path(out)
     (out / "boxes").mkdir(parents=True, exist_ok=True)
