@@ -128,8 +128,6 @@ def test_track_train_end_to_end_from_the_recipe_path(seqs: Path, tmp_path: Path,
     assert response.shape == (2, 1, 9, 9)
 
 
-@pytest.mark.skipif(not (Path(__file__).parents[1] / "ssl_siam/track/validator.py").is_file(),
-                    reason="the tracking validator is not there yet")
 def test_without_data_root_it_trains_and_validates_on_generated_sequences(tmp_path: Path) -> None:
     synthetic = ["data.synthetic.sequences=2", "data.synthetic.val_sequences=1", "data.synthetic.num_frames=8",
                  "data.synthetic.size=64", "train.val_every=2"]

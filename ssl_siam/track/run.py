@@ -19,6 +19,7 @@ from ssl_siam.track.model import SiamFC, build_siamfc
 from ssl_siam.track.pairs import TrackingPairs, sample_pixels
 from ssl_siam.track.sequences import Sequence, read_sequences
 from ssl_siam.track.task import TrackTask
+from ssl_siam.track.validator import TrackingValidator
 from ssl_siam.train.checkpoint import load_checkpoint
 from ssl_siam.train.distributed import World, main_first
 from ssl_siam.train.launch import Built, launch, training_loader
@@ -90,8 +91,6 @@ def build_tracking(cfg: TrackConfig, run_dir: Path, runtime: Runtime) -> Built:
     task = build_task(cfg, dataset.num_bands, stats, encoder, memory_format=runtime.memory_format)
     built = Built(dataset, task, training_loader(dataset, cfg, runtime), val_every=cfg.train.val_every)
     if val_root is not None:
-        from ssl_siam.track.validator import TrackingValidator
-
         built.validator = TrackingValidator(task.model, cfg, stats, _read(cfg, val_root), runtime.device)
     return built
 
