@@ -40,3 +40,13 @@ def test_quick_demo_runs_every_stage(tmp_path: Path) -> None:
     assert len(hits) == 6 and f"| 1 | {hits[0]['properties']['id']} |" in text
     assert (search / "hits" / "contact_sheet.png").is_file() and "](search/hits/contact_sheet.png)" in text
     assert "](search/hits/hits.csv)" in text and (search / "hits" / "hits.csv").is_file()
+    track = demo / "track"  # SiamFC from the demo's SSL encoder and from random init, scored on held-out sequences
+    ssl_cfg = yaml.safe_load((track / "ssl" / "config.yaml").read_text())
+    assert ssl_cfg["model"]["encoder_weights"] == str(runs / "pretrain")
+    assert yaml.safe_load((track / "random" / "config.yaml").read_text())["model"]["encoder_weights"] is None
+    for name in ("ssl", "random"):
+        result = json.loads((track / name / "eval" / "track_eval.json").read_text())
+        assert 0.0 <= result["success_auc"] <= 1.0 and f"**{result['success_auc']:.3f}**" in text
+    shown = (track / "ssl" / "track" / "boxes.csv").read_text().splitlines()
+    assert shown[0] == "frame,x,y,w,h,score" and len(shown) == 1 + 8  # one row per frame of the quick sequences
+    assert "](track/ssl/track/overlay.gif)" in text and (track / "ssl" / "track" / "overlay.gif").is_file()
