@@ -87,6 +87,43 @@ def test_track_on_georeferenced_frames_writes_lon_lat_tracks(world: dict[str, Pa
     assert len(rows(out / "boxes.csv")) == 30
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_track_on_a_stack_and_on_a_video_gives_the_frame_folder_boxes(world: dict[str, Path]) -> None:
+    """The constant-velocity frames as one frame-major 90-band GeoTIFF stack (30 frames × 3 bands) and as a
+    lossless video: both track exactly like the PNG folder; ``--video`` writes an MP4 with every frame."""
+    import cv2
+    import rasterio
+
+    sequence = read_sequences(world["sequences"])[0]
+    frames = np.stack([sequence.frames.read(i) for i in range(len(sequence.frames))]).astype(np.uint8)  # [T, 3, H, W]
+    stack = world["root"] / "stack.tif"
+    with rasterio.open(stack, "w", driver="GTiff", width=frames.shape[-1], height=frames.shape[-2],
+                       count=frames.shape[0] * 3, dtype="uint8") as dst:
+        dst.write(frames.reshape(-1, *frames.shape[-2:]))
+    reference, on_stack = world["root"] / "ref", world["root"] / "on_stack"
+    common = ["--ckpt", str(world["ckpt"]), "--init", "20,30,12,12", "--device", "cpu", "--no-gif"]
+    assert main(["track", *common, "--frames", str(world["frames"]), "--out", str(reference)]) == 0
+    assert main(["track", *common, "--frames", str(stack), "--bands-per-frame", "3", "--out", str(on_stack),
+                 "--video"]) == 0
+    assert rows(on_stack / "boxes.csv") == rows(reference / "boxes.csv")
+    capture = cv2.VideoCapture(str(on_stack / "overlay.mp4"))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    assert count == len(frames)
+    video = world["root"] / "frames.avi"  # lossless (FFV1) so that the decoded frames equal the PNGs
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 10, frames.shape[-2:][::-1])
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write FFV1 video")
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame.transpose(1, 2, 0), cv2.COLOR_RGB2BGR))
+    writer.release()
+    on_video = world["root"] / "on_video"
+    assert main(["track", *common, "--frames", str(video), "--out", str(on_video)]) == 0
+    assert rows(on_video / "boxes.csv") == rows(reference / "boxes.csv")
+
+
 def test_track_eval_after_a_short_training_follows_a_constant_velocity_object(world: dict[str, Path]) -> None:
     """The issue's acceptance: 40 CPU steps on generated sequences, then the white car moving 1.5, 0.75 px a frame
     is followed with success AUC > 0.8 and precision 1 at 5 px (measured: 0.92; a random encoder scores ~0.84
