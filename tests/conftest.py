@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,20 @@ def write_oscd(root: Path, train: list[str], test: list[str], size: int = 48, sh
         rgba = np.concatenate([np.stack([change * 255] * 3, -1), np.full((size, size, 1), 255, np.uint8)], -1)
         Image.fromarray(rgba).save(folder / "cm.png")
     return root
+
+
+def killed_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch, run: Callable[[], object]) -> None:
+    """``run()`` with the Trainer killed (KeyboardInterrupt) right after it writes its first checkpoint, as a
+    preempted job is; the Trainer is restored afterwards, so running again resumes."""
+    from ssl_siam.train.loop import Trainer
+
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self: Trainer, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)

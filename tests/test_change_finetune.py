@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import ROOT
+from conftest import ROOT, killed_after_first_checkpoint
 from rasterio.transform import from_origin
 
 from ssl_siam.change.config import FinetuneConfig
@@ -23,7 +23,6 @@ from ssl_siam.data.stats import BandStats
 from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
 from ssl_siam.tools.synthetic import make_xbd_split
 from ssl_siam.train.checkpoint import load_checkpoint
-from ssl_siam.train.loop import Trainer
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -152,17 +151,8 @@ def test_resume_equals_uninterrupted(xbd_split: Path, tmp_path: Path, monkeypatc
         return run_finetune(cfg)
 
     full = finetune("full")
-    original = Trainer.save_checkpoint
-
-    def save_then_die(self: Trainer, name: str = "last.pt") -> None:
-        original(self, name)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        finetune("cut")
+    killed_after_first_checkpoint(monkeypatch, lambda: finetune("cut"))
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
-    monkeypatch.setattr(Trainer, "save_checkpoint", original)
     resumed = finetune("cut")
     a, b = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (full, resumed))
     assert a["step"] == b["step"] == 6

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, killed_after_first_checkpoint
 
 from ssl_siam.cli import main
 from ssl_siam.core.config import load_config
@@ -151,17 +151,8 @@ def test_resume_equals_uninterrupted(seqs: Path, tmp_path: Path, monkeypatch: py
         return run_track_train(load_config(TrackConfig, None, [*overrides, f"run_dir={tmp_path / name}"]))
 
     full = train("full")
-    original = Trainer.save_checkpoint
-
-    def save_then_die(self: Trainer, name: str = "last.pt") -> None:
-        original(self, name)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train("cut")
+    killed_after_first_checkpoint(monkeypatch, lambda: train("cut"))
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 2
-    monkeypatch.setattr(Trainer, "save_checkpoint", original)
     resumed = train("cut")
     a, b = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (full, resumed))
     assert a["step"] == b["step"] == 4 and a["kind"] == "track"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import killed_after_first_checkpoint, tiny_overrides
 
 from ssl_siam.core.config import load_config
 from ssl_siam.core.errors import DataError, UserError
@@ -56,17 +56,8 @@ def test_resume_equals_uninterrupted(tmp_path: Path, tile_dir: Path, monkeypatch
     extra = {"augment.n_local": 2} if objective == "dino" else {}
     full = run(tmp_path, tile_dir, "full", objective, **extra)
 
-    original = Trainer.save_checkpoint
-
-    def save_then_die(self: Trainer) -> None:
-        original(self)
-        raise KeyboardInterrupt  # killed right after the step-3 checkpoint
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, tile_dir, "cut", objective, **extra)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
-    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    killed_after_first_checkpoint(monkeypatch, lambda: run(tmp_path, tile_dir, "cut", objective, **extra))
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3  # killed after step 3
     resumed = run(tmp_path, tile_dir, "cut", objective, **extra)  # same run_dir → resumes
 
     a = load_checkpoint(full / "checkpoints" / "last.pt")
