@@ -12,7 +12,7 @@ from PIL import Image
 
 from ssl_siam.data.semantic import landcover_rgb
 from ssl_siam.data.xbd.labels import damage_mask, load_label
-from ssl_siam.tools.synthetic import GSD, _display, _landscape, _place, _render, make_xbd_split
+from ssl_siam.tools.synthetic import GSD, landscape, make_xbd_split, place_buildings, reflectance_display, render_scene
 
 BAND_NAMES = ("red", "green", "blue", "nir")
 GEOTIFF_NODATA = {"uint8": 0, "uint16": 0, "int16": 0, "float32": -9999.0}
@@ -32,12 +32,12 @@ def make_geotiff_scenes(out_dir: Path, num_scenes: int, size: int = 512, bands: 
     out_dir.mkdir(parents=True, exist_ok=True)
     for i in range(num_scenes):
         rng = np.random.default_rng([seed, 2, i])
-        ground, road, dist, theta = _landscape(rng, size)
-        blds = _place(rng, size, road, dist, theta, int(rng.uniform(0.2, 1.0) * size * size / 5000), False)
-        img = _render(rng, ground, blds, (rng.uniform(120, 165), rng.uniform(45, 72)), False)
+        ground, road, dist, theta = landscape(rng, size)
+        blds = place_buildings(rng, size, road, dist, theta, int(rng.uniform(0.2, 1.0) * size * size / 5000), False)
+        img = render_scene(rng, ground, blds, (rng.uniform(120, 165), rng.uniform(45, 72)), False)
         img = img[..., :bands] * (1 + 0.01 * rng.standard_normal((size, size, bands)))
         if dtype != "float32":
-            img = np.clip(np.rint(_display(img) if dtype == "uint8" else 1e4 * img), 1, np.iinfo(dtype).max)
+            img = np.clip(np.rint(reflectance_display(img) if dtype == "uint8" else 1e4 * img), 1, np.iinfo(dtype).max)
         arr = img.astype(dtype)
         a = rng.uniform(0, 2 * np.pi)  # nodata: a swath border (half-plane) or a stripe at angle a
         d = np.add.outer(np.sin(a) * np.arange(size), np.cos(a) * np.arange(size))

@@ -116,7 +116,7 @@ def _footprint(rng: np.random.Generator, kind: str) -> list[np.ndarray]:
                       (-w / 2, -h / 2)])]
 
 
-def _landscape(rng: np.random.Generator, size: int, ground_p: tuple[float, ...] | np.ndarray = GROUND_P
+def landscape(rng: np.random.Generator, size: int, ground_p: tuple[float, ...] | np.ndarray = GROUND_P
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Ground reflectance (H, W, 4): parcels, crop rows, trees, roads; road mask, road distance, angle."""
     shape = (size, size)
@@ -147,7 +147,7 @@ def _landscape(rng: np.random.Generator, size: int, ground_p: tuple[float, ...] 
     return refl, dist < half + 1, dist, theta
 
 
-def _place(rng: np.random.Generator, size: int, road: np.ndarray, road_dist: np.ndarray, theta: float,
+def place_buildings(rng: np.random.Generator, size: int, road: np.ndarray, road_dist: np.ndarray, theta: float,
            count: int, courtyard: bool) -> list[_Building]:
     """Up to `count` buildings off the roads, 3 px apart, aligned to the road grid, mostly near a road."""
     occupied, out = road.copy(), []
@@ -202,7 +202,7 @@ def _damage(rng: np.random.Generator, view: np.ndarray, b: _Building, others: np
         view[:] = view * (1 - alpha[..., None]) + alpha[..., None] * CLOUD
 
 
-def _render(rng: np.random.Generator, ground: np.ndarray, blds: list[_Building], sun: tuple[float, float],
+def render_scene(rng: np.random.Generator, ground: np.ndarray, blds: list[_Building], sun: tuple[float, float],
             post: bool, style: Style | None = None) -> np.ndarray:
     """Ground (+ floods if `post`), shadows (sun azimuth, elevation in °), roofs (+ damage), gain and haze."""
     img, roofs = ground.copy(), np.zeros(ground.shape[:2], bool)
@@ -228,7 +228,7 @@ def _render(rng: np.random.Generator, ground: np.ndarray, blds: list[_Building],
     return img * gain * (1 - alpha[..., None]) + alpha[..., None] * HAZE
 
 
-def _display(refl: np.ndarray) -> np.ndarray:
+def reflectance_display(refl: np.ndarray) -> np.ndarray:
     """Reflectance to a display stretch on 0..255."""
     return 255 * np.clip(refl * 2.8, 0, 1) ** 0.75
 
@@ -263,14 +263,14 @@ def make_xbd_split(out_dir: Path, num_pairs: int, size: int = 256, seed: int = 0
     ids = [f"{disaster}_{i:08d}" for i in range(num_pairs)]
     for i, tile in enumerate(ids):
         rng = np.random.default_rng([seed, 1, i])
-        ground, road, dist, theta = _landscape(rng, size, style.ground_p)
-        blds = _place(rng, size, road, dist, theta, int(rng.integers(buildings[0], buildings[1] + 1)), i == 0)
+        ground, road, dist, theta = landscape(rng, size, style.ground_p)
+        blds = place_buildings(rng, size, road, dist, theta, int(rng.integers(buildings[0], buildings[1] + 1)), i == 0)
         west, north = lon0 + i % 16 * size * dlon, lat0 - i // 16 * size * dlat
         to_lnglat = np.array([[dlon, 0, west], [0, -dlat, north]])
         for phase, days in (("pre", -int(rng.integers(60, 900))), ("post", int(rng.integers(1, 20)))):
             sun, post, name = (rng.uniform(120, 165), rng.uniform(45, 72)), phase == "post", f"{tile}_{phase}"
-            img, name = _render(rng, ground, blds, sun, post, style), name + "_disaster"
-            rgb = np.clip(np.rint(_display(img[..., :3]) + rng.normal(0, 1.5, (size, size, 3))), 0, 255)
+            img, name = render_scene(rng, ground, blds, sun, post, style), name + "_disaster"
+            rgb = np.clip(np.rint(reflectance_display(img[..., :3]) + rng.normal(0, 1.5, (size, size, 3))), 0, 255)
             Image.fromarray(rgb.astype(np.uint8)).save(out_dir / "images" / f"{name}.png", compress_level=1)
             meta = {"sensor": "SYNTHETIC", "provider_asset_type": "SYNTHETIC", "gsd": 4 * GSD,
                     "capture_date": f"{day0 + days}T{rng.integers(15, 19)}:{rng.integers(10, 60)}:00.000Z",

@@ -4,7 +4,7 @@ satellite video (Jilin-1, SatSOT): targets of 8-20 px, similar distractors, clou
 Coordinates are pixel edges: pixel column j spans [j, j + 1), so a box ``x, y, w, h`` covers ``[x, x + w)``. Objects
 are rendered in frame coordinates with 1 px anti-aliased edges, after the background was warped by the camera drift,
 so a box is exact at every frame; occluders are fixed to the ground and drift with it. Backgrounds are procedural
-(fields, trees, roads: :func:`ssl_siam.tools.synthetic._landscape`) or crops of real imagery, and with real imagery
+(fields, trees, roads: :func:`ssl_siam.tools.synthetic.landscape`) or crops of real imagery, and with real imagery
 half the targets are cut from another image, so that a tracker trained here has seen real texture.
 """
 
@@ -21,7 +21,7 @@ from rasterio.windows import Window
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.rasters import open_raster
 from ssl_siam.data.sources import walk_files
-from ssl_siam.tools.synthetic import _display, _landscape
+from ssl_siam.tools.synthetic import landscape, reflectance_display
 from ssl_siam.track.sequences import IMAGE_SUFFIXES, write_sequence
 
 CAR_COLOURS = np.array([[235, 235, 230], [35, 35, 38], [170, 172, 175], [175, 40, 35], [40, 70, 150]], np.float32)
@@ -169,7 +169,7 @@ def read_crop(path: Path, rng: np.random.Generator, height: int, width: int) -> 
 
 def procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """``[size, size, 3]`` on 0..255: fields, crop rows, trees and roads."""
-    return _display(_landscape(rng, size)[0][..., :3]).astype(np.float32)
+    return reflectance_display(landscape(rng, size)[0][..., :3]).astype(np.float32)
 
 
 def _occluder(rng: np.random.Generator, canvas: int, centre: np.ndarray, heading: float, half: float) -> np.ndarray:
@@ -207,7 +207,7 @@ def _camera_view(layer: np.ndarray, cam: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(layer, warp, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
 
-def _render(scene: _Scene, rng: np.random.Generator, size: int) -> list[np.ndarray]:
+def render_scene(scene: _Scene, rng: np.random.Generator, size: int) -> list[np.ndarray]:
     """The frames ``[3, H, W]`` uint8: warped background, objects, occluder, illumination, sensor noise."""
     frames = []
     for t, cam in enumerate(scene.camera):
@@ -278,7 +278,7 @@ def _sequence(rng: np.random.Generator, num_frames: int, size: int, object_size:
                    offset=rng.uniform(-10, 10, 3) * t, noise=rng.uniform(1, 3.5))
     boxes = look.box(centres, headings)
     boxes[hidden] = np.nan
-    return _render(scene, rng, size), boxes
+    return render_scene(scene, rng, size), boxes
 
 
 def generate_sequences(out: str | Path, num_sequences: int, *, num_frames: int = 40, size: int = 128,
