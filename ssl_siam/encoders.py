@@ -20,6 +20,7 @@ from timm.models._manipulate import adapt_input_conv
 from torch import nn
 
 from ssl_siam.core.errors import ConfigError, DataError
+from ssl_siam.core.files import atomic_path
 from ssl_siam.data.stats import BandStats
 
 ENCODER_WEIGHTS = "encoder.safetensors"
@@ -141,12 +142,10 @@ def export_encoder(encoder: nn.Module, out_dir: str | Path, meta: EncoderMeta) -
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    tmp = out_dir / (ENCODER_WEIGHTS + ".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(out_dir / ENCODER_WEIGHTS)
-    tmp_meta = out_dir / (ENCODER_META + ".tmp")
-    tmp_meta.write_text(json.dumps(meta.to_json(), indent=2))
-    tmp_meta.replace(out_dir / ENCODER_META)
+    with atomic_path(out_dir / ENCODER_WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    with atomic_path(out_dir / ENCODER_META) as tmp:
+        tmp.write_text(json.dumps(meta.to_json(), indent=2))
     return out_dir / ENCODER_WEIGHTS
 
 

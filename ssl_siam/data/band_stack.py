@@ -6,7 +6,6 @@ copied; the VRT is rewritten only when a source file changes."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.core.files import atomic_path
 from ssl_siam.data.rasters import open_raster
 
 _GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
@@ -78,7 +78,6 @@ def stack_bands(files: Mapping[str, Path], grid: Grid, folder: Path, name: str) 
                      "</ComplexSource></VRTRasterBand>")
     parts.append("</VRTDataset>")
     vrt.parent.mkdir(parents=True, exist_ok=True)
-    tmp = vrt.with_name(f".{vrt.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(vrt)
+    with atomic_path(vrt) as tmp:
+        tmp.write_text("\n".join(parts))
     return vrt

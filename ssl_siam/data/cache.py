@@ -26,6 +26,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from tqdm import tqdm
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.core.files import atomic_path
 from ssl_siam.data.headers import TAG_DRIVER, FileHeader, read_headers
 from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.rasters import SEQUENTIAL_SUFFIXES, open_raster
@@ -139,8 +140,7 @@ def build_entry(source: Path, entry: Path) -> Path:
             profile["nodata"] = src.nodata
         colorinterp, driver, info = src.colorinterp, src.driver, source.stat()
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_name(f".{entry.stem}.{os.getpid()}.tmp.tif")
-    try:
+    with atomic_path(entry, suffix=".tif") as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             dst = rasterio.open(tmp, "w", **profile)
@@ -149,10 +149,6 @@ def build_entry(source: Path, entry: Path) -> Path:
             dst.colorinterp = colorinterp  # an alpha band stays an alpha band
             dst.update_tags(**{_TAG_SOURCE: str(source.resolve()), _TAG_SIZE: str(info.st_size),
                                _TAG_MTIME: str(info.st_mtime_ns), _TAG_SHA: pixels_sha1(data), TAG_DRIVER: driver})
-        os.replace(tmp, entry)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return entry
 
 

@@ -15,6 +15,7 @@ import rasterio
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.io import DatasetReader
 
+from ssl_siam.core.files import atomic_path
 from ssl_siam.data.rasters import open_raster
 
 _PARALLEL_FROM = 256  # fewer files are read in this process: a pool costs more than it saves
@@ -109,9 +110,8 @@ def read_headers(paths: Sequence[Path], workers: int = 1, index: Path | None = N
                 table.append(header)
             files[str(path)] = [*identities[path], number]
         index.parent.mkdir(parents=True, exist_ok=True)
-        tmp = index.with_name(f".{index.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": _INDEX_VERSION, "headers": table, "files": files}))
-        os.replace(tmp, index)
+        with atomic_path(index) as tmp:
+            tmp.write_text(json.dumps({"version": _INDEX_VERSION, "headers": table, "files": files}))
     return headers
 
 

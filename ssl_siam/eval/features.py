@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from ssl_siam.core.errors import ConfigError, DataError
+from ssl_siam.core.files import atomic_path
 from ssl_siam.data.stats import BandStats, stats_of_values
 from ssl_siam.encoders import EncoderMeta, create_encoder, load_encoder
 from ssl_siam.eval.datasets import ProbeDataset
@@ -144,7 +144,6 @@ def encoder_features(
     model, stats = build_encoder(spec, dataset.num_bands, seed)
     features = extract_features(model, stats or data_stats(dataset, seed), dataset, device, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"spec": spec.spec, "ids": dataset.ids, "features": features}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"spec": spec.spec, "ids": dataset.ids, "features": features}, tmp)
     return features

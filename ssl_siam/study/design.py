@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from ssl_siam.change.data import find_records, resolve_format
 from ssl_siam.change.tasks import ChangeTask
 from ssl_siam.core.config import save_config
 from ssl_siam.core.errors import ConfigError
+from ssl_siam.core.files import atomic_path
 from ssl_siam.core.registry import Registry
 from ssl_siam.data.pairs import PairRecord
 from ssl_siam.eval.features import EncoderSpec, parse_encoder_spec
@@ -166,9 +166,8 @@ def save_design(cfg: StudyConfig, study_dir: Path, design: dict, n_cells: int, o
     if saved.is_file() and json.loads(saved.read_text()) != design:
         raise ConfigError(f"{saved}: this study directory holds another design (encoders, budgets, seeds, data, "
                           "split or methods differ); choose another run_dir")
-    tmp = saved.with_name(f".{saved.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(design, indent=1))
-    tmp.replace(saved)
+    with atomic_path(saved) as tmp:
+        tmp.write_text(json.dumps(design, indent=1))
     save_config(cfg, study_dir / "config.yaml")
 
 

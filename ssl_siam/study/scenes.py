@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from ssl_siam.core.errors import ConfigError, DataError
+from ssl_siam.core.files import atomic_path
 from ssl_siam.data.class_folders import SceneSplit, split_scenes
 from ssl_siam.data.sources import resolve_sources
 from ssl_siam.eval.classifiers import knn_predict, logistic_regression
@@ -171,9 +172,8 @@ def run_scene_cell(cfg: StudyConfig, cell: SceneCell, split: SceneSplit, bank: F
                 "n_train": n_train, "n_test": int(split.is_test.sum())}
                for method, (predicted, n_train) in predictions.items()]
     cell_dir.mkdir(parents=True, exist_ok=True)
-    tmp = done.with_name(".score.json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(done)
+    with atomic_path(done) as tmp:
+        tmp.write_text(json.dumps(results, indent=1))
     return results
 
 

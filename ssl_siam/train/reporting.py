@@ -9,6 +9,8 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+from ssl_siam.core.files import atomic_path
+
 
 def add_scalars(writer: SummaryWriter | None, prefix: str, metrics: dict[str, float], step: int) -> None:
     """Every metric but ``step`` as ``<prefix>/<name>`` at ``step`` (nothing without a writer: other ranks)."""
@@ -43,6 +45,5 @@ def metrics_record(last: dict[str, float], state: Any, total_steps: int, validat
 
 def write_metrics_json(run_dir: Path, data: dict[str, Any]) -> None:
     """``run_dir/metrics.json``, replaced atomically (a reader never sees half a file)."""
-    tmp = run_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(run_dir / "metrics.json")
+    with atomic_path(run_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(data, indent=1))

@@ -19,7 +19,6 @@ by ``ssl-siam predict`` and refused, in one line, as training or validation data
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,6 +28,7 @@ from PIL import Image
 
 from ssl_siam.change.datasets.base import LAYOUTS, PairLayout, ReadOptions
 from ssl_siam.core.errors import DataError
+from ssl_siam.core.files import atomic_path
 from ssl_siam.data.oscd import IMAGES, band_files, cities, city_dates
 from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.rasters import open_raster
@@ -81,10 +81,8 @@ def city_mask(root: Path, city: str, cache_dir: Path) -> Path | None:
         profile = {"driver": "GTiff", "width": ref.width, "height": ref.height, "count": 1, "dtype": "uint8",
                    "crs": ref.crs, "transform": ref.transform, "compress": "deflate"}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.tif")
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_path(out, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(mask[None] * np.uint8(255))
-    tmp.replace(out)
     return out
 
 

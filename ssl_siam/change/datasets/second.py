@@ -4,13 +4,13 @@ each pair's two land-cover maps become one code mask (:mod:`ssl_siam.data.semant
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from PIL import Image
 
 from ssl_siam.change.datasets.base import LAYOUTS, PairLayout, ReadOptions
 from ssl_siam.core.errors import DataError
+from ssl_siam.core.files import atomic_path
 from ssl_siam.data.pairs import PairRecord, check_sizes
 from ssl_siam.data.semantic import FOLDERS, pair_code, read_landcover
 
@@ -58,7 +58,6 @@ def _code_mask(root: Path, image: Path, cache_dir: Path) -> Path:
         shape = (im.height, im.width)
     code = pair_code(read_landcover(labels[0], shape), read_landcover(labels[1], shape), labels[1])
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    Image.fromarray(code).save(tmp)
-    tmp.replace(out)
+    with atomic_path(out, suffix=".png") as tmp:
+        Image.fromarray(code).save(tmp)
     return out

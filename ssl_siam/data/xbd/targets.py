@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -14,6 +13,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ssl_siam.core.errors import DataError
+from ssl_siam.core.files import atomic_path
 from ssl_siam.data.pairs import PairRecord
 from ssl_siam.data.xbd.labels import damage_mask, load_label, localization_mask
 
@@ -83,9 +83,8 @@ def _stale(target: Path, source: Path) -> bool:
 
 def _atomic_write(path: Path, data: np.ndarray | str) -> None:
     """Write a PNG (array) or text to a temporary file, then rename: concurrent workers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        Image.fromarray(data).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            Image.fromarray(data).save(tmp, format="PNG")
