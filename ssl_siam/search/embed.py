@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
+from ssl_siam.core.config import read_yaml
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.sources import resolve_sources
 from ssl_siam.data.stats import BandStats, compute_stats
@@ -94,7 +94,7 @@ def run_precision(spec: EncoderSpec) -> str:
     config = spec.weights.parent / "config.yaml" if spec.exported and spec.weights else None
     if config is None or not config.is_file():
         return "fp32"
-    data = yaml.safe_load(config.read_text()) or {}
+    data = read_yaml(config)  # a broken config.yaml is a one-line ConfigError naming it
     precision = (data.get("train") or {}).get("precision", "fp32")
     return precision if precision in ("bf16", "fp16", "fp32") else "fp32"
 
