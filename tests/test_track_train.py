@@ -186,6 +186,7 @@ def test_an_ssl_export_is_the_start_and_its_normalisation_the_input(seqs: Path, 
     (["data.max_shift=20"], "data.max_shift=20: the response map reaches ±16 search px"),
     (["model.exemplar_size=30"], "expected multiples of the stride 4"),
     (["model.siamese=asymmetric"], "model.siamese"),
+    (["model.out_stride=8"], "loss.radius=4: at model.out_stride=8 some target positions get no positive"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_run(seqs: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                                  overrides: list[str], message: str) -> None:

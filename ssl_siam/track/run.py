@@ -4,6 +4,7 @@ generated into the run directory), run by the shared launcher; with held-out seq
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import NamedTuple
@@ -39,6 +40,10 @@ def build_task(cfg: TrackConfig, in_chans: int, stats: BandStats, encoder: Encod
     if cfg.data.max_shift > reach:
         raise ConfigError(f"data.max_shift={cfg.data.max_shift:g}: the response map reaches ±{reach:g} search px "
                           f"(model.search_size − model.exemplar_size) / 2; expected at most that")
+    if cfg.loss.radius < model.stride / math.sqrt(2):  # a target between four cells would have no positive cell
+        raise ConfigError(f"loss.radius={cfg.loss.radius:g}: at model.out_stride={model.stride} some target "
+                          f"positions get no positive response cell; expected at least stride/√2 = "
+                          f"{model.stride / math.sqrt(2):.2f}")
     return TrackTask(model, stats, cfg.augment, response_size, cfg.loss.radius, cfg.train.seed, memory_format)
 
 
