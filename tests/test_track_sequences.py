@@ -14,7 +14,8 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from ssl_siam.core.errors import DataError
-from ssl_siam.track.sequences import open_frames, read_boxes, read_sequence, read_sequences, write_sequence
+from ssl_siam.track.frames import open_frames
+from ssl_siam.track.sequences import read_boxes, read_sequence, read_sequences, write_sequence
 
 BOXES = np.array([[10, 20, 8, 6], [11.5, 20.25, 8, 6], [13, 21, 7.75, 6.5]])
 GEOREF = (Affine(0.5, 0, 500_000, 0, -0.5, 4_000_000), CRS.from_epsg(32636))

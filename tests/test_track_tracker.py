@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from ssl_siam.data.stats import BandStats
 from ssl_siam.track.config import TrackConfig
+from ssl_siam.track.frames import FrameSource, open_frames
 from ssl_siam.track.outputs import track_features, write_boxes_csv, write_overlay, write_tracks_geojson
-from ssl_siam.track.sequences import FrameSource, Sequence, open_frames, write_sequence
+from ssl_siam.track.sequences import Sequence, write_sequence
 from ssl_siam.track.tracker import Tracker, track_frames
 from ssl_siam.track.validator import TrackingValidator
 

@@ -17,9 +17,10 @@ from ssl_siam.core.recipes import resolve_recipe
 from ssl_siam.data.stats import BandStats, normalise
 from ssl_siam.encoders import EncoderMeta, create_encoder, export_encoder
 from ssl_siam.track.config import TrackConfig
+from ssl_siam.track.frames import FrameSource
 from ssl_siam.track.pairs import TrackingPairs, crop_windows
 from ssl_siam.track.run import load_trained_tracker, run_track_train
-from ssl_siam.track.sequences import FrameSource, Sequence, read_sequences
+from ssl_siam.track.sequences import Sequence, read_sequences
 from ssl_siam.track.synthetic import constant_velocity_sequence, generate_sequences
 from ssl_siam.train.checkpoint import load_checkpoint
 from ssl_siam.train.loop import Trainer

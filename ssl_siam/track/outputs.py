@@ -16,7 +16,8 @@ from rasterio.warp import transform as warp_transform
 
 from ssl_siam.core.files import atomic_path
 from ssl_siam.data.display import rgb_bands
-from ssl_siam.track.sequences import FrameSource, Georef, format_box
+from ssl_siam.track.frames import FrameSource, Georef
+from ssl_siam.track.sequences import format_box
 
 # RGB colours of targets 0, 1, ... (cycled): distinct on grey, green and blue backgrounds
 TARGET_COLOURS = ((255, 40, 40), (40, 220, 255), (255, 220, 0), (255, 60, 255), (60, 255, 60), (255, 140, 0))

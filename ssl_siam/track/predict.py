@@ -12,9 +12,9 @@ import numpy as np
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.core.files import atomic_path
+from ssl_siam.track.frames import STACK_SUFFIXES, FrameSource, open_frames
 from ssl_siam.track.outputs import write_boxes_csv, write_overlay, write_tracks_geojson
 from ssl_siam.track.run import load_trained_tracker
-from ssl_siam.track.sequences import STACK_SUFFIXES, FrameSource, open_frames
 from ssl_siam.track.tracker import track_frames, tracker_for
 from ssl_siam.train.runtime import resolve_device
 

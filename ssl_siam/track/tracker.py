@@ -49,7 +49,7 @@ class SiameseEmbedder(Protocol):
 
 
 class FrameReader(Protocol):
-    """What :func:`track_frames` reads (``ssl_siam.track.sequences.FrameSource``)."""
+    """What :func:`track_frames` reads (``ssl_siam.track.frames.FrameSource``)."""
 
     def __len__(self) -> int: ...
 
