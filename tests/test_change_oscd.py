@@ -195,3 +195,20 @@ def test_the_oscd_study_holds_out_cities_by_name(oscd_root: Path, tmp_path: Path
     wrong = load_config(StudyConfig, "oscd_label_efficiency", [f"data.root={oscd_root}", "test_ids=[dubai]"])
     with pytest.raises(Exception, match="test_ids: dubai is not a pair of data.root"):
         make_split(wrong, change_task(wrong.finetune.task), tmp_path)
+
+
+def test_radiometric_matching_travels_with_the_run(oscd_root: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """data.radiometric=match trains, validates and is kept in the checkpoint, so predict applies it unasked;
+    an unknown mode is one line naming the key."""
+    from ssl_siam.change.run import load_finetuned
+
+    run = tmp_path / "run"
+    assert main(["finetune", "--config", "oscd_resnet50", f"data.root={oscd_root}", "data.radiometric=match",
+                 f"run_dir={run}", *TINY]) == 0
+    assert json.loads((run / "metrics.json").read_text())["val"]["images"] == 3
+    assert load_finetuned(run / "checkpoints" / "last.pt", "cpu").task.radiometric == "match"
+    assert main(["finetune", "--config", "oscd_resnet50", f"data.root={oscd_root}", "data.radiometric=histogram",
+                 f"run_dir={tmp_path / 'bad'}", *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.radiometric" in err[0] and not (tmp_path / "bad").exists()

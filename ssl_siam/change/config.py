@@ -29,6 +29,10 @@ class ChangeDataConfig(LoaderConfig):
     geometric_on_device: bool = False  # true: flips / rotations / affine / misregistration on the device, batched
     bands: list[PositiveInt] | None = None  # 1-based bands of the pre image (and post, unless post_bands)
     post_bands: list[PositiveInt] | None = None
+    # match: each post image's bands get the pre image's scene mean / std (relative radiometric normalisation, one
+    # gain and offset per pair and band: a date's haze, sun or gain is not change); kept in the checkpoint, so
+    # validation and predict apply it too (docs/finetuning.md). none: the files' values
+    radiometric: Literal["none", "match"] = "none"
     ignore_index: Annotated[int, Range(0, 255)] = 255  # `un-classified` buildings in training masks
     # binary change masks: values ≥ it are change, below it no change (anti-aliased 0 / 255 masks); None: masks
     # must hold 0 / 1 or 0 / 255. Applies in training, validation and held-out scoring (docs/finetuning.md)

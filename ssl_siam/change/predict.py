@@ -16,6 +16,7 @@ from ssl_siam.change.tasks import ChangeTask
 from ssl_siam.change.training import FinetuneTask
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.oscd import date_folder_name, folder_dates
+from ssl_siam.data.radiometry import match_moments
 from ssl_siam.data.rasters import RasterPair
 from ssl_siam.train.runtime import Runtime
 
@@ -29,6 +30,8 @@ def predict_pair(task: FinetuneTask, change: ChangeTask, runtime: Runtime, pre_p
     SECOND), the overlay, and for GeoTIFFs the GeoTIFF + GeoJSON; their names start with ``stem`` (default: the
     post image's, :func:`output_stem`; a split's pairs pass their id).
 
+    With the run's ``data.radiometric=match`` the post image is first corrected by the pair's scene moments
+    (:func:`match_moments` on the pair's overviews), as the training crops were.
     The pair is read, normalised, predicted (on the runtime's device, under its autocast) and decoded one row of
     windows at a time (windowed reads of GeoTIFFs), so only the uint8 / float32 output maps are held whole, never
     the scene's probabilities. Windows shrink for small images to multiples of the model's output stride.
@@ -43,6 +46,10 @@ def predict_pair(task: FinetuneTask, change: ChangeTask, runtime: Runtime, pre_p
             have = pair.num_bands[0] if which == pre_path else pair.num_bands[1]
             raise DataError(f"{which}: {have} bands selected, the model takes {expected[which != pre_path]}; choose "
                             "them with --bands (1-based, e.g. --bands 1 2 3) and --post-bands for the post image")
+        if task.radiometric == "match" and pair.num_bands[0] != pair.num_bands[1]:
+            raise DataError(f"{post_path}: the model matches the post bands to the pre bands (data.radiometric=match), "
+                            f"expected as many; got {pair.num_bands[1]} post, {pair.num_bands[0]} pre")
+        affine = match_moments(*pair.overviews()) if task.radiometric == "match" else None
         shape = (pair.height, pair.width)
         maps: dict[str, np.ndarray] = {}
         nodata = np.zeros(shape, bool)
@@ -51,6 +58,8 @@ def predict_pair(task: FinetuneTask, change: ChangeTask, runtime: Runtime, pre_p
             pre_raw, post_raw = pair.rows(top, bottom)
             invalid = pair.nodata(pre_raw, post_raw)
             nodata[top:bottom] = invalid
+            if affine is not None:
+                post_raw = affine.apply(post_raw)
             pre, post = (torch.from_numpy(np.nan_to_num(a) if a.dtype.kind == "f" else a)[None].to(device)
                          for a in (pre_raw, post_raw))
             pre, post = task.normalize(pre, post)

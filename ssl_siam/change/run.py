@@ -114,7 +114,7 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
                         jitter_seed=cfg.train.seed if d.photometric_on_device else None,
                         encoder_bn=cfg.train.encoder_bn,
                         geometry=Geometry(cfg.train.seed, d.misregistration_px, d.ignore_index)
-                        if d.geometric_on_device else None)
+                        if d.geometric_on_device else None, radiometric=d.radiometric)
     collate = None if d.photometric_on_device else JitterCollate(cfg.train.seed)
     per_epoch = d.samples_per_epoch or max(len(dataset), cfg.train.batch_size)
     loader = training_loader(dataset, cfg, runtime, per_epoch, collate)
@@ -151,5 +151,5 @@ def load_finetuned(ckpt_path: str | Path, device: str | torch.device = "auto") -
     state = {k.removeprefix("model."): v for k, v in ckpt["model"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     task = FinetuneTask(model, nn.Identity(), BandStats(**extra["pre_stats"]), BandStats(**extra["post_stats"]),
-                        memory_format=runtime.memory_format)
+                        memory_format=runtime.memory_format, radiometric=cfg.data.radiometric)
     return Finetuned(task.to(runtime.device, memory_format=runtime.memory_format).eval(), cfg, runtime, change)

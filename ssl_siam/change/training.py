@@ -47,15 +47,17 @@ class FinetuneTask(TrainingTask):
     """Batches ``{"pre", "post": raw [B, C, H, W], "mask": [B, H, W], "index"}`` → normalised pair → model → loss;
     with ``jitter_seed`` the training pairs are photometrically jittered on the device first (else the workers
     did it, :class:`JitterCollate`, or nobody). The checkpoint stores both normalizations, so prediction needs
-    the checkpoint alone."""
+    the checkpoint alone. ``radiometric``: the run's ``data.radiometric``, which prediction applies to each pair
+    before :meth:`normalize` (the training dataset applied it to the crops)."""
 
     checkpoint_kind = "finetune"
 
     def __init__(self, model: SiameseChangeNet, criterion: nn.Module, pre_stats: BandStats, post_stats: BandStats,
                  freeze_encoder_epochs: float = 0.0, encoder_lr_scale: float = 1.0,
                  memory_format: torch.memory_format = torch.contiguous_format, jitter_seed: int | None = None,
-                 encoder_bn: str = "train", geometry: Geometry | None = None) -> None:
+                 encoder_bn: str = "train", geometry: Geometry | None = None, radiometric: str = "none") -> None:
         super().__init__()
+        self.radiometric = radiometric
         self.model, self.criterion, self.encoder_bn, self.geometry = model, criterion, encoder_bn, geometry
         self.pre_stats, self.post_stats = pre_stats, post_stats
         self.freeze_epochs, self.encoder_lr_scale = freeze_encoder_epochs, encoder_lr_scale

@@ -14,7 +14,8 @@ from rasterio.windows import Window
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.pairs import PairRecord
-from ssl_siam.data.rasters import SEQUENTIAL_DRIVERS, open_raster
+from ssl_siam.data.radiometry import RADIOMETRIC_MODES, BandAffine, match_moments
+from ssl_siam.data.rasters import SEQUENTIAL_DRIVERS, RasterPair, nodata_mask, open_raster
 from ssl_siam.data.transforms.pair import PairAugment
 
 NUM_CLASSES = 5  # background, no / minor / major damage, destroyed
@@ -31,6 +32,8 @@ class PairCropDataset(torch.utils.data.Dataset):
     Train: a ``crop_size`` window, with probability ``building_bias`` centred (± crop/4 jitter) on a random
     building pixel, then :class:`PairAugment`. Eval: the whole image or its centre crop, no augmentation. Crops
     larger than the image are padded with 0 (images) and ``ignore_index`` (mask). ``post_bands`` defaults to ``bands``.
+    ``radiometric="match"``: each post crop is corrected by :func:`match_moments` on its pair's overviews (scene
+    moments matched to the pre image's, nodata pixels kept), in the file's dtype, before padding and augmentation.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class PairCropDataset(torch.utils.data.Dataset):
         num_classes: int = NUM_CLASSES,
         mask_map: dict[int, int] | None = None,
         mask_threshold: int | None = None,
+        radiometric: str = "none",
     ) -> None:
         if not records:
             raise DataError("no xBD pairs given: expected at least one PairRecord")
@@ -74,6 +78,14 @@ class PairCropDataset(torch.utils.data.Dataset):
         with open_raster(first.pre_image) as pre, open_raster(first.post_image) as post:
             self.num_bands_pre = len(_indexes(first.pre_image, pre.count, self._bands_pre))
             self.num_bands_post = len(_indexes(first.post_image, post.count, self._bands_post))
+        if radiometric not in RADIOMETRIC_MODES:
+            raise ValueError(f"radiometric must be one of {RADIOMETRIC_MODES}, got {radiometric!r}")
+        if radiometric == "match" and self.num_bands_pre != self.num_bands_post:
+            raise DataError(f"{first.post_image}: data.radiometric=match pairs the post bands with the pre bands, "
+                            f"expected as many ({self.num_bands_post} post, {self.num_bands_pre} pre); "
+                            "set data.radiometric=none")
+        self.radiometric = radiometric
+        self._affine: dict[Path, tuple[BandAffine, list[float | None]]] = {}  # post image -> correction, nodata
         self.augment = PairAugment(misregistration_px, geometric=augment, ignore_index=ignore_index) if train else None
 
     def __len__(self) -> int:
@@ -88,6 +100,9 @@ class PairCropDataset(torch.utils.data.Dataset):
         mask, window, size = self._read_mask(record, rng)
         pre = self._read_image(record.pre_image, window, size, self._bands_pre, self.num_bands_pre)
         post = self._read_image(record.post_image, window, size, self._bands_post, self.num_bands_post)
+        if self.radiometric == "match":
+            affine, nodata = self._post_affine(record)
+            post = affine.apply(post, keep=nodata_mask(post, nodata))
         crop = (self.crop_size,) * 2 if self.crop_size is not None else size
         pre, post, mask = _pad(pre, crop, 0), _pad(post, crop, 0), _pad(mask[None], crop, self.ignore_index)[0]
         if self.augment is not None:
@@ -97,6 +112,15 @@ class PairCropDataset(torch.utils.data.Dataset):
         arrays = {"pre": pre, "post": post, "mask": mask.astype(np.int64)}
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         return {**tensors, "index": index, "id": record.id}
+
+    def _post_affine(self, record: PairRecord) -> tuple[BandAffine, list[float | None]]:
+        """The post image's radiometric correction and its bands' nodata values: computed on the pair's first
+        visit in this process (one overview read of each date) and kept."""
+        if (known := self._affine.get(record.post_image)) is None:
+            with RasterPair(record.pre_image, record.post_image, self._bands_pre, self._bands_post) as pair:
+                known = (match_moments(*pair.overviews()), pair.nodata_values[1])
+            self._affine[record.post_image] = known
+        return known
 
     def _map(self, mask: np.ndarray) -> np.ndarray:
         """File values → classes through ``mask_map`` (no copy when it maps nothing)."""

@@ -14,6 +14,7 @@ import numpy as np
 import rasterio
 import torch
 import torch.nn.functional as F
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
@@ -23,6 +24,7 @@ from ssl_siam.data.display import rgb_bands
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt")
 _MAX_SHIFT_PX = 0.01  # pre / post footprints further apart than this many pixels are a mismatch
+OVERVIEW_SIDE = 512  # longest side of an overview (scene statistics of a pair)
 
 Profile = dict[str, Any]  # {"crs": rasterio CRS, "transform": affine.Affine}
 
@@ -65,6 +67,21 @@ def _png_complete(path: Path) -> bool:
 
 
 
+def overview(src: DatasetReader, indexes: Sequence[int], side: int = OVERVIEW_SIDE) -> np.ndarray:
+    """Bands ``indexes`` of ``src`` [C, h, w], decimated (nearest) so the longer side is at most ``side``;
+    sequential formats (PNG / JPEG) are decoded whole and strided alike."""
+    step = _step(src, side)
+    if src.driver in SEQUENTIAL_DRIVERS:
+        return src.read(list(indexes))[:, ::step, ::step]
+    shape = (len(indexes), -(-src.height // step), -(-src.width // step))
+    return src.read(list(indexes), out_shape=shape, resampling=Resampling.nearest)
+
+
+def _step(src: DatasetReader, side: int) -> int:
+    """Decimation step that brings ``src``'s longer side to at most ``side`` pixels."""
+    return max(1, -(-max(src.height, src.width) // side))
+
+
 def nodata_mask(data: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
     """``[h, w]`` True where a pixel of ``data`` ``[C, h, w]`` is nodata: NaN in any band (a float raster's NaN is
     always nodata, tagged or not), or equal to its band's ``nodata`` value in every band (when every band has one)."""
@@ -82,7 +99,8 @@ class RasterPair:
     are georeferenced with different CRSs or footprints (transforms more than 0.01 px apart at any corner).
     ``bands``: 1-based band indices (default all), read from both images unless ``post_bands`` selects the post
     image's own; ``num_bands`` counts them (pre, post). :meth:`nodata` marks the pixels nodata in either image
-    (:func:`nodata_mask`: NaN, or the files' nodata value in every band). ``profile`` is the pre image's
+    (:func:`nodata_mask`: NaN, or the files' nodata value in every band; ``nodata_values``: each selected band's,
+    pre and post). ``profile`` is the pre image's
     {"crs", "transform"} when georeferenced (None for PNG / JPEG).
     GeoTIFFs (and other random-access rasters, e.g. VRT mosaics) are read window by window; PNG and JPEG
     (sequential formats, where each window would decode the file again from its start) are decoded once, whole.
@@ -99,7 +117,7 @@ class RasterPair:
                 self._indexes.append(self._band_indexes(path, self._sources[-1], selection))
             self._check_pair()
             self.num_bands = (len(self._indexes[0]), len(self._indexes[1]))
-            self._nodata = [[src.nodatavals[b - 1] for b in idx] for src, idx in zip(self._sources, self._indexes)]
+            self.nodata_values = [[src.nodatavals[b - 1] for b in idx] for src, idx in zip(self._sources, self._indexes)]
             self._whole = [self._read(i, None) if src.driver in SEQUENTIAL_DRIVERS else None
                            for i, src in enumerate(self._sources)]
         except BaseException:
@@ -145,7 +163,14 @@ class RasterPair:
 
     def nodata(self, pre: np.ndarray, post: np.ndarray) -> np.ndarray:
         """``[h, W]`` True where rows read by :meth:`rows` are nodata in the pre or the post image."""
-        return nodata_mask(pre, self._nodata[0]) | nodata_mask(post, self._nodata[1])
+        return nodata_mask(pre, self.nodata_values[0]) | nodata_mask(post, self.nodata_values[1])
+
+    def overviews(self, side: int = OVERVIEW_SIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pre [C, h, w] and post [C', h, w] images decimated to at most ``side`` pixels a side
+        (:func:`overview`), and ``[h, w]`` True where either is nodata: a whole-scene view for statistics."""
+        pre, post = (overview(src, idx, side) if whole is None else whole[:, ::_step(src, side), ::_step(src, side)]
+                     for src, idx, whole in zip(self._sources, self._indexes, self._whole))
+        return pre, post, self.nodata(pre, post)
 
     def display_bands(self) -> np.ndarray:
         """The pre image's red, green and blue among its selected bands [3, H, W] (:func:`display.rgb_bands`: by

@@ -70,7 +70,7 @@ class ChangeTask:
         d = cfg.data
         common = dict(bands=d.bands, post_bands=d.post_bands, ignore_index=d.ignore_index, seed=cfg.train.seed,
                       num_classes=self.mask_classes(self.head_classes(cfg.model.num_classes)),
-                      mask_map=LAYOUTS.get(fmt).mask_map, mask_threshold=self.mask_threshold)
+                      mask_map=LAYOUTS.get(fmt).mask_map, mask_threshold=self.mask_threshold, radiometric=d.radiometric)
         if not train:
             return PairCropDataset(records, None, train=False, **common)
         device = d.geometric_on_device  # then the training step applies the geometry to whole batches
