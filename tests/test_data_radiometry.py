@@ -99,7 +99,8 @@ def test_crops_of_a_matched_pair_lose_the_date_radiometry(tmp_path: Path) -> Non
     train = PairCropDataset([record], 16, train=True, radiometric="match", augment=False, **common)
     crop = train[3]
     assert crop["post"].shape == (3, 16, 16)
-    assert np.abs(crop["post"].numpy().astype(int) - crop["pre"].numpy().astype(int))[crop["post"].numpy() > 0].max() <= 2
+    pre_crop, post_crop = crop["pre"].numpy().astype(int), crop["post"].numpy().astype(int)
+    assert np.abs(post_crop - pre_crop)[post_crop > 0].max() <= 2
 
 
 def test_matching_needs_as_many_post_bands_as_pre_bands(tmp_path: Path) -> None:

@@ -19,6 +19,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
 
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, training: str) -> None:
+    """``--ckpt`` (a checkpoint of a ``training`` run, e.g. "finetune"), ``--out`` and ``--device``: what every
+    command that applies a trained model takes."""
+    parser.add_argument("--ckpt", required=True, help=f"checkpoints/best.pt or last.pt of a {training} run")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
+
+
 def number(kind: type, low: float, high: float | None = None, high_open: bool = False) -> Callable[[str], float]:
     """An argparse type: ``kind`` (int or float) in [low, high] (or [low, high) with ``high_open``)."""
 

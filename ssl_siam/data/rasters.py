@@ -117,7 +117,8 @@ class RasterPair:
                 self._indexes.append(self._band_indexes(path, self._sources[-1], selection))
             self._check_pair()
             self.num_bands = (len(self._indexes[0]), len(self._indexes[1]))
-            self.nodata_values = [[src.nodatavals[b - 1] for b in idx] for src, idx in zip(self._sources, self._indexes)]
+            self.nodata_values = [[src.nodatavals[b - 1] for b in idx]
+                                  for src, idx in zip(self._sources, self._indexes)]
             self._whole = [self._read(i, None) if src.driver in SEQUENTIAL_DRIVERS else None
                            for i, src in enumerate(self._sources)]
         except BaseException:

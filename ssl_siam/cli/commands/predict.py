@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssl_siam.cli.common import FRACTION, POSITIVE, check_output
+from ssl_siam.cli.common import FRACTION, POSITIVE, add_checkpoint_arguments, check_output
 from ssl_siam.core.errors import UserError
 
 NAME = "predict"
@@ -14,15 +14,13 @@ HELP = "map damage or change on pre/post images with a finetuned checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a finetune run")
+    add_checkpoint_arguments(parser, "finetune")
     parser.add_argument("--pre", help="pre-event image (PNG/JPEG/GeoTIFF), or a folder of per-band GeoTIFFs "
                         "(OSCD's <city>/imgs_1: stacked in the run's data.oscd_bands order)")
     parser.add_argument("--post", help="post-event image (or folder, e.g. <city>/imgs_2)")
     parser.add_argument("--data", help="a split directory (xBD, LEVIR, S2Looking, OSCD, SECOND) or pairs CSV: "
                         "predict every pair")
     parser.add_argument("--ids", nargs="+", help="with --data: only these pairs (e.g. OSCD cities by name)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--window", type=POSITIVE, default=512, help="sliding-window size")
     parser.add_argument("--overlap", type=FRACTION, default=0.25,
                         help="fraction of a window shared with its neighbour, in [0, 1)")

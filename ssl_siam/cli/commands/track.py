@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssl_siam.cli.common import POSITIVE, check_output, number
+from ssl_siam.cli.common import POSITIVE, add_checkpoint_arguments, check_output, number
 from ssl_siam.core.errors import UserError
 
 NAME = "track"
@@ -12,14 +12,12 @@ HELP = "track objects through an image folder, stack or video with a SiamFC chec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="checkpoints/last.pt or best.pt of a track-train run")
+    add_checkpoint_arguments(parser, "track-train")
     parser.add_argument("--frames", required=True, help="a folder of images (frames in natural name order), a "
                         "multi-band stack (.tif/.vrt, frame-major) or a video file")
     parser.add_argument("--init", required=True, nargs="+", metavar="X,Y,W,H", help="the target's box on the first "
                         "frame (top-left corner and size in px, as in groundtruth_rect.txt); several boxes track "
                         "several targets at once (boxes.csv then has a target column, 0 = the first box)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--bands", type=POSITIVE, nargs="+", help="1-based bands of each frame (default: the run's "
                         "data.bands, else all)")
     parser.add_argument("--bands-per-frame", type=POSITIVE, help="a stack file: bands per frame (default: as many as "

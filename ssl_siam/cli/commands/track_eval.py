@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from ssl_siam.cli.common import check_output, number
+from ssl_siam.cli.common import add_checkpoint_arguments, check_output, number
 
 NAME = "track-eval"
 HELP = "success AUC / precision of a SiamFC checkpoint on annotated sequences (one-pass evaluation)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="checkpoints/last.pt or best.pt of a track-train run")
+    add_checkpoint_arguments(parser, "track-train")
     parser.add_argument("--data", required=True, help="a sequence folder (<seq>/img/* + groundtruth_rect.txt) or a "
                         "folder of them")
-    parser.add_argument("--out", required=True)
     parser.add_argument("--precision-px", type=number(float, 0), default=20.0,
                         help="centre-error threshold of the reported precision, px (default 20)")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--redetect", type=number(float, 0, 1), metavar="SCORE", help="re-detect a target whose "
                         "score falls below SCORE over a 3x wider search window (default: off)")
 

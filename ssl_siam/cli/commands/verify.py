@@ -5,22 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssl_siam.cli.common import NON_NEGATIVE, POSITIVE, check_output, number
+from ssl_siam.cli.common import NON_NEGATIVE, POSITIVE, add_checkpoint_arguments, check_output, number
 
 NAME = "verify"
 HELP = "verification (ROC AUC, EER, accuracy) and one-shot N-way of a metric model"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="checkpoints/best.pt or last.pt of a metric-train run")
+    add_checkpoint_arguments(parser, "metric-train")
     parser.add_argument("--data", nargs="+", required=True, help="held-out pairs, in the form of the run's data.root")
     parser.add_argument("--dataset", help="a metric-train data.dataset (docs/metric-learning.md); default: the run's")
     parser.add_argument("--objects", help="object-series: GeoJSON of the held-out polygons (default: the run's)")
     parser.add_argument("--oneshot", help="image folder <class>/*.tif of classes unseen in training: N-way one-shot")
     parser.add_argument("--n-way", type=number(int, 2), default=5, help="classes per one-shot trial (>= 2)")
     parser.add_argument("--trials", type=POSITIVE, default=1000)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=POSITIVE, default=64)
     parser.add_argument("--seed", type=NON_NEGATIVE, default=0)
 
