@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from ssl_siam.cli.common import NON_NEGATIVE, POSITIVE, check_output
+from ssl_siam.cli.common import NON_NEGATIVE, POSITIVE, check_output, number
 
 NAME = "bench"
 HELP = "throughput: model-only ceiling vs our pipeline vs lightly's recipe"
@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="tiles to read (default: generated sample tiles)")
     parser.add_argument("--cache-dir", help="also time the loader reading PNG / JPEG from this decoded cache "
                         "(ssl-siam cache; built first where missing): loader_cached")
+    parser.add_argument("--aug-seconds", type=number(float, 0), default=3.0,
+                        help="CPU seconds per side of the per-core augmentation comparison (default: %(default)s)")
     parser.add_argument("--json", help="also write the result to this JSON file")
 
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.json, "--json", folder=False)
     result = run_bench(args.objective, backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
                        workers=args.workers, device=args.device, steps=args.steps, data=args.data,
-                       cache_dir=args.cache_dir)
+                       cache_dir=args.cache_dir, aug_seconds=args.aug_seconds)
     print(format_bench(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
