@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check (issue 29; docs/benchmark.md "GPU check"):
 #   scripts/gpu_check.sh [--device cuda|cpu] [--smoke] --out DIR [--wheels DIR]
-# Installs ssl-siam where the machine lacks it — into .venv, from the wheels in --wheels (default: wheels/, made
-# beforehand with `pip wheel -w wheels .` where the registries can be reached; the GPU machine has no internet) —
-# then runs scripts/gpu_check.py: bench of every objective and finetuning, a few real steps of every training and
-# of predict --tta (bf16, channels_last), once compiled, once under torchrun with SyncBatchNorm; JSON under DIR.
-# Exits non-zero if any step fails.
+# Runs from the source tree (on PYTHONPATH). Third-party packages the machine lacks travel as wheels (--wheels,
+# default .whl/, made beforehand where pip works; the GPU machine has no internet) and are installed with
+# --no-index into a temporary site folder. Then scripts/gpu_check.py: bench of every objective and finetuning, a
+# few real steps of every training and of predict --tta (bf16, channels_last), once compiled, once under torchrun
+# with SyncBatchNorm; JSON under DIR. Exits 1 if a step fails, 2 if the packages cannot be found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-wheels=wheels
+wheels=.whl
 args=()
 while (($#)); do
   case "$1" in
@@ -20,13 +20,15 @@ python=${PYTHON:-}
 if [[ -z "$python" ]]; then
   if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
 fi
-if ! "$python" -c "import ssl_siam, torch, timm, lightly" 2>/dev/null; then
-  if [[ ! -d "$wheels" ]]; then
-    echo "gpu_check: ssl_siam is not installed and $wheels/ holds no wheels (make them with: pip wheel -w $wheels .)" >&2
-    exit 2
-  fi
-  [[ -x .venv/bin/python ]] || python3 -m venv --system-site-packages .venv
-  python=.venv/bin/python
-  "$python" -m pip install --no-index --find-links "$wheels" ssl-siam
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+needed="import ssl_siam.cli, torch, timm, lightly, rasterio, albumentations, safetensors, yaml"
+if ! "$python" -c "$needed" 2>/dev/null && compgen -G "$wheels/*.whl" > /dev/null; then
+  site=$(mktemp -d /tmp/gpu_check_site.XXXX)
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl
+  export PYTHONPATH="$PYTHONPATH:$site"
+fi
+if ! missing=$("$python" -c "$needed" 2>&1); then
+  echo "gpu_check: $(tail -n 1 <<< "$missing"); carry the missing packages as wheels in $wheels/ (docs/benchmark.md)" >&2
+  exit 2
 fi
 exec "$python" scripts/gpu_check.py "${args[@]}"
