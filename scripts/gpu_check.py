@@ -24,7 +24,7 @@ BENCH_OBJECTIVES = ("simsiam", "byol", "dino", "finetune")
 TARGETS = {"simsiam": 0.9, "dino": 0.9, "finetune": 0.9}  # ours / ceiling, issue 29
 
 
-def sizes(device: str, smoke: bool) -> dict[str, object]:
+def sizes(smoke: bool) -> dict[str, object]:
     """Model and data sizes: the paper recipes on a GPU, toys for ``--smoke``."""
     if smoke:
         return {"backbone": "resnet18", "image": 32, "batch": 4, "finetune_image": 64, "finetune_batch": 2,
@@ -69,7 +69,7 @@ def run_step(name: str, argv: list[str], out: Path, launcher: list[str] | None =
 
 def steps(device: str, smoke: bool, out: Path) -> list[tuple[str, list[str], list[str] | None]]:
     """(name, ssl-siam arguments, launcher) of every step, in order."""
-    s, work = sizes(device, smoke), out / "work"
+    s, work = sizes(smoke), out / "work"
     data, runs = work / "xbd", work / "runs"
     amp = ["train.precision=bf16", "train.channels_last=true", f"train.device={device}"]
     loader = [f"data.num_workers={s['workers']}", "train.progress=false", "train.log_every=1"]
@@ -89,23 +89,16 @@ def steps(device: str, smoke: bool, out: Path) -> list[tuple[str, list[str], lis
                                                 "--json", str(out / f"bench_{objective}.json")], None))
     out_list.append(("synthetic_data", ["synthetic", str(data), "--format", "xbd", "--pairs", str(s["pairs"]),
                                         "--size", str(s["size"])], None))
+    def pretrain(objective: str, run: str, *extra: str) -> list[str]:
+        return ["pretrain", "--config", f"{objective}_resnet50", *extra, f"model.backbone={s['backbone']}",
+                f"data.root={data}/images", f"train.batch_size={s['batch']}", f"train.max_steps={n}",
+                f"run_dir={runs}/{run}", *amp, *loader, *small]
+
     for objective in ("simsiam", "byol", "dino"):
-        out_list.append((f"pretrain_{objective}", ["pretrain", "--config", f"{objective}_resnet50",
-                                                   f"model.backbone={s['backbone']}", f"data.root={data}/images",
-                                                   f"train.batch_size={s['batch'] if not smoke else 4}",
-                                                   f"train.max_steps={n}", f"run_dir={runs}/pretrain_{objective}",
-                                                   *amp, *loader, *small], None))
-    out_list.append(("pretrain_simsiam_compile", ["pretrain", "--config", "simsiam_resnet50", "train.compile=true",
-                                                  f"model.backbone={s['backbone']}", f"data.root={data}/images",
-                                                  f"train.batch_size={s['batch'] if not smoke else 4}",
-                                                  f"train.max_steps={n}", f"run_dir={runs}/pretrain_compile",
-                                                  *amp, *loader, *small], None))
+        out_list.append((f"pretrain_{objective}", pretrain(objective, f"pretrain_{objective}"), None))
+    out_list.append(("pretrain_simsiam_compile", pretrain("simsiam", "pretrain_compile", "train.compile=true"), None))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29517"]
-    out_list.append(("torchrun_sync_bn", ["pretrain", "--config", "simsiam_resnet50", "train.sync_bn=true",
-                                          f"model.backbone={s['backbone']}", f"data.root={data}/images",
-                                          f"train.batch_size={s['batch'] if not smoke else 4}",
-                                          f"train.max_steps={n}", f"run_dir={runs}/pretrain_torchrun",
-                                          *amp, *loader, *small], torchrun))
+    out_list.append(("torchrun_sync_bn", pretrain("simsiam", "pretrain_torchrun", "train.sync_bn=true"), torchrun))
     finetune = [f"model.backbone={s['backbone']}", f"data.root={data}", "data.val_fraction=0.25",
                 f"data.crop_size={s['finetune_image']}", f"train.batch_size={s['finetune_batch']}",
                 f"train.max_steps={n}", f"data.val_window={s['finetune_image']}", *amp, *loader]

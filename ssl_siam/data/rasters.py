@@ -169,7 +169,7 @@ class RasterPair:
     def overviews(self, side: int = OVERVIEW_SIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The pre [C, h, w] and post [C', h, w] images decimated to at most ``side`` pixels a side
         (:func:`overview`), and ``[h, w]`` True where either is nodata: a whole-scene view for statistics."""
-        pre, post = (overview(src, idx, side) if whole is None else whole[:, ::_step(src, side), ::_step(src, side)]
+        pre, post = (overview(src, idx, side) if whole is None else whole[:, :: (k := _step(src, side)), ::k]
                      for src, idx, whole in zip(self._sources, self._indexes, self._whole))
         return pre, post, self.nodata(pre, post)
 
