@@ -138,3 +138,17 @@ def test_predict_applies_the_runs_correction(tmp_path: Path, radiometric: str) -
                  bands=None, post_bands=None, window=64, overlap=0.25, tta=False, batch_size=2, stem="city")
     changed = np.asarray(Image.open(out / "city_change_mask.png"))[4:, 4:]
     assert changed.mean() == (0.0 if radiometric == "match" else 1.0)
+
+
+def test_predict_refuses_matching_dates_of_different_band_counts(tmp_path: Path) -> None:
+    """A model trained with matching cannot match a 2-band post image to a 3-band pre image: one line naming the
+    post image, both counts and what to do, before anything is written."""
+    record, _, _ = _pair(tmp_path, post_bands=2)
+    pre_stats = BandStats([0.0] * 3, [4000.0] * 3, [0.3] * 3, [0.2] * 3)
+    post_stats = BandStats([0.0] * 2, [4000.0] * 2, [0.3] * 2, [0.2] * 2)
+    task = FinetuneTask(PairPixelModel(), nn.Identity(), pre_stats, post_stats, radiometric="match").eval()
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"post.tif: data.radiometric=match .* \(2 post, 3 pre\); .*--post-bands"):
+        predict_pair(task, change_task("binary"), Runtime.create("cpu"), record.pre_image, record.post_image, out,
+                     bands=None, post_bands=None, window=64, overlap=0.25, tta=False, batch_size=2, stem="city")
+    assert not out.exists()

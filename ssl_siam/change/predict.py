@@ -16,7 +16,7 @@ from ssl_siam.change.tasks import ChangeTask
 from ssl_siam.change.training import FinetuneTask
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.oscd import date_folder_name, folder_dates
-from ssl_siam.data.radiometry import match_moments
+from ssl_siam.data.radiometry import check_matchable, match_moments
 from ssl_siam.data.rasters import RasterPair
 from ssl_siam.train.runtime import Runtime
 
@@ -46,9 +46,8 @@ def predict_pair(task: FinetuneTask, change: ChangeTask, runtime: Runtime, pre_p
             have = pair.num_bands[0] if which == pre_path else pair.num_bands[1]
             raise DataError(f"{which}: {have} bands selected, the model takes {expected[which != pre_path]}; choose "
                             "them with --bands (1-based, e.g. --bands 1 2 3) and --post-bands for the post image")
-        if task.radiometric == "match" and pair.num_bands[0] != pair.num_bands[1]:
-            raise DataError(f"{post_path}: the model matches the post bands to the pre bands (data.radiometric=match), "
-                            f"expected as many; got {pair.num_bands[1]} post, {pair.num_bands[0]} pre")
+        if task.radiometric == "match":
+            check_matchable(post_path, *pair.num_bands, "the model was trained so; choose the bands with --post-bands")
         affine = match_moments(*pair.overviews()) if task.radiometric == "match" else None
         shape = (pair.height, pair.width)
         maps: dict[str, np.ndarray] = {}

@@ -14,7 +14,7 @@ from rasterio.windows import Window
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.pairs import PairRecord
-from ssl_siam.data.radiometry import RADIOMETRIC_MODES, BandAffine, match_moments
+from ssl_siam.data.radiometry import RADIOMETRIC_MODES, BandAffine, check_matchable, match_moments
 from ssl_siam.data.rasters import SEQUENTIAL_DRIVERS, RasterPair, nodata_mask, open_raster
 from ssl_siam.data.transforms.pair import PairAugment
 
@@ -80,10 +80,8 @@ class PairCropDataset(torch.utils.data.Dataset):
             self.num_bands_post = len(_indexes(first.post_image, post.count, self._bands_post))
         if radiometric not in RADIOMETRIC_MODES:
             raise ValueError(f"radiometric must be one of {RADIOMETRIC_MODES}, got {radiometric!r}")
-        if radiometric == "match" and self.num_bands_pre != self.num_bands_post:
-            raise DataError(f"{first.post_image}: data.radiometric=match pairs the post bands with the pre bands, "
-                            f"expected as many ({self.num_bands_post} post, {self.num_bands_pre} pre); "
-                            "set data.radiometric=none")
+        if radiometric == "match":
+            check_matchable(first.post_image, self.num_bands_pre, self.num_bands_post, "set data.radiometric=none")
         self.radiometric = radiometric
         self._affine: dict[Path, tuple[BandAffine, list[float | None]]] = {}  # post image -> correction, nodata
         self.augment = PairAugment(misregistration_px, geometric=augment, ignore_index=ignore_index) if train else None

@@ -9,11 +9,22 @@ prediction apply the same correction."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ssl_siam.core.errors import DataError
+
 #: ``data.radiometric`` values: none (files as read) or match (post moments matched to the pre image's).
 RADIOMETRIC_MODES = ("none", "match")
+
+
+def check_matchable(post_image: str | Path, pre_bands: int, post_bands: int, hint: str) -> None:
+    """Refuse moment matching for a pair whose dates have different band counts (the post bands are matched to
+    the pre bands one by one): one line naming the post image, the counts, and ``hint`` (what to do)."""
+    if pre_bands != post_bands:
+        raise DataError(f"{post_image}: data.radiometric=match pairs the post bands with the pre bands, expected "
+                        f"as many ({post_bands} post, {pre_bands} pre); {hint}")
 
 
 @dataclass(frozen=True)
