@@ -159,14 +159,16 @@ def load_config(schema: type[C], path: str | Path | None = None, overrides: Sequ
     renamed value is read under its current name, with a deprecation warning."""
     data = read_yaml(resolve_recipe(path)) if path is not None else {}
     notes: list[tuple[str, str, str]] = []
-    data = current_names(schema, merge(data, parse_overrides(overrides)), notes)
+    cfg = from_dict(schema, merge(data, parse_overrides(overrides)), notes=notes)
     for key, old, current in notes:
         log.warning("%s=%s is deprecated: it is now called %s", key, old, current)
-    return from_dict(schema, data)
+    return cfg
 
 
-def from_dict(schema: type[C], data: dict[str, Any], prefix: str = "") -> C:
-    """Recursively build dataclass ``schema`` from ``data``, checking keys and types."""
+def from_dict(schema: type[C], data: dict[str, Any], prefix: str = "",
+              notes: list[tuple[str, str, str]] | None = None) -> C:
+    """Recursively build dataclass ``schema`` from ``data``, checking keys and types; a renamed value is read
+    under its current name and appended to ``notes`` as ``(key, old, current)``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = get_type_hints(schema, include_extras=True)
@@ -179,7 +181,9 @@ def from_dict(schema: type[C], data: dict[str, Any], prefix: str = "") -> C:
         nested = dataclasses.is_dataclass(hints[key]) and isinstance(value, dict)
         if nested and default_factory is not dataclasses.MISSING:
             value = merge(dataclasses.asdict(default_factory()), value)  # keep the field's own defaults
-        kwargs[key] = _convert(_current_name(fields[key], value), hints[key], prefix + key)
+        if (current := _current_name(fields[key], value)) != value and notes is not None:
+            notes.append((prefix + key, value, current))
+        kwargs[key] = _convert(current, hints[key], prefix + key, notes)
     try:
         return schema(**kwargs)
     except (ValueError, TypeError) as exc:
@@ -195,13 +199,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
+def _convert(value: Any, tp: Any, key: str, notes: list[tuple[str, str, str]] | None = None) -> Any:
     """Check ``value`` against type ``tp``; ints are accepted for floats and lists for tuples."""
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any:
         return value
     if origin is Annotated:
-        value = _convert(value, args[0], key)
+        value = _convert(value, args[0], key, notes)
         if not all(bound.contains(value) for bound in args[1:] if isinstance(bound, Range)):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         return value
@@ -211,7 +215,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _convert(value, arg, key)
+                return _convert(value, arg, key, notes)
             except ConfigError as exc:
                 errors.append(exc)
         if len(errors) == 1 and not str(errors[0]).startswith(f"{key}: "):
@@ -222,7 +226,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key + ".")
+        return from_dict(tp, value, key + ".", notes)
     if origin is list and isinstance(value, (str, int, float)):
         value = [value]  # `data.root=DIR` for a list of dirs
     if origin in (list, tuple, Sequence):
@@ -231,9 +235,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_convert(v, a, f"{key}[{i}]", notes) for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
-        converted = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        converted = [_convert(v, item, f"{key}[{i}]", notes) for i, v in enumerate(value)]
         return tuple(converted) if origin is tuple else converted
     if origin is dict:
         if not isinstance(value, dict):
