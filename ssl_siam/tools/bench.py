@@ -29,7 +29,6 @@ from PIL import Image
 
 from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.change.run import build_finetuning
-from ssl_siam.change.tasks import change_task
 from ssl_siam.core.config import load_config
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.data.sampling import ResumableSampler, make_loader
@@ -172,8 +171,7 @@ def _finetune(split: Path, run_dir: Path, device: torch.device, backbone: str, c
     synthetic = {
         "pre": torch.randint(0, 256, (batch, *item["pre"].shape), device=device).to(item["pre"].dtype),
         "post": torch.randint(0, 256, (batch, *item["post"].shape), device=device).to(item["post"].dtype),
-        "mask": torch.randint(0, change_task(cfg.task).head_classes(cfg.model.num_classes), (batch, crop, crop),
-                              device=device),
+        "mask": torch.randint(0, dataset.num_classes, (batch, crop, crop), device=device),  # the run's classes
         "index": torch.arange(batch, device=device),
     }
     return {"ceiling": measure(trainer, itertools.repeat(synthetic), steps, warmup),
