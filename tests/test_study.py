@@ -149,8 +149,57 @@ def test_study_runs_cells_resumes_and_aggregates(two_disasters: dict[str, Path],
             sum(top1["ssl", s] - top1["random:resnet18", s] for s in (0, 1)) / 2)
     assert "kNN top-1 (buildings)" in (study / "study.md").read_text()
     capsys.readouterr()
-    assert main([*args[:-len(TINY)], "seeds=[0]", *TINY]) == 2  # another design in the same run_dir
-    assert "holds another design" in capsys.readouterr().err
+    assert main([*args[:-len(TINY)], "seeds=[0]", *TINY]) == 0 and finetuned == []  # fewer seeds: read back
+    assert {r["n_runs"] for r in json.loads((study / "study.json").read_text())["rows"]} == {1}
+    assert main([*args, "finetune.train.log_every=1", "finetune.train.checkpoint_every=5"]) == 0  # how, not what
+    assert finetuned == [] and len(json.loads((study / "study.json").read_text())["results"]) == 8
+    capsys.readouterr()
+    assert main([*args, "finetune.train.max_steps=3"]) == 2 and finetuned == []  # scored under other settings
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds another design" in err and "finetune.train.max_steps=2 → 3" in err
+    assert main([*args, "split=image"]) == 2 and "holds another design (its " in capsys.readouterr().err
+
+
+def test_an_encoder_added_to_a_study_runs_only_its_cells(two_disasters: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study directory grows: an encoder (or seed, budget) added later finetunes only the new cells; the scored
+    ones are read back and the aggregate pairs them."""
+    from ssl_siam.study import run as study_run
+
+    finetuned: list[str] = []
+    original = study_run.run_finetune
+    monkeypatch.setattr(study_run, "run_finetune", lambda cfg: finetuned.append(cfg.run_dir) or original(cfg))
+    base = ["budgets=[1]", "seeds=[0]", f"run_dir={tmp_path / 'run'}"]
+    run_study(config(two_disasters, "encoders=[random:resnet18]", *base))
+    score = tmp_path / "run" / "cells" / "random_resnet18" / "n1" / "seed0" / "score.json"
+    first = score.read_text()
+    run_study(config(two_disasters, *base))  # the ssl encoder joins
+    assert [Path(d).relative_to(tmp_path / "run").as_posix() for d in finetuned] == [
+        "cells/random_resnet18/n1/seed0", "cells/ssl/n1/seed0"]
+    assert score.read_text() == first
+    study = json.loads((tmp_path / "run" / "study.json").read_text())
+    (ssl,) = [r for r in study["rows"] if r["encoder_name"] == "ssl"]
+    scores = {r["encoder_name"]: r["score"] for r in study["results"]}
+    assert ssl["diff_vs_random"]["mean"] == pytest.approx(scores["ssl"] - scores["random:resnet18"])
+
+
+def test_design_conflicts_by_hand() -> None:
+    from ssl_siam.study.design import design_conflict
+
+    cell = {"index": 0, "encoder": "random:resnet18", "budget": 1, "n_labels": 1, "seed": 0, "ids": ["a"],
+            "dir": "cells/random_resnet18/n1/seed0"}
+    saved = {"split": "image", "test": ["t"], "settings": {"finetune.optim.lr": 0.1}, "cells": [cell]}
+    moved = {**cell, "index": 1}  # another encoder listed first: same cell, new index
+    added = {**cell, "encoder": "ssl", "dir": "cells/ssl/n1/seed0"}
+    assert design_conflict(saved, {**saved, "cells": [added, moved]}) is None
+    assert design_conflict(saved, {**saved, "cells": []}) is None
+    assert design_conflict(saved, {**saved, "cells": [{**cell, "ids": ["b"]}]}) == (
+        "its cell cells/random_resnet18/n1/seed0 was drawn otherwise")
+    assert design_conflict(saved, {**saved, "test": ["u"]}) == "its test differs"
+    assert design_conflict(saved, {**saved, "settings": {"finetune.optim.lr": 0.2}}) == (
+        "its cells ran with other settings (finetune.optim.lr=0.1 → 0.2)")
+    legacy = {k: v for k, v in saved.items() if k != "settings"}  # written before settings were recorded
+    assert design_conflict(legacy, {**saved, "settings": {"finetune.optim.lr": 0.2}}) is None
 
 
 def test_an_interrupted_cell_resumes_from_its_checkpoint(two_disasters: dict[str, Path], tmp_path: Path,

@@ -254,6 +254,18 @@ def _convert(value: Any, tp: Any, key: str, notes: list[tuple[str, str, str]] | 
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config dict with dotted keys (``{"train": {"lr": 1}}`` → ``{"train.lr": 1}``); ``timm_kwargs`` stays a
+    value (its keys are timm's, not ours)."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key != "timm_kwargs":
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Dataclass → plain dict (tuples become lists) suitable for YAML and checkpoints."""
 

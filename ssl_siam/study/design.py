@@ -156,16 +156,44 @@ def parse_encoders(cfg: StudyConfig) -> list[EncoderChoice]:
     return encoders
 
 
+#: finetune keys that say how a cell runs, not what it computes: a study may change them between runs
+RUN_ONLY_KEYS = ("run_dir", "resume", "data.num_workers", "data.pin_memory", "data.prefetch_factor",
+                 "data.cache_dir", "train.device", "train.checkpoint_every", "train.log_every", "train.progress")
+
+
+def design_conflict(saved: dict[str, Any], design: dict[str, Any]) -> str | None:
+    """Why a study directory holding ``saved`` cannot take ``design``, or None. Encoders, budgets and seeds may be
+    added or dropped (scored cells are kept); the split, the cells' shared settings and each kept cell's labelled
+    pairs must stay. A design saved before settings were recorded is not checked for them."""
+    for key in sorted((saved.keys() | design.keys()) - {"cells"}):
+        if key == "settings" and key not in saved:
+            continue
+        if key == "settings":
+            old, new = saved[key], design[key]
+            changed = [f"{k}={old.get(k)} → {new.get(k)}" for k in sorted(old.keys() | new.keys())
+                       if old.get(k) != new.get(k)]
+            if changed:
+                return f"its cells ran with other settings ({'; '.join(changed[:3])})"
+        elif saved.get(key) != design.get(key):
+            return f"its {key} differs"
+    before = {c["dir"]: {k: v for k, v in c.items() if k != "index"} for c in saved.get("cells", [])}
+    for cell in design["cells"]:
+        record = {k: v for k, v in cell.items() if k != "index"}
+        if cell["dir"] in before and before[cell["dir"]] != record:
+            return f"its cell {cell['dir']} was drawn otherwise"
+    return None
+
+
 def save_design(cfg: StudyConfig, study_dir: Path, design: dict, n_cells: int, only_cell: int | None) -> None:
-    """Check ``--cell``, refuse a study directory that holds another design, then write ``design.json`` and the
-    resolved ``config.yaml`` (the same for every study task)."""
+    """Check ``--cell``, refuse a study directory whose design conflicts (:func:`design_conflict`), then write
+    ``design.json`` and the resolved ``config.yaml`` (the same for every study task)."""
     if only_cell is not None and not 0 <= only_cell < n_cells:
         raise ConfigError(f"--cell {only_cell}: the study has cells 0..{n_cells - 1}")
     study_dir.mkdir(parents=True, exist_ok=True)
     saved = study_dir / "design.json"
-    if saved.is_file() and json.loads(saved.read_text()) != design:
-        raise ConfigError(f"{saved}: this study directory holds another design (encoders, budgets, seeds, data, "
-                          "split or methods differ); choose another run_dir")
+    if saved.is_file() and (conflict := design_conflict(json.loads(saved.read_text()), design)):
+        raise ConfigError(f"{saved}: this study directory holds another design ({conflict}); keep its settings "
+                          "or choose another run_dir")
     with atomic_path(saved) as tmp:
         tmp.write_text(json.dumps(design, indent=1))
     save_config(cfg, study_dir / "config.yaml")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import yaml
 
+from ssl_siam.core.config import flatten, to_dict
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.core.files import atomic_path
 from ssl_siam.data.class_folders import SceneSplit, split_scenes
@@ -113,6 +114,8 @@ def design_record(cfg: StudyConfig, split: SceneSplit, cells: list[SceneCell]) -
     ids = split.ids()
     return {"task": "scene", "split": split.record(), "methods": list(cfg.scene.methods),
             "image_size": cfg.scene.image_size,
+            "settings": {f"scene.{k}": v for k, v in flatten(to_dict(cfg.scene)).items()
+                         if k not in ("device", "batch_size")},  # how features are computed, not what
             "cells": [{"index": c.index, "encoder": c.encoder.spec, "budget": c.budget, "n_labels": c.n_labels,
                        "seed": c.seed, "ids": [ids[i] for i in c.indices], "dir": f"cells/{c.folder}"} for c in cells]}
 

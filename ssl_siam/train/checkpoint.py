@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssl_siam.core.config import flatten
 from ssl_siam.core.errors import DataError
 
 FORMAT = "ssl-siam-checkpoint"
@@ -104,20 +105,11 @@ IDENTITY_KEYS = ("objective", "model.", "data.bands", "data.post_bands", "data.d
 _START_ONLY = ("model.encoder_weights", "model.pretrained")  # the starting weights: irrelevant once resumed
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and key != "timm_kwargs":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
 
 def config_differences(saved: dict[str, Any], config: dict[str, Any], extra_keys: tuple[str, ...] = ()) -> list[str]:
     """``key: saved → asked`` for every identity key (:data:`IDENTITY_KEYS` and ``extra_keys``) that differs between
     a checkpoint's config and the config of the run that wants to resume it."""
-    old, new, identity = _flatten(saved), _flatten(config), IDENTITY_KEYS + extra_keys
+    old, new, identity = flatten(saved), flatten(config), IDENTITY_KEYS + extra_keys
     keys = [k for k in sorted(old.keys() | new.keys()) if k.startswith(identity) and k not in _START_ONLY]
     return [f"{k}={old.get(k)} → {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
 
