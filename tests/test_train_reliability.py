@@ -147,11 +147,11 @@ def test_collapse_warns_or_stops(tmp_path: Path, tile_dir: Path, monkeypatch: py
 
 
 def test_stale_temp_checkpoint_of_a_killed_writer_is_removed(tmp_path: Path, tile_dir: Path) -> None:
-    """kill -9 during a checkpoint write leaves `.last.pt.tmp-PID` beside the intact last.pt: the restart
+    """kill -9 during a checkpoint write leaves `.last.pt.PID.tmp` beside the intact last.pt: the restart
     resumes from last.pt and deletes the leftover."""
     over = tiny_overrides("simsiam", tile_dir, tmp_path / "run", steps=2)
     run_pretrain(load_config(PretrainConfig, None, over))
-    leftover = tmp_path / "run" / "checkpoints" / ".last.pt.tmp-99999"
+    leftover = tmp_path / "run" / "checkpoints" / ".last.pt.99999.tmp"
     leftover.write_bytes(b"half a checkpoint")
     run_pretrain(load_config(PretrainConfig, None, [*over, "train.max_steps=3"]))
     assert not leftover.exists()

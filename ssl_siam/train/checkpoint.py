@@ -18,6 +18,7 @@ import torch
 
 from ssl_siam.core.config import flatten
 from ssl_siam.core.errors import DataError
+from ssl_siam.core.files import atomic_path
 
 FORMAT = "ssl-siam-checkpoint"
 
@@ -43,19 +44,15 @@ def atomic_save(obj: dict[str, Any], path: str | Path) -> None:
     write (disk full, permissions) is a one-line DataError and leaves the previous file in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # closed, then renamed
             torch.save({**obj, "crc32": content_crc(obj)}, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
         kept = f"the previous {path.name} is kept" if path.is_file() else "no earlier checkpoint exists"
         raise DataError(f"cannot write checkpoint {path} ({reason}); {kept}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
