@@ -170,6 +170,22 @@ def test_geotiff_dates_must_share_a_grid(tmp_path: Path, dates: list[Path]) -> N
         open_pair_dataset("geotiff-dates", [str(dates[0]), str(tmp_path / "moved")], crop_size=32)
 
 
+def test_geotiff_dates_match_scenes_by_relative_path(tmp_path: Path, dates: list[Path]) -> None:
+    """Scenes pair up by their path under each date's folder, as temporal pretraining pairs them: a date whose
+    second scene has another name is refused naming the missing file (sorted order would pair b with c)."""
+    with rasterio.open(dates[0] / "scene.tif") as src:
+        pixels = src.read()
+    for date, names in (("d1", ("a/scene.tif", "b.tif")), ("d2", ("a/scene.tif", "c.tif"))):
+        for name in names:
+            (tmp_path / date / name).parent.mkdir(parents=True, exist_ok=True)
+            write_geotiff(tmp_path / date / name, pixels)
+    roots = [str(tmp_path / "d1"), str(tmp_path / "d2")]
+    with pytest.raises(DataError, match=r"d2/b.tif: missing, expected every date of .*d1/b.tif"):
+        open_pair_dataset("geotiff-dates", roots, crop_size=32)
+    (tmp_path / "d2" / "c.tif").rename(tmp_path / "d2" / "b.tif")
+    assert open_pair_dataset("geotiff-dates", roots, crop_size=32, samples_per_epoch=2).num_bands == 3
+
+
 def test_pixel_series_positive_is_a_neighbour(tmp_path: Path) -> None:
     """Each pixel's value encodes its position (band 0 = row, band 1 = column), the date adds 100·t."""
     rows, cols = np.mgrid[0:40, 0:40].astype(np.uint16)

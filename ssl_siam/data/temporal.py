@@ -47,6 +47,14 @@ def find_places(roots: Sequence[str | Path], band_names: Sequence[str] | None = 
     if len(texts) < 2:
         raise DataError(f"{texts[0]}: one date; temporal positives need an OSCD root, xBD split folders or one "
                         "folder / glob per date (at least two)")
+    return places_by_relative_path(texts)
+
+
+def places_by_relative_path(roots: Sequence[str]) -> list[tuple[Path, ...]]:
+    """One folder or glob per date → the places, each as its dates' files: files with the same path relative to
+    their root (a glob's root: its part before the first wildcard) are one place, in the first date's order, and
+    must share size, CRS and transform. One-line DataError naming the file for a missing date or another grid."""
+    texts = [str(r) for r in roots]
     first, *later = dates = [_by_relative_path(t) for t in texts]
     for key in dict.fromkeys(k for files in dates for k in files):
         present = next(files[key] for files in dates if key in files)

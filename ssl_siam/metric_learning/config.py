@@ -14,7 +14,7 @@ class MetricDataConfig(LoaderConfig):
     """Where pairs come from (see ``ssl_siam/metric_learning/datasets.py``)."""
 
     # a registered METRIC_DATASETS name (metric_learning/datasets.py, dates.py):
-    # geotiff-dates / pixel-series / object-series: one folder or glob per date (scenes matched in sorted order,
+    # geotiff-dates / pixel-series / object-series: one folder or glob per date (scenes matched by relative path,
     # same grid; object-series: one scene per date);
     # xbd-pairs: xBD split dirs; similarity-csv: the CSV file (path_a,path_b,label; paths relative to it); its old
     # name pairs-csv is still read (the change layout data.format=pairs-csv is another format: pre,post,mask)

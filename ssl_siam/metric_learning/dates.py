@@ -18,6 +18,7 @@ from shapely.geometry import box, shape
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.data.cache import DecodedCache
 from ssl_siam.data.pairs import check_same_grid
+from ssl_siam.data.temporal import places_by_relative_path
 from ssl_siam.data.tiles import TileDataset, open_raster
 from ssl_siam.metric_learning.datasets import METRIC_DATASETS, PairDataset
 
@@ -25,7 +26,8 @@ from ssl_siam.metric_learning.datasets import METRIC_DATASETS, PairDataset
 class _Dates(PairDataset):
     """Co-located windows of scenes observed on several dates (one root — folder or glob — per date).
 
-    Scenes are matched across dates in sorted order and must share size, CRS and transform: the same window
+    Scenes are matched across dates by their path relative to the date's root (as temporal positives match them,
+    :func:`places_by_relative_path`) and must share size, CRS and transform: the same window
     of every date then covers the same ground. Item ``i`` (any non-negative index) is a pure function of
     (seed, i), so epochs and resumed runs see fresh but reproducible locations.
     """
@@ -36,15 +38,11 @@ class _Dates(PairDataset):
                  seed: int, negatives: bool = False, cache: DecodedCache | None = None) -> None:
         if not roots:
             raise DataError("data.root is empty: expected one folder or glob of scenes per date")
+        places_by_relative_path(roots)  # refuses a scene missing on a date, or on another grid
         # max_nodata_fraction=1: no nodata re-draws, so window i is the same place on every date
         self.dates = [TileDataset(root, window, bands=bands, samples_per_epoch=samples_per_epoch,
                                   max_nodata_fraction=1.0, seed=seed, cache=cache) for root in roots]
-        first = self.dates[0]
-        for root, date in zip(roots[1:], self.dates[1:]):
-            if len(date.files) != len(first.files):
-                raise DataError(f"{root}: {len(date.files)} scenes, expected {len(first.files)} like {roots[0]}")
-            for scene, ref in zip(date.files, first.files):
-                check_same_grid(scene.paths[0], ref.paths[0])
+        first = self.dates[0]  # every date lists the same relative paths, so its scenes come in the same order
         self.num_bands, self.samples_per_epoch, self.seed = first.num_bands, samples_per_epoch, seed
         self.negatives = negatives
         self.stats_sources = [scene.paths[0] for date in self.dates for scene in date.files]
