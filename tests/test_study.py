@@ -181,6 +181,16 @@ def test_an_encoder_added_to_a_study_runs_only_its_cells(two_disasters: dict[str
     (ssl,) = [r for r in study["rows"] if r["encoder_name"] == "ssl"]
     scores = {r["encoder_name"]: r["score"] for r in study["results"]}
     assert ssl["diff_vs_random"]["mean"] == pytest.approx(scores["ssl"] - scores["random:resnet18"])
+    # another encoder named ssl (a run dir of the same name elsewhere) never reads the first one's scores
+    import shutil
+
+    other = tmp_path / "other" / "ssl"
+    shutil.copytree(two_disasters["ssl"], other)
+    run_study(config(two_disasters, "encoders=[random:resnet18]", *base))  # the ssl cell leaves the design
+    finetuned.clear()
+    with pytest.raises(ConfigError, match=r"ssl/n1/seed0/score.json: scored for encoder .*, this study gives"):
+        run_study(config(two_disasters, f"encoders=[{other},random:resnet18]", *base))
+    assert finetuned == []
 
 
 def test_design_conflicts_by_hand() -> None:

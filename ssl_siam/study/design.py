@@ -184,6 +184,20 @@ def design_conflict(saved: dict[str, Any], design: dict[str, Any]) -> str | None
     return None
 
 
+def read_score(study_dir: Path, cell: Any) -> Any:
+    """The cell's ``score.json`` (``cell``: a change or scene cell), or None while it is not scored. A cell folder
+    scored for another encoder of the same name (two run dirs ``a/ssl`` and ``b/ssl``) is refused in one line."""
+    done = study_dir / "cells" / cell.folder / "score.json"
+    if not done.is_file():
+        return None
+    result = json.loads(done.read_text())
+    first = result[0] if isinstance(result, list) and result else result
+    if isinstance(first, dict) and first.get("encoder", cell.encoder.spec) != cell.encoder.spec:
+        raise ConfigError(f"{done}: scored for encoder {first['encoder']}, this study gives its folder to "
+                          f"{cell.encoder.spec}; choose another run_dir or rename one of the encoders")
+    return result
+
+
 def save_design(cfg: StudyConfig, study_dir: Path, design: dict, n_cells: int, only_cell: int | None) -> None:
     """Check ``--cell``, refuse a study directory whose design conflicts (:func:`design_conflict`), then write
     ``design.json`` and the resolved ``config.yaml`` (the same for every study task)."""

@@ -18,7 +18,7 @@ from ssl_siam.core.config import flatten, from_dict, to_dict
 from ssl_siam.core.files import atomic_path
 from ssl_siam.study import scenes  # noqa: F401  (registers task=scene)
 from ssl_siam.study.config import StudyConfig
-from ssl_siam.study.design import RUN_ONLY_KEYS, STUDIES, Cell, Split, make_cells, make_split, save_design
+from ssl_siam.study.design import RUN_ONLY_KEYS, STUDIES, Cell, Split, make_cells, make_split, read_score, save_design
 from ssl_siam.study.probes import aggregate_probes, probe_cells
 from ssl_siam.study.summary import aggregate, change_intro, write_study
 
@@ -56,8 +56,8 @@ def run_cell(cfg: StudyConfig, cell: Cell, split: Split, study_dir: Path) -> dic
     """Finetune (or resume) one cell and score ``last.pt`` on the test pairs; a scored cell is read back."""
     cell_dir = study_dir / "cells" / cell.folder
     done = cell_dir / "score.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    if (known := read_score(study_dir, cell)) is not None:
+        return known
     ft = cell_config(cfg, cell, cell_dir)
     start = time.perf_counter()
     run_finetune(ft)
@@ -83,8 +83,7 @@ def run_change_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = 
         log.info("study cell %d/%d: %s, %d labelled pairs, seed %d", cell.index + 1, len(cells), cell.encoder.name,
                  cell.n_labels, cell.seed)
         run_cell(cfg, cell, split, study_dir)
-    scores = [study_dir / "cells" / c.folder / "score.json" for c in cells]
-    results = [json.loads(p.read_text()) for p in scores if p.is_file()]
+    results = [r for c in cells if (r := read_score(study_dir, c)) is not None]
     if len(results) < len(cells):
         return None
     study = aggregate(results, design, task.components, task.metric)

@@ -32,7 +32,7 @@ from ssl_siam.eval.datasets import FolderDataset
 from ssl_siam.eval.features import encoder_features
 from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
-from ssl_siam.study.design import STUDIES, EncoderChoice, budget_count, parse_encoders, save_design
+from ssl_siam.study.design import STUDIES, EncoderChoice, budget_count, parse_encoders, read_score, save_design
 from ssl_siam.study.stats import paired_difference
 from ssl_siam.study.summary import METHOD_METRICS, aggregate
 from ssl_siam.train.runtime import resolve_device
@@ -160,8 +160,8 @@ def run_scene_cell(cfg: StudyConfig, cell: SceneCell, split: SceneSplit, bank: F
     """One result per method of a cell (``score.json`` in its folder, read back once written)."""
     cell_dir = study_dir / "cells" / cell.folder
     done = cell_dir / "score.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    if (known := read_score(study_dir, cell)) is not None:
+        return known
     frozen = {"linear", "knn"} & set(cfg.scene.methods)
     predictions = probe_cell(cfg, cell, split, bank(cell.encoder, cell.seed), device) if frozen else {}
     if "finetune" in cfg.scene.methods:
@@ -242,8 +242,8 @@ def run_scene_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = N
                  cell.n_labels, cell.seed)
         results += run_scene_cell(cfg, cell, split, bank, study_dir, device)
     if only_cell is not None:
-        scored = [study_dir / "cells" / c.folder / "score.json" for c in cells]
-        if not all(p.is_file() for p in scored):
+        scored = [read_score(study_dir, c) for c in cells]
+        if any(known is None for known in scored):
             return None
-        results = [r for p in scored for r in json.loads(p.read_text())]
+        results = [r for known in scored for r in known]
     return aggregate_scenes(results, split, list(cfg.scene.methods), test_seen)
