@@ -1,7 +1,8 @@
 """Frozen-feature change probe on OSCD (docs/study.md, "Real imagery: OSCD"): does an encoder's frozen
 |F_pre − F_post| separate change from no change better than random weights do?
 
-    python scripts/oscd_frozen_probe.py OSCD_ROOT STUDY_DIR OUT.json --encoders RUN [RUN ...] [--budgets 1 3]
+    python scripts/oscd_frozen_probe.py OSCD_ROOT STUDY_DIR OUT.json --encoders RUN [RUN ...] [--budgets 1 3] \
+        [--bands B02 B03 ...]
 
 Per encoder (and per seed for ``random``: the study's random-init draw): the absolute difference of the two dates'
 features at every level of the resnet (eval mode, no finetuning), upsampled to stride 4 and concatenated; a logistic
@@ -9,7 +10,8 @@ regression (balanced classes, standardised features, C = 0.1) fitted on 4 000 ch
 exactly the labelled cities of each study cell (``STUDY_DIR/cells/random_resnet18/n<budget>/seed<s>/split.json``),
 and scored on the study's test cities at full resolution (probabilities upsampled): F1 at 0.5, average precision
 and the best-threshold F1 (an oracle). Inputs are normalised alike for every encoder (the first encoder's band
-statistics). Prints one JSON line per probe and writes them all to OUT.json.
+statistics). ``--bands``: the OSCD bands stacked, in the encoders' order (default all 13). Prints one JSON line per
+probe and writes them all to OUT.json.
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ def read(path: Path) -> torch.Tensor:
         return torch.from_numpy(src.read().astype(np.float32))
 
 
-def difference_features(encoder: torch.nn.Module, root: Path, cache: Path, city: str,
-                        stats: BandStats) -> np.ndarray:
+def difference_features(encoder: torch.nn.Module, root: Path, cache: Path, city: str, stats: BandStats,
+                        bands: list[str]) -> np.ndarray:
     """[D, ceil(H/4), ceil(W/4)] float16: |F_pre − F_post| of every level, bilinearly resampled to stride 4."""
-    pre, post = city_dates(root, city, BANDS, cache / "oscd")
+    pre, post = city_dates(root, city, bands, cache / "oscd")
     x = normalise(torch.stack([read(pre), read(post)]), stats)
     h, w = x.shape[-2:]
     ph, pw = (-h) % 32, (-w) % 32
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--encoders", nargs="+", required=True, help="pretrain run directories, or 'random'")
     parser.add_argument("--budgets", nargs="+", type=int, default=[1, 3])
+    parser.add_argument("--bands", nargs="+", choices=BANDS, default=BANDS, help="OSCD bands, in the encoders' order")
     args = parser.parse_args()
     torch.set_num_threads(1)
     test = json.loads((args.study / "design.json").read_text())["test"]
@@ -117,10 +120,10 @@ def main() -> None:
         for seed in sorted({s for _, s in cells}) if name == "random" else [None]:
             if name == "random":
                 torch.manual_seed(seed)
-                encoder = create_encoder("resnet18", len(BANDS), None, features_only=True).eval()
+                encoder = create_encoder("resnet18", len(args.bands), None, features_only=True).eval()
             else:
                 encoder = load_encoder(EncoderMeta.read(name), features_only=True).eval()
-            feats = {c: difference_features(encoder, args.root, cache, c, stats) for c in cities}
+            feats = {c: difference_features(encoder, args.root, cache, c, stats, args.bands) for c in cities}
             for (n, s), train in cells.items():
                 if name == "random" and s != seed:
                     continue
