@@ -46,9 +46,10 @@ def predict_pair(task: FinetuneTask, change: ChangeTask, runtime: Runtime, pre_p
             have = pair.num_bands[0] if which == pre_path else pair.num_bands[1]
             raise DataError(f"{which}: {have} bands selected, the model takes {expected[which != pre_path]}; choose "
                             "them with --bands (1-based, e.g. --bands 1 2 3) and --post-bands for the post image")
+        affine = None
         if task.radiometric == "match":
             check_matchable(post_path, *pair.num_bands, "the model was trained so; choose the bands with --post-bands")
-        affine = match_moments(*pair.overviews()) if task.radiometric == "match" else None
+            affine = match_moments(*pair.overviews())
         shape = (pair.height, pair.width)
         maps: dict[str, np.ndarray] = {}
         nodata = np.zeros(shape, bool)

@@ -13,7 +13,7 @@ import logging
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
@@ -264,6 +264,12 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[prefix + key] = value
     return flat
+
+
+def changed_values(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str] | None = None) -> list[str]:
+    """``key=old → new`` for every key (default: of either flat dict) whose value differs, in sorted order."""
+    return [f"{k}={old.get(k)} → {new.get(k)}" for k in sorted(old.keys() | new.keys() if keys is None else keys)
+            if old.get(k) != new.get(k)]
 
 
 def to_dict(config: Any) -> dict[str, Any]:

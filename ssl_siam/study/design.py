@@ -20,7 +20,7 @@ import numpy as np
 
 from ssl_siam.change.data import find_records, resolve_format
 from ssl_siam.change.tasks import ChangeTask
-from ssl_siam.core.config import save_config
+from ssl_siam.core.config import changed_values, flatten, save_config, to_dict
 from ssl_siam.core.errors import ConfigError
 from ssl_siam.core.files import atomic_path
 from ssl_siam.core.registry import Registry
@@ -161,18 +161,19 @@ RUN_ONLY_KEYS = ("run_dir", "resume", "data.num_workers", "data.pin_memory", "da
                  "data.cache_dir", "train.device", "train.checkpoint_every", "train.log_every", "train.progress")
 
 
+def settings_record(section: str, config: Any, run_only: tuple[str, ...]) -> dict[str, Any]:
+    """The config ``section`` (a dataclass) as ``section.key`` → value, without the keys in ``run_only``: the
+    settings every cell of a study shares (``design.json`` "settings")."""
+    return {f"{section}.{k}": v for k, v in flatten(to_dict(config)).items() if k not in run_only}
+
+
 def design_conflict(saved: dict[str, Any], design: dict[str, Any]) -> str | None:
     """Why a study directory holding ``saved`` cannot take ``design``, or None. Encoders, budgets and seeds may be
     added or dropped (scored cells are kept); the split, the cells' shared settings and each kept cell's labelled
     pairs must stay. A design saved before settings were recorded is not checked for them."""
     for key in sorted((saved.keys() | design.keys()) - {"cells"}):
-        if key == "settings" and key not in saved:
-            continue
         if key == "settings":
-            old, new = saved[key], design[key]
-            changed = [f"{k}={old.get(k)} → {new.get(k)}" for k in sorted(old.keys() | new.keys())
-                       if old.get(k) != new.get(k)]
-            if changed:
+            if key in saved and (changed := changed_values(saved[key], design[key])):
                 return f"its cells ran with other settings ({'; '.join(changed[:3])})"
         elif saved.get(key) != design.get(key):
             return f"its {key} differs"

@@ -14,11 +14,21 @@ from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.change.evaluate import evaluate
 from ssl_siam.change.run import run_finetune
 from ssl_siam.change.tasks import change_task
-from ssl_siam.core.config import flatten, from_dict, to_dict
+from ssl_siam.core.config import from_dict, to_dict
 from ssl_siam.core.files import atomic_path
 from ssl_siam.study import scenes  # noqa: F401  (registers task=scene)
 from ssl_siam.study.config import StudyConfig
-from ssl_siam.study.design import RUN_ONLY_KEYS, STUDIES, Cell, Split, make_cells, make_split, read_score, save_design
+from ssl_siam.study.design import (
+    RUN_ONLY_KEYS,
+    STUDIES,
+    Cell,
+    Split,
+    make_cells,
+    make_split,
+    read_score,
+    save_design,
+    settings_record,
+)
 from ssl_siam.study.probes import aggregate_probes, probe_cells
 from ssl_siam.study.summary import aggregate, change_intro, write_study
 
@@ -39,8 +49,7 @@ def cell_config(cfg: StudyConfig, cell: Cell, run_dir: Path) -> FinetuneConfig:
 
 
 def design_record(cfg: StudyConfig, split: Split, cells: list[Cell]) -> dict[str, Any]:
-    settings = {"test_window": cfg.test_window, **{f"finetune.{k}": v for k, v in flatten(to_dict(cfg.finetune)).items()
-                                                   if k not in RUN_ONLY_KEYS}}
+    settings = {"test_window": cfg.test_window, **settings_record("finetune", cfg.finetune, RUN_ONLY_KEYS)}
     return {"split": cfg.split, "holdout": split.holdout, "test": [r.id for r in split.test],
             "pool": [r.id for r in split.pool], "settings": settings,
             "cells": [{"index": c.index, "encoder": c.encoder.spec, "budget": c.budget, "n_labels": c.n_labels,

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import yaml
 
-from ssl_siam.core.config import flatten, to_dict
 from ssl_siam.core.errors import ConfigError, DataError
 from ssl_siam.core.files import atomic_path
 from ssl_siam.data.class_folders import SceneSplit, split_scenes
@@ -32,7 +31,15 @@ from ssl_siam.eval.datasets import FolderDataset
 from ssl_siam.eval.features import encoder_features
 from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
-from ssl_siam.study.design import STUDIES, EncoderChoice, budget_count, parse_encoders, read_score, save_design
+from ssl_siam.study.design import (
+    STUDIES,
+    EncoderChoice,
+    budget_count,
+    parse_encoders,
+    read_score,
+    save_design,
+    settings_record,
+)
 from ssl_siam.study.stats import paired_difference
 from ssl_siam.study.summary import METHOD_METRICS, aggregate
 from ssl_siam.train.runtime import resolve_device
@@ -114,8 +121,7 @@ def design_record(cfg: StudyConfig, split: SceneSplit, cells: list[SceneCell]) -
     ids = split.ids()
     return {"task": "scene", "split": split.record(), "methods": list(cfg.scene.methods),
             "image_size": cfg.scene.image_size,
-            "settings": {f"scene.{k}": v for k, v in flatten(to_dict(cfg.scene)).items()
-                         if k not in ("device", "batch_size")},  # how features are computed, not what
+            "settings": settings_record("scene", cfg.scene, ("device", "batch_size")),  # device, batch: how, not what
             "cells": [{"index": c.index, "encoder": c.encoder.spec, "budget": c.budget, "n_labels": c.n_labels,
                        "seed": c.seed, "ids": [ids[i] for i in c.indices], "dir": f"cells/{c.folder}"} for c in cells]}
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssl_siam.core.config import flatten
+from ssl_siam.core.config import changed_values, flatten
 from ssl_siam.core.errors import DataError
 from ssl_siam.core.files import atomic_path
 
@@ -107,8 +107,8 @@ def config_differences(saved: dict[str, Any], config: dict[str, Any], extra_keys
     """``key: saved → asked`` for every identity key (:data:`IDENTITY_KEYS` and ``extra_keys``) that differs between
     a checkpoint's config and the config of the run that wants to resume it."""
     old, new, identity = flatten(saved), flatten(config), IDENTITY_KEYS + extra_keys
-    keys = [k for k in sorted(old.keys() | new.keys()) if k.startswith(identity) and k not in _START_ONLY]
-    return [f"{k}={old.get(k)} → {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+    keys = [k for k in old.keys() | new.keys() if k.startswith(identity) and k not in _START_ONLY]
+    return changed_values(old, new, keys)
 
 
 def rng_state() -> dict[str, Any]:
