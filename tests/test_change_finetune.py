@@ -85,6 +85,39 @@ def test_freeze_encoder_and_encoder_lr(xbd_split: Path) -> None:
     assert all(p.grad is not None for p in task.model.decoder_parameters())
 
 
+def test_encoder_lr_scale_zero_freezes_the_encoder_but_not_its_batchnorm_statistics() -> None:
+    cfg = load_config(FinetuneConfig, None, ["model.backbone=resnet18", "model.decoder_channels=[32,16,16,8,8]"])
+    torch.manual_seed(0)
+    stats = BandStats(low=[0.0] * 3, high=[255.0] * 3, mean=[0.5] * 3, std=[0.25] * 3)
+    change = change_task(cfg.task)
+    task = FinetuneTask(build_model(cfg, change, 3, 3), build_criterion(cfg, change), stats, stats,
+                        encoder_lr_scale=0.0)
+    encoder = {id(p) for p in task.model.encoder_parameters()}
+    assert all(id(p) not in encoder for g in task.param_groups() for p in g["params"])
+    before = {k: v.clone() for k, v in task.model.encoder.state_dict().items()}
+    decoder_before = [p.detach().clone() for p in task.model.decoder_parameters()]
+    g = torch.Generator().manual_seed(0)
+    batch = {"pre": torch.randint(0, 255, (2, 3, 64, 64), generator=g, dtype=torch.uint8),
+             "post": torch.randint(0, 255, (2, 3, 64, 64), generator=g, dtype=torch.uint8),
+             "mask": torch.randint(0, 2, (2, 64, 64), generator=g)}
+    opt = torch.optim.AdamW(task.param_groups(), lr=1e-2)
+    task.train()
+    for step in range(2):
+        loss = task.training_step(batch, step, 0)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = task.model.encoder.state_dict()
+    for name, value in before.items():
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        assert torch.equal(value, after[name]), name  # weights untouched
+    assert all(p.grad is None for p in task.model.encoder_parameters())  # no backward through the encoder
+    moved = [n for n in before if n.endswith("running_mean") and not torch.equal(before[n], after[n])]
+    assert moved  # BatchNorm statistics still adapt to the new data
+    assert any(not torch.equal(b, p) for b, p in zip(decoder_before, task.model.decoder_parameters()))
+
+
 def test_finetune_cli_contract_then_predict(xbd_split: Path, tmp_path: Path) -> None:
     enc_dir = tmp_path / "ssl"
     export_encoder(create_encoder("resnet18", 3), enc_dir, EncoderMeta("resnet18", 3))

@@ -76,7 +76,7 @@ class LossConfig:
 @dataclass
 class FinetuneTrainConfig(TrainConfig):
     freeze_encoder_epochs: NonNegativeFloat = 0.0  # encoder weights fixed for the first k epochs
-    encoder_lr_scale: NonNegativeFloat = 0.1  # encoder LR = this × decoder LR
+    encoder_lr_scale: NonNegativeFloat = 0.1  # encoder LR = this × decoder LR; 0 = encoder weights frozen
     encoder_bn: Literal["train", "frozen"] = "train"  # frozen: encoder BatchNorm keeps its (pretrained) statistics
     val_every: NonNegativeInt = 0  # steps between validations; 0 = once per epoch
     tta: bool = False  # flip TTA in validation

@@ -62,6 +62,9 @@ class FinetuneTask(TrainingTask):
         self.pre_stats, self.post_stats = pre_stats, post_stats
         self.freeze_epochs, self.encoder_lr_scale = freeze_encoder_epochs, encoder_lr_scale
         self.memory_format, self.freeze_steps, self.jitter_seed = memory_format, 0, jitter_seed
+        if encoder_lr_scale == 0:  # a frozen encoder (the SeCo protocol): no gradients, no backward through it
+            for param in model.encoder_parameters():
+                param.requires_grad_(False)
 
     def train(self, mode: bool = True) -> FinetuneTask:
         """``train.encoder_bn=frozen`` keeps the encoder's BatchNorm layers in eval mode: their running statistics
