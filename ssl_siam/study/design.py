@@ -185,10 +185,23 @@ def design_conflict(saved: dict[str, Any], design: dict[str, Any]) -> str | None
     return None
 
 
+def score_path(study_dir: Path, cell: Any) -> Path:
+    """Where a cell's scores live (``cell``: a change or scene cell); the one place that names the file."""
+    return study_dir / "cells" / cell.folder / "score.json"
+
+
+def write_score(study_dir: Path, cell: Any, result: Any) -> None:
+    """Save a cell's scores atomically (a killed worker leaves no half-written ``score.json``)."""
+    done = score_path(study_dir, cell)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(done) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+
+
 def read_score(study_dir: Path, cell: Any) -> Any:
     """The cell's ``score.json`` (``cell``: a change or scene cell), or None while it is not scored. A cell folder
     scored for another encoder of the same name (two run dirs ``a/ssl`` and ``b/ssl``) is refused in one line."""
-    done = study_dir / "cells" / cell.folder / "score.json"
+    done = score_path(study_dir, cell)
     if not done.is_file():
         return None
     result = json.loads(done.read_text())

@@ -4,7 +4,6 @@ run as independent jobs (``--cell I``, e.g. a Slurm array)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -15,7 +14,6 @@ from ssl_siam.change.evaluate import evaluate
 from ssl_siam.change.run import run_finetune
 from ssl_siam.change.tasks import change_task
 from ssl_siam.core.config import from_dict, to_dict
-from ssl_siam.core.files import atomic_path
 from ssl_siam.study import scenes  # noqa: F401  (registers task=scene)
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import (
@@ -28,6 +26,7 @@ from ssl_siam.study.design import (
     read_score,
     save_design,
     settings_record,
+    write_score,
 )
 from ssl_siam.study.probes import aggregate_probes, probe_cells
 from ssl_siam.study.summary import aggregate, change_intro, write_study
@@ -56,17 +55,11 @@ def design_record(cfg: StudyConfig, split: Split, cells: list[Cell]) -> dict[str
                        "seed": c.seed, "ids": list(c.ids), "dir": f"cells/{c.folder}"} for c in cells]}
 
 
-def _write_json(path: Path, data: object) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1))
-
-
 def run_cell(cfg: StudyConfig, cell: Cell, split: Split, study_dir: Path) -> dict[str, Any]:
     """Finetune (or resume) one cell and score ``last.pt`` on the test pairs; a scored cell is read back."""
-    cell_dir = study_dir / "cells" / cell.folder
-    done = cell_dir / "score.json"
     if (known := read_score(study_dir, cell)) is not None:
         return known
+    cell_dir = study_dir / "cells" / cell.folder
     ft = cell_config(cfg, cell, cell_dir)
     start = time.perf_counter()
     run_finetune(ft)
@@ -75,7 +68,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, split: Split, study_dir: Path) -> dic
     result = {"index": cell.index, "encoder": cell.encoder.spec, "encoder_name": cell.encoder.name,
               "random": cell.encoder.random, "budget": cell.budget, "n_labels": cell.n_labels, "seed": cell.seed,
               "seconds": time.perf_counter() - start, **score.to_dict()}
-    _write_json(done, result)
+    write_score(study_dir, cell, result)
     return result
 
 

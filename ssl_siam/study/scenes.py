@@ -10,7 +10,6 @@ DINO's weighted kNN; ``finetune``: encoder + linear head, :mod:`ssl_siam.scenes`
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -23,7 +22,6 @@ import torch
 import yaml
 
 from ssl_siam.core.errors import ConfigError, DataError
-from ssl_siam.core.files import atomic_path
 from ssl_siam.data.class_folders import SceneSplit, split_scenes
 from ssl_siam.data.sources import resolve_sources
 from ssl_siam.eval.classifiers import knn_predict, logistic_regression
@@ -39,6 +37,7 @@ from ssl_siam.study.design import (
     read_score,
     save_design,
     settings_record,
+    write_score,
 )
 from ssl_siam.study.stats import paired_difference
 from ssl_siam.study.summary import METHOD_METRICS, aggregate
@@ -164,10 +163,9 @@ def probe_cell(cfg: StudyConfig, cell: SceneCell, split: SceneSplit, features: t
 def run_scene_cell(cfg: StudyConfig, cell: SceneCell, split: SceneSplit, bank: FeatureBank, study_dir: Path,
                    device: torch.device) -> list[dict[str, Any]]:
     """One result per method of a cell (``score.json`` in its folder, read back once written)."""
-    cell_dir = study_dir / "cells" / cell.folder
-    done = cell_dir / "score.json"
     if (known := read_score(study_dir, cell)) is not None:
         return known
+    cell_dir = study_dir / "cells" / cell.folder
     frozen = {"linear", "knn"} & set(cfg.scene.methods)
     predictions = probe_cell(cfg, cell, split, bank(cell.encoder, cell.seed), device) if frozen else {}
     if "finetune" in cfg.scene.methods:
@@ -180,9 +178,7 @@ def run_scene_cell(cfg: StudyConfig, cell: SceneCell, split: SceneSplit, bank: F
                 "method": method, "score": accuracy(y_test, predicted), "macro_f1": macro_f1(y_test, predicted, num),
                 "n_train": n_train, "n_test": int(split.is_test.sum())}
                for method, (predicted, n_train) in predictions.items()]
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(done) as tmp:
-        tmp.write_text(json.dumps(results, indent=1))
+    write_score(study_dir, cell, results)
     return results
 
 
