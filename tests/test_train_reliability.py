@@ -148,13 +148,14 @@ def test_collapse_warns_or_stops(tmp_path: Path, tile_dir: Path, monkeypatch: py
 
 def test_stale_temp_checkpoint_of_a_killed_writer_is_removed(tmp_path: Path, tile_dir: Path) -> None:
     """kill -9 during a checkpoint write leaves `.last.pt.PID.tmp` beside the intact last.pt: the restart
-    resumes from last.pt and deletes the leftover."""
+    resumes from last.pt and deletes the leftover (and one named as older versions did, `.last.pt.tmp-PID`)."""
     over = tiny_overrides("simsiam", tile_dir, tmp_path / "run", steps=2)
     run_pretrain(load_config(PretrainConfig, None, over))
-    leftover = tmp_path / "run" / "checkpoints" / ".last.pt.99999.tmp"
-    leftover.write_bytes(b"half a checkpoint")
+    leftovers = [tmp_path / "run" / "checkpoints" / name for name in (".last.pt.99999.tmp", ".last.pt.tmp-99998")]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half a checkpoint")
     run_pretrain(load_config(PretrainConfig, None, [*over, "train.max_steps=3"]))
-    assert not leftover.exists()
+    assert not any(leftover.exists() for leftover in leftovers)
     assert checkpoint_step(tmp_path / "run") == 3
 
 

@@ -94,7 +94,8 @@ def open_run_dir(config: RunConfig, default_name: str) -> RunDir:
     opened = RunDir(run_dir, None, created, fd, parents)
     try:
         (run_dir / "checkpoints").mkdir(exist_ok=True)
-        for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # half-written by a process killed mid-save
+        checkpoints = run_dir / "checkpoints"  # half-written by a process killed mid-save (older versions: .tmp-PID)
+        for stale in [*checkpoints.glob(".*.tmp"), *checkpoints.glob(".*.tmp-*")]:
             stale.unlink(missing_ok=True)
         free = shutil.disk_usage(run_dir).free
         if free < MIN_FREE_BYTES:
