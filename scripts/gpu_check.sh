@@ -21,7 +21,18 @@ if [[ -z "$python" ]]; then
   if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-needed="import ssl_siam.cli, torch, timm, lightly, rasterio, albumentations, safetensors, yaml"
+# every distribution pyproject.toml depends on (subcommands import theirs lazily), then the CLI itself
+needed='import importlib.metadata as md, re, sys, tomllib
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+def present(name):
+    try:
+        return bool(md.version(name))
+    except md.PackageNotFoundError:
+        return False
+missing = [n for n in (re.match(r"[A-Za-z0-9_.-]+", d).group() for d in deps) if not present(n)]
+if missing:
+    sys.exit("missing " + ", ".join(missing))
+import ssl_siam.cli'
 if ! "$python" -c "$needed" 2>/dev/null && compgen -G "$wheels/*.whl" > /dev/null; then
   site=$(mktemp -d /tmp/gpu_check_site.XXXX)
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl

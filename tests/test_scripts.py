@@ -108,3 +108,19 @@ def test_oscd_frozen_probe_runs_on_a_study_directory(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())
     assert [(r["encoder"], r["n"], r["seed"]) for r in rows] == [("ssl", 1, 0), ("random_resnet18", 1, 0)]
     assert all(0 <= r["f1"] <= 1 and 0 < r["ap"] <= 1 and r["best_f1"] >= r["f1"] - 1e-9 for r in rows)
+
+
+def test_gpu_check_names_the_missing_packages(tmp_path: Path) -> None:
+    """On a Python without the project's dependencies (and no wheels to install), the check stops before any step
+    with exit 2 and one line naming what is missing, read from pyproject.toml (lazily imported ones included)."""
+    import venv
+
+    venv.create(tmp_path / "bare", with_pip=False)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script), "--device", "cpu", "--smoke", "--out", str(tmp_path / "gc"),
+                           "--wheels", str(tmp_path / "no_wheels")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": str(tmp_path / "bare" / "bin" / "python")})
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("gpu_check: missing torch,") and "faiss-cpu" in line and "wheels in" in line
+    assert not (tmp_path / "gc").exists()
