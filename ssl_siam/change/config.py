@@ -11,6 +11,16 @@ from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainCon
 
 
 @dataclass
+class SyntheticChangeConfig:
+    """Self-supervised change pretraining (docs/finetuning.md): unlabeled pairs, pasted changes as the target."""
+
+    enabled: bool = False  # true: every pair of data.root trains, labels never read, no validation
+    patches: PositiveInt = 4  # 1..patches rectangles pasted per pair
+    min_size: PositiveInt = 4  # rectangle sides in pixels, uniform in [min_size, max_size]
+    max_size: PositiveInt = 24
+
+
+@dataclass
 class ChangeDataConfig(LoaderConfig):
     format: str = "auto"  # a registered layout (change/datasets/): xbd, levir, s2looking, oscd, pairs-csv, second;
     # auto: detected from the first root
@@ -44,6 +54,7 @@ class ChangeDataConfig(LoaderConfig):
     post_stats: str | None = None
     stats_samples: PositiveInt = 128
     oscd_bands: list[str] = field(default_factory=lambda: list(OSCD_BANDS))  # OSCD: bands stacked, in this order
+    synthetic_change: SyntheticChangeConfig = field(default_factory=SyntheticChangeConfig)
 
 
 @dataclass

@@ -3,6 +3,7 @@ validation (the crop datasets are the task's: ``ChangeTask.dataset``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -48,6 +49,23 @@ def find_records(cfg: FinetuneConfig, fmt: str, roots: list[str], cache_dir: Pat
                  test: bool = False) -> list[PairRecord]:
     """The pairs of ``roots`` in layout ``fmt`` (``test``: OSCD's test cities)."""
     return find_change_pairs(roots, fmt, cache_dir, test=test, bands=cfg.data.oscd_bands, skip_bad=cfg.data.skip_bad)
+
+
+def unlabeled_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> list[PairRecord]:
+    """``data.synthetic_change``: every pair of ``data.root`` (all of a layout's splits: OSCD's 24 cities), or
+    ``data.train_ids`` of them, masks neither needed nor read; no validation pairs (there are no labels to score)."""
+    d = cfg.data
+    records = find_change_pairs(d.root, fmt, cache_dir, bands=d.oscd_bands, require_masks=False, skip_bad=d.skip_bad,
+                                every_split=True)
+    by_id = {r.id: r for r in records}
+    if missing := [i for i in d.train_ids or () if i not in by_id]:
+        raise ConfigError(f"data.train_ids: {missing[0]} is not a pair of data.root {d.root} (its pairs: "
+                          f"{', '.join(sorted(by_id)[:20])})")
+    if d.train_ids is not None:
+        records = [by_id[i] for i in sorted(set(d.train_ids))]
+    records = [dataclasses.replace(r, damage_target=None) for r in records]  # never read, even where present
+    log.info("data.synthetic_change: %d unlabeled pairs train, labels never read, no validation", len(records))
+    return records
 
 
 def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[PairRecord], list[PairRecord]]:

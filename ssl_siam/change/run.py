@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from ssl_siam.change.config import FinetuneConfig, LossConfig
-from ssl_siam.change.data import resolve_format, split_records
+from ssl_siam.change.data import resolve_format, split_records, unlabeled_records
 from ssl_siam.change.losses import LOSSES, DeepSupervisionLoss, build_loss
 from ssl_siam.change.models.siamese import SiameseChangeNet, build_change_net
+from ssl_siam.change.synthetic import SyntheticChange
 from ssl_siam.change.tasks import ChangeTask, change_task
 from ssl_siam.change.training import FinetuneTask, Geometry, JitterCollate
 from ssl_siam.core.config import from_dict
@@ -101,7 +102,11 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
     encoder = EncoderMeta.read(cfg.model.encoder_weights) if cfg.model.encoder_weights else None
     cache_dir = Path(d.cache_dir or d.targets_dir or run_dir / "targets")
     fmt = resolve_format(cfg, change)
-    train_records, val_records = main_first(world, lambda: split_records(cfg, fmt, cache_dir))
+    synthetic = synthetic_change(cfg, change)
+    if synthetic is None:
+        train_records, val_records = main_first(world, lambda: split_records(cfg, fmt, cache_dir))
+    else:  # self-supervised: every pair trains, unlabeled, nothing to validate against
+        train_records, val_records = main_first(world, lambda: unlabeled_records(cfg, fmt, cache_dir)), []
     if world.is_main:  # which pairs trained and which were held out, by id (OSCD: city names)
         split = {"format": fmt, "train": [r.id for r in train_records], "val": [r.id for r in val_records]}
         (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
@@ -114,7 +119,11 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
                         jitter_seed=cfg.train.seed if d.photometric_on_device else None,
                         encoder_bn=cfg.train.encoder_bn,
                         geometry=Geometry(cfg.train.seed, d.misregistration_px, d.ignore_index)
-                        if d.geometric_on_device else None, radiometric=d.radiometric)
+                        if d.geometric_on_device else None, radiometric=d.radiometric, synthetic=synthetic,
+                        export_meta=None if synthetic is None else EncoderMeta(
+                            cfg.model.backbone, dataset.num_bands_pre, dict(cfg.model.timm_kwargs),
+                            num_features=model.encoder.feature_info.channels()[-1], objective="synthetic-change",
+                            bands=d.bands, normalization=pre_stats))
     collate = None if d.photometric_on_device else JitterCollate(cfg.train.seed)
     per_epoch = d.samples_per_epoch or max(len(dataset), cfg.train.batch_size)
     loader = training_loader(dataset, cfg, runtime, per_epoch, collate)
@@ -123,6 +132,19 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
         val_set = change.dataset(cfg, fmt, val_records, train=False)
         built.validator = change.validator(task, val_set, runtime, d.val_window, cfg.train.tta, d.ignore_index)
     return built
+
+
+def synthetic_change(cfg: FinetuneConfig, change: ChangeTask) -> SyntheticChange | None:
+    """``data.synthetic_change`` checked (one-line ConfigErrors naming the key) and resolved; None when off."""
+    sc = cfg.data.synthetic_change
+    if not sc.enabled:
+        return None
+    if not change.synthetic_targets:
+        raise ConfigError(f"data.synthetic_change.enabled=true makes binary change targets; task={change.name} has "
+                          "other classes (use task=binary)")
+    if sc.min_size > sc.max_size:
+        raise ConfigError(f"data.synthetic_change.min_size={sc.min_size} is above max_size={sc.max_size}")
+    return SyntheticChange(cfg.train.seed, sc.patches, sc.min_size, sc.max_size, cfg.data.ignore_index)
 
 
 def run_finetune(cfg: FinetuneConfig) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,10 +12,12 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from ssl_siam.change.models.siamese import SiameseChangeNet
+from ssl_siam.change.synthetic import SyntheticChange, paste_changes
 from ssl_siam.data.sampling import seeded_generator
 from ssl_siam.data.stats import BandStats
 from ssl_siam.data.transforms.geometry import pair_geometry
 from ssl_siam.data.transforms.photometric import jitter_pair
+from ssl_siam.encoders import EncoderMeta, export_encoder
 from ssl_siam.train.optim import param_groups
 from ssl_siam.train.task import TrainingTask
 
@@ -48,15 +51,20 @@ class FinetuneTask(TrainingTask):
     with ``jitter_seed`` the training pairs are photometrically jittered on the device first (else the workers
     did it, :class:`JitterCollate`, or nobody). The checkpoint stores both normalizations, so prediction needs
     the checkpoint alone. ``radiometric``: the run's ``data.radiometric``, which prediction applies to each pair
-    before :meth:`normalize` (the training dataset applied it to the crops)."""
+    before :meth:`normalize` (the training dataset applied it to the crops). ``synthetic``
+    (``data.synthetic_change``): the target is made by pasting changes into each batch (:func:`paste_changes`), and
+    the run exports its pre encoder as ``encoder.safetensors`` + ``encoder.json`` (``export_meta``), usable as
+    ``model.encoder_weights`` and by ``ssl-siam study``."""
 
     checkpoint_kind = "finetune"
 
     def __init__(self, model: SiameseChangeNet, criterion: nn.Module, pre_stats: BandStats, post_stats: BandStats,
                  freeze_encoder_epochs: float = 0.0, encoder_lr_scale: float = 1.0,
                  memory_format: torch.memory_format = torch.contiguous_format, jitter_seed: int | None = None,
-                 encoder_bn: str = "train", geometry: Geometry | None = None, radiometric: str = "none") -> None:
+                 encoder_bn: str = "train", geometry: Geometry | None = None, radiometric: str = "none",
+                 synthetic: SyntheticChange | None = None, export_meta: EncoderMeta | None = None) -> None:
         super().__init__()
+        self.synthetic, self.export_meta = synthetic, export_meta
         self.radiometric = radiometric
         self.model, self.criterion, self.encoder_bn, self.geometry = model, criterion, encoder_bn, geometry
         self.pre_stats, self.post_stats = pre_stats, post_stats
@@ -90,6 +98,11 @@ class FinetuneTask(TrainingTask):
         if self.jitter_seed is not None:  # device-side draws seeded by the batch's first index: resumes augment alike
             first = int(batch["index"][0])
             pre, post = jitter_pair(pre, post, seeded_generator(pre.device, self.jitter_seed, first))
+        if self.synthetic is not None:  # unlabeled pairs: the pasted rectangles are the change (padding stays ignored)
+            sc = self.synthetic
+            generator = seeded_generator(pre.device, sc.seed, int(batch["index"][0]), 2)
+            pre, post, pasted = paste_changes(pre, post, generator, sc.patches, sc.min_size, sc.max_size)
+            mask = torch.where(mask == sc.ignore_index, mask, pasted)
         if self.geometry is not None:
             g, first = self.geometry, int(batch["index"][0])
             pre, post, mask = pair_geometry(pre, post, mask, seeded_generator(pre.device, g.seed, first, 1),
@@ -105,6 +118,10 @@ class FinetuneTask(TrainingTask):
         if step < self.freeze_steps:  # encoder frozen: its weights get no update (BN statistics still adapt)
             for param in self.model.encoder_parameters():
                 param.grad = None
+
+    def export(self, run_dir: Path, step: int) -> None:
+        if self.export_meta is not None:
+            export_encoder(self.model.encoder, run_dir, dataclasses.replace(self.export_meta, step=step))
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"pre_stats": dataclasses.asdict(self.pre_stats), "post_stats": dataclasses.asdict(self.post_stats),

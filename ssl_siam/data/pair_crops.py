@@ -34,6 +34,8 @@ class PairCropDataset(torch.utils.data.Dataset):
     larger than the image are padded with 0 (images) and ``ignore_index`` (mask). ``post_bands`` defaults to ``bands``.
     ``radiometric="match"``: each post crop is corrected by :func:`match_moments` on its pair's overviews (scene
     moments matched to the pre image's, nodata pixels kept), in the file's dtype, before padding and augmentation.
+    ``masks=False`` (unlabeled pairs, ``data.synthetic_change``): no target is read; windows are drawn uniformly on
+    the pre image and the mask is all 0 (the training step makes the target).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class PairCropDataset(torch.utils.data.Dataset):
         mask_map: dict[int, int] | None = None,
         mask_threshold: int | None = None,
         radiometric: str = "none",
+        masks: bool = True,
     ) -> None:
         if not records:
             raise DataError("no xBD pairs given: expected at least one PairRecord")
@@ -60,9 +63,9 @@ class PairCropDataset(torch.utils.data.Dataset):
             raise ValueError(f"crop_size must be positive or None, got {crop_size}")
         if not 0.0 <= building_bias <= 1.0:
             raise ValueError(f"building_bias must be in [0, 1], got {building_bias}")
-        if missing := next((r for r in records if r.damage_target is None), None):
+        if masks and (missing := next((r for r in records if r.damage_target is None), None)):
             raise DataError(f"{missing.post_image}: no damage target, expected ensure_targets() to be run first")
-        self.records, self.crop_size, self.train = list(records), crop_size, train
+        self.records, self.crop_size, self.train, self.masks = list(records), crop_size, train, masks
         self._bands_pre = None if bands is None else [int(b) for b in bands]
         self._bands_post = self._bands_pre if post_bands is None else [int(b) for b in post_bands]
         self.building_bias, self.seed, self.ignore_index = building_bias, seed, ignore_index
@@ -141,6 +144,13 @@ class PairCropDataset(torch.utils.data.Dataset):
 
     def _read_mask(self, record: PairRecord, rng: np.random.Generator) -> tuple[np.ndarray, Window, tuple[int, int]]:
         """Damage target in the item's window [h, w] (uint8), the window, and the target's (height, width)."""
+        if not self.masks:
+            with open_raster(record.pre_image) as src:
+                height, width = src.height, src.width
+            crop_h, crop_w = min(self.crop_size or height, height), min(self.crop_size or width, width)
+            row, col = (int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))) if self.train \
+                else ((height - crop_h) // 2, (width - crop_w) // 2)
+            return np.zeros((crop_h, crop_w), np.uint8), Window(col, row, crop_w, crop_h), (height, width)
         path = record.damage_target
         with open_raster(path) as src:
             height, width = src.height, src.width

@@ -47,6 +47,7 @@ class ChangeTask:
     validator: ClassVar[type[PairValidator]]
     building_labels: ClassVar[bool] = False  # its pairs carry building polygons (the study's building probes)
     binary_masks: ClassVar[bool] = True  # its masks are 0 / 255 (or 0 / 1) change masks: a mask threshold applies
+    synthetic_targets: ClassVar[bool] = True  # data.synthetic_change can make its targets (pasted area = change)
 
     def head_classes(self, requested: int | None) -> int:
         """Classes of the change head: ``model.num_classes`` when this task lets it differ, else the task's."""
@@ -75,7 +76,8 @@ class ChangeTask:
             return PairCropDataset(records, None, train=False, **common)
         device = d.geometric_on_device  # then the training step applies the geometry to whole batches
         return PairCropDataset(records, d.crop_size, train=True, building_bias=d.building_bias, augment=not device,
-                               misregistration_px=0 if device else d.misregistration_px, **common)
+                               misregistration_px=0 if device else d.misregistration_px,
+                               masks=not d.synthetic_change.enabled, **common)
 
     def criterion(self, change_loss: nn.Module, loss: LossConfig, ignore_index: int) -> nn.Module:
         """The training loss around ``change_loss`` (deep-supervised loss of the change logits)."""

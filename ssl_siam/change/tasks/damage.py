@@ -68,6 +68,7 @@ class DamageTask(ChangeTask):
     validator = XView2Validator
     building_labels = True
     binary_masks = False
+    synthetic_targets = False
 
     def prepare_records(self, records: Sequence[PairRecord], cache_dir: Path) -> Sequence[PairRecord]:
         return ensure_targets(records, cache_dir, unclassified="no-damage")  # as the challenge scored

@@ -46,6 +46,7 @@ class SemanticTask(ChangeTask):
     components = ("sek", "miou")
     validator = SemanticValidator
     binary_masks = False
+    synthetic_targets = False
 
     def mask_classes(self, head_classes: int) -> int:
         return NUM_CODES  # the code mask label1 · 7 + label2

@@ -1,0 +1,133 @@
+"""Self-supervised change pretraining (``data.synthetic_change``): pasted rectangles checked pixel by pixel, the
+training target replaced by them, every OSCD city (labelled or not) training, and the exported encoder reused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_oscd
+
+from ssl_siam.change.config import FinetuneConfig
+from ssl_siam.change.run import FinetuneTask, build_model, synthetic_change
+from ssl_siam.change.synthetic import SyntheticChange, paste_changes
+from ssl_siam.change.tasks import change_task
+from ssl_siam.cli import main
+from ssl_siam.core.config import load_config
+from ssl_siam.core.errors import ConfigError
+from ssl_siam.data.stats import BandStats
+from ssl_siam.encoders import EncoderMeta, load_encoder
+from ssl_siam.train.checkpoint import load_checkpoint
+
+TINY = ["model.backbone=resnet18", "data.crop_size=32", "train.batch_size=2", "train.max_steps=2",
+        "train.device=cpu", "data.num_workers=0", "train.progress=false", "data.stats_samples=4",
+        "model.decoder_channels=[16,16,8,8,8]", "optim.warmup_steps=0", "data.samples_per_epoch=4"]
+
+
+def _pairs(b: int = 4, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two bands; every pixel of every image holds a distinct value (pair i, date, row, column), so a pasted pixel
+    tells where it came from."""
+    rows = torch.arange(size, dtype=torch.float32)[:, None] * size + torch.arange(size)[None]  # 0 .. size² − 1
+    base = 10_000 * torch.arange(b, dtype=torch.float32)[:, None, None, None] + rows[None, None]
+    band = torch.tensor([0.0, 0.5])[None, :, None, None]
+    return (base + band).clone(), (base + 5_000 + band).clone()
+
+
+def _shift(original: torch.Tensor, pasted: torch.Tensor, inside: torch.Tensor) -> tuple[int, int]:
+    """The (dy, dx) displacement the pasted pixels were copied with (from the value at one of them)."""
+    y, x = (int(v[0]) for v in torch.nonzero(inside, as_tuple=True))
+    index = int(pasted[0, y, x] - original[0, 0, 0])  # row-major position of the source pixel
+    return (y - index // original.shape[-1]) % original.shape[-2], (x - index % original.shape[-1]) % original.shape[-1]
+
+
+def test_pasted_rectangles_are_the_image_displaced_and_are_the_target() -> None:
+    pre, post = _pairs()
+    g = torch.Generator().manual_seed(3)
+    new_pre, new_post, mask = paste_changes(pre, post, g, patches=3, min_size=4, max_size=12)
+    assert mask.dtype == torch.int64 and mask.shape == (4, 32, 32)
+    shifts, dates = set(), []
+    for i in range(4):
+        inside = mask[i].bool()
+        assert 16 <= int(inside.sum()) <= 3 * 12 * 12  # 1..3 rectangles of 4..12 px sides
+        changed_pre, changed_post = not torch.equal(new_pre[i], pre[i]), not torch.equal(new_post[i], post[i])
+        assert changed_pre != changed_post  # exactly one date received the rectangles
+        dates.append(changed_pre)
+        date, original = (new_pre, pre) if changed_pre else (new_post, post)
+        shift = _shift(original[i], date[i], inside)
+        assert 8 <= shift[0] <= 24 and 8 <= shift[1] <= 24  # in [H/4, 3H/4]
+        shifts.add(shift)
+        torch.testing.assert_close(date[i][:, inside], original[i].roll(shift, (1, 2))[:, inside], rtol=0, atol=0)
+        assert torch.equal(date[i][:, ~inside], original[i][:, ~inside])  # nothing else touched
+        assert torch.equal((new_post if changed_pre else new_pre)[i], (post if changed_pre else pre)[i])
+    assert len(shifts) == 1 and len(set(dates)) == 2  # one offset per batch; both dates receive, by pair
+    again = paste_changes(pre, post, torch.Generator().manual_seed(3), patches=3, min_size=4, max_size=12)
+    assert all(torch.equal(a, b) for a, b in zip(again, (new_pre, new_post, mask)))  # a pure function of the seed
+
+
+def test_one_fixed_rectangle_has_the_drawn_size() -> None:
+    pre, post = _pairs(b=8)
+    _, _, mask = paste_changes(pre, post, torch.Generator().manual_seed(0), patches=1, min_size=5, max_size=5)
+    for m in mask:
+        rows, cols = torch.nonzero(m, as_tuple=True)
+        assert len(rows) == 25 and int(rows.max() - rows.min()) == 4 and int(cols.max() - cols.min()) == 4
+    _, _, one = paste_changes(pre[:1], post[:1], torch.Generator(), patches=1, min_size=5, max_size=5)
+    assert int(one.sum()) == 25  # a single pair is enough: the donor is the pair itself
+
+
+def test_the_training_step_trains_on_the_pasted_target_not_the_labels() -> None:
+    over = ["model.backbone=resnet18", "model.decoder_channels=[16,16,8,8,8]", "data.synthetic_change.enabled=true"]
+    cfg = load_config(FinetuneConfig, "oscd_resnet50", over)
+    change = change_task(cfg.task)
+    seen = []
+
+    def criterion(logits: object, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        seen.append(mask.clone())
+        return torch.zeros((), requires_grad=True), {}
+
+    stats = BandStats(low=[0.0] * 2, high=[100.0] * 2, mean=[0.5] * 2, std=[0.25] * 2)
+    synthetic = synthetic_change(cfg, change)
+    assert synthetic == SyntheticChange(cfg.train.seed, 4, 4, 24, 255)
+    task = FinetuneTask(build_model(cfg, change, 2, 2), criterion, stats, stats, synthetic=synthetic)
+    pre, post = _pairs()
+    labels = torch.ones(4, 32, 32, dtype=torch.long)  # what a label file would say: not used
+    labels[:, 0, :] = 255  # padding stays ignored
+    task.training_step({"pre": pre, "post": post, "mask": labels, "index": torch.arange(4)}, 0, 0)
+    target = seen[0]
+    assert target.shape == (4, 32, 32) and torch.all(target[:, 0, :] == 255)
+    assert set(target[:, 1:].unique().tolist()) == {0, 1} and (target[:, 1:] == 0).float().mean() > 0.5
+
+
+def test_refusals_name_the_key() -> None:
+    cases = [("xbd_resnet50", [], "task=damage has other classes"),
+             ("oscd_resnet50", ["data.synthetic_change.min_size=30"], "min_size=30 is above max_size=24")]
+    for recipe, extra, message in cases:
+        cfg = load_config(FinetuneConfig, recipe, ["data.synthetic_change.enabled=true", *extra])
+        with pytest.raises(ConfigError, match=message):
+            synthetic_change(cfg, change_task(cfg.task))
+
+
+def test_pretraining_on_every_oscd_city_exports_a_reusable_encoder(tmp_path: Path) -> None:
+    root = write_oscd(tmp_path / "oscd", ["paris", "bordeaux"], ["dubai", "lasvegas"], shrink=("dubai",))
+    run = tmp_path / "synthetic"
+    assert main(["finetune", "--config", "oscd_resnet50", f"data.root={root}", f"run_dir={run}",
+                 "data.synthetic_change.enabled=true", *TINY]) == 0
+    split = json.loads((run / "split.json").read_text())
+    assert split["train"] == ["paris", "bordeaux", "dubai", "lasvegas"] and split["val"] == []  # unlabelled too
+    meta = EncoderMeta.read(run)
+    assert (meta.objective, meta.step, meta.in_chans, meta.backbone) == ("synthetic-change", 2, 13, "resnet18")
+    assert meta.normalization == BandStats(**json.loads((run / "stats_pre.json").read_text()))
+    state = load_checkpoint(run / "checkpoints" / "last.pt", kind="finetune")["model"]
+    encoder = load_encoder(run, features_only=True).state_dict()
+    for name, value in encoder.items():
+        torch.testing.assert_close(value, state[f"model.encoder.{name}"])
+    reuse = tmp_path / "reuse"  # the export is an encoder like an SSL run's: a labelled finetune starts from it
+    assert main(["finetune", "--config", "oscd_resnet50", f"data.root={root}", f"run_dir={reuse}",
+                 f"model.encoder_weights={run}", "train.encoder_lr_scale=0", "data.val_ids=[bordeaux]",
+                 *TINY]) == 0
+    reused = load_checkpoint(reuse / "checkpoints" / "last.pt", kind="finetune")["model"]
+    conv = next(k for k in encoder if k.endswith("conv1.weight"))
+    torch.testing.assert_close(reused[f"model.encoder.{conv}"], encoder[conv])  # frozen: still the export's
+    assert np.isfinite(json.loads((reuse / "metrics.json").read_text())["val"]["f1"])
