@@ -14,7 +14,7 @@ from ssl_siam.train.config import LoaderConfig, OptimConfig, RunConfig, TrainCon
 class SyntheticChangeConfig:
     """Self-supervised change pretraining (docs/finetuning.md): unlabeled pairs, pasted changes as the target."""
 
-    enabled: bool = False  # true: every pair of data.root trains, labels never read, no validation
+    enabled: bool = False  # true: every pair of data.root trains, labels not used, no validation
     patches: PositiveInt = 4  # 1..patches rectangles pasted per pair
     min_size: PositiveInt = 4  # rectangle sides in pixels, uniform in [min_size, max_size]
     max_size: PositiveInt = 24

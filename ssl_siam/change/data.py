@@ -53,7 +53,7 @@ def find_records(cfg: FinetuneConfig, fmt: str, roots: list[str], cache_dir: Pat
 
 def unlabeled_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> list[PairRecord]:
     """``data.synthetic_change``: every pair of ``data.root`` (all of a layout's splits: OSCD's 24 cities), or
-    ``data.train_ids`` of them, masks neither needed nor read; no validation pairs (there are no labels to score)."""
+    ``data.train_ids`` of them, masks neither needed nor used; no validation pairs (there are no labels to score)."""
     d = cfg.data
     records = find_change_pairs(d.root, fmt, cache_dir, bands=d.oscd_bands, require_masks=False, skip_bad=d.skip_bad,
                                 every_split=True)
@@ -64,7 +64,7 @@ def unlabeled_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> list[Pa
     if d.train_ids is not None:
         records = [by_id[i] for i in sorted(set(d.train_ids))]
     records = [dataclasses.replace(r, damage_target=None) for r in records]  # never read, even where present
-    log.info("data.synthetic_change: %d unlabeled pairs train, labels never read, no validation", len(records))
+    log.info("data.synthetic_change: %d unlabeled pairs train, labels not used, no validation", len(records))
     return records
 
 
