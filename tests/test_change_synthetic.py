@@ -131,3 +131,43 @@ def test_pretraining_on_every_oscd_city_exports_a_reusable_encoder(tmp_path: Pat
     conv = next(k for k in encoder if k.endswith("conv1.weight"))
     torch.testing.assert_close(reused[f"model.encoder.{conv}"], encoder[conv])  # frozen: still the export's
     assert np.isfinite(json.loads((reuse / "metrics.json").read_text())["val"]["f1"])
+
+
+def test_init_weights_starts_the_whole_model_and_study_cells_take_model_specs(tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture) -> None:
+    root = write_oscd(tmp_path / "oscd", ["paris", "bordeaux"], ["dubai"])
+    run = tmp_path / "synthetic"
+    assert main(["finetune", "--config", "oscd_resnet50", f"data.root={root}", f"run_dir={run}",
+                 "data.synthetic_change.enabled=true", *TINY]) == 0
+    start = load_checkpoint(run / "checkpoints" / "last.pt", kind="finetune")["model"]
+    reuse = tmp_path / "reuse"  # frozen encoder, a vanishing LR: every weight is still (nearly) the start's
+    assert main(["finetune", "--config", "oscd_resnet50", f"data.root={root}", f"run_dir={reuse}",
+                 f"model.init_weights={run}", "train.encoder_lr_scale=0", "optim.lr=1e-12", "data.val_ids=[bordeaux]",
+                 *TINY]) == 0
+    after = load_checkpoint(reuse / "checkpoints" / "last.pt", kind="finetune")["model"]
+    assert after.keys() == start.keys()
+    for name, value in start.items():
+        if value.is_floating_point() and not name.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(after[name], value, rtol=0, atol=1e-6)
+    saved = json.loads((reuse / "stats_pre.json").read_text())  # the start's band statistics normalise
+    assert saved == json.loads((run / "stats_pre.json").read_text())
+    code = main(["finetune", "--config", "oscd_resnet50", f"data.root={root}", f"run_dir={tmp_path / 'other'}",
+                 f"model.init_weights={run}", "data.val_ids=[bordeaux]", *TINY, "model.decoder_channels=[32,16,8,8,8]"])
+    assert code == 2
+    assert f"model.init_weights: {run / 'checkpoints' / 'last.pt'} holds another model" in capsys.readouterr().err
+
+    from ssl_siam.study.design import parse_encoder
+    from ssl_siam.study.run import cell_config
+
+    choice = parse_encoder(f"model:{run}")
+    assert (choice.name, choice.random, choice.backbone) == ("synthetic+model", False, "resnet18")
+    assert choice.encoder_weights == str(run) and choice.init_weights == str(run / "checkpoints" / "last.pt")
+    assert parse_encoder(str(run)).init_weights is None  # the run dir alone: its encoder only
+    with pytest.raises(ConfigError, match="expected a finetune run dir with checkpoints/last.pt"):
+        parse_encoder(f"model:{tmp_path / 'nowhere'}")
+    from ssl_siam.study.config import StudyConfig
+    from ssl_siam.study.design import Cell
+
+    study = load_config(StudyConfig, "oscd_label_efficiency", [f"data.root={root}", f"encoders=[model:{run}]"])
+    ft = cell_config(study, Cell(0, choice, 1, 1, 0, ("paris",)), tmp_path / "s" / "cells" / "x" / "n1" / "seed0")
+    assert ft.model.init_weights == choice.init_weights and ft.model.encoder_weights == str(run)

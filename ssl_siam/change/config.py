@@ -62,6 +62,9 @@ class ChangeModelConfig:
     backbone: str = "resnet50"
     encoder_weights: str | None = None  # an exported SSL encoder (run dir or encoder.safetensors)
     pretrained: str | None = None  # or a local timm weight file
+    # the whole network (encoder, fusion, decoder, heads) from a finetune checkpoint or run dir (its last.pt), e.g. a
+    # data.synthetic_change run; same model.* settings; its band statistics are the default normalization
+    init_weights: str | None = None
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
     siamese: Literal["classic", "pseudo", "asymmetric"] = "classic"
     post_backbone: str | None = None  # asymmetric only

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,11 +35,12 @@ from ssl_siam.train.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def resolve_pair_stats(cfg: FinetuneConfig, dataset: PairCropDataset, run_dir: Path, encoder: EncoderMeta | None,
+def resolve_pair_stats(cfg: FinetuneConfig, dataset: PairCropDataset, run_dir: Path, encoder: BandStats | None,
                        save: bool = True) -> tuple[BandStats, BandStats]:
     """Normalization of the pre image (``stats_pre.json``) and of the post image: the post image shares the pre
     one unless its bands, encoder or ``data.post_stats`` differ (``stats_post.json``). Precedence:
-    :func:`~ssl_siam.data.stats.resolve_stats` (config, the run's saved file, the SSL encoder's, computed)."""
+    :func:`~ssl_siam.data.stats.resolve_stats` (config, the run's saved file, ``encoder``: the SSL encoder's or the
+    ``model.init_weights`` run's, computed)."""
     d = cfg.data
 
     def compute(images: list[Path], bands: list[int] | None) -> BandStats:
@@ -48,7 +50,7 @@ def resolve_pair_stats(cfg: FinetuneConfig, dataset: PairCropDataset, run_dir: P
     records = dataset.records
     pre = resolve_stats(run_dir / "stats_pre.json", dataset.num_bands_pre,
                         lambda: compute([r.pre_image for r in records], d.bands), given=given_stats(d.stats),
-                        encoder=encoder.normalization if encoder else None, save=save)
+                        encoder=encoder, save=save)
     if not (cfg.model.siamese == "asymmetric" or d.post_bands is not None or d.post_stats):
         return pre, pre
     post = resolve_stats(run_dir / "stats_post.json", dataset.num_bands_post,
@@ -111,9 +113,13 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
         split = {"format": fmt, "train": [r.id for r in train_records], "val": [r.id for r in val_records]}
         (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
     dataset = change.dataset(cfg, fmt, train_records, train=True)
-    pre_stats, post_stats = main_first(world, lambda: resolve_pair_stats(cfg, dataset, run_dir, encoder,
+    init = read_init(cfg.model.init_weights) if cfg.model.init_weights else None
+    start_stats = encoder.normalization if encoder else init.pre_stats if init else None
+    pre_stats, post_stats = main_first(world, lambda: resolve_pair_stats(cfg, dataset, run_dir, start_stats,
                                                                          save=world.is_main))
     model = build_model(cfg, change, dataset.num_bands_pre, dataset.num_bands_post, encoder)
+    if init is not None:
+        init.load_into(model)
     task = FinetuneTask(model, build_criterion(cfg, change), pre_stats, post_stats, cfg.train.freeze_encoder_epochs,
                         cfg.train.encoder_lr_scale, runtime.memory_format,
                         jitter_seed=cfg.train.seed if d.photometric_on_device else None,
@@ -132,6 +138,36 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
         val_set = change.dataset(cfg, fmt, val_records, train=False)
         built.validator = change.validator(task, val_set, runtime, d.val_window, cfg.train.tta, d.ignore_index)
     return built
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    """``model.init_weights`` read once: the checkpoint's model weights and the band statistics it was trained on."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    pre_stats: BandStats
+
+    def load_into(self, model: SiameseChangeNet) -> None:
+        """Every weight of ``model`` from the checkpoint; another architecture is a one-line ConfigError."""
+        mine = model.state_dict()
+        missing, extra = sorted(mine.keys() - self.state.keys()), sorted(self.state.keys() - mine.keys())
+        shape = next((k for k in mine.keys() & self.state.keys() if mine[k].shape != self.state[k].shape), None)
+        if missing or extra or shape:
+            what = (f"no {missing[0]}" if missing else f"an extra {extra[0]}" if extra else
+                    f"{shape} of shape {tuple(self.state[shape].shape)}, this model's is {tuple(mine[shape].shape)}")
+            raise ConfigError(f"model.init_weights: {self.path} holds another model ({what}); use the same model.* "
+                              "settings and bands as that run")
+        model.load_state_dict(self.state)
+
+
+def read_init(source: str) -> InitialWeights:
+    """A finetune checkpoint, or a run dir (its ``checkpoints/last.pt``), as :class:`InitialWeights`."""
+    path = Path(source)
+    path = path / "checkpoints" / "last.pt" if path.is_dir() else path
+    ckpt = load_checkpoint(path, kind="finetune")
+    state = {k.removeprefix("model."): v for k, v in ckpt["model"].items() if k.startswith("model.")}
+    return InitialWeights(path, state, BandStats(**ckpt["extra"]["pre_stats"]))
 
 
 def synthetic_change(cfg: FinetuneConfig, change: ChangeTask) -> SyntheticChange | None:

@@ -45,12 +45,24 @@ class EncoderChoice:
     parsed: EncoderSpec = field(compare=False, repr=False)
     encoder_weights: str | None = None
     pretrained: str | None = None
+    init_weights: str | None = None  # model:RUN — the whole change model starts from RUN's last.pt
 
 
 def parse_encoder(spec: str) -> EncoderChoice:
-    """``RUN_DIR`` / ``encoder.safetensors`` (an ``ssl-siam pretrain`` export), ``random:<timm name>`` or
-    ``timm:<timm name>=<local weight file>``; a one-line ConfigError naming ``encoders`` otherwise."""
+    """``RUN_DIR`` / ``encoder.safetensors`` (an ``ssl-siam pretrain`` export), ``random:<timm name>``,
+    ``timm:<timm name>=<local weight file>`` or ``model:RUN_DIR`` (a finetune run that exported its encoder, e.g.
+    ``data.synthetic_change``: its whole model — encoder, fusion, decoder — starts each cell, named ``<run>+model``);
+    a one-line ConfigError naming ``encoders`` otherwise."""
     kind, _, rest = spec.partition(":")
+    if kind == "model":
+        last = Path(rest) / "checkpoints" / "last.pt"
+        if not last.is_file() or not (Path(rest) / "encoder.json").is_file():
+            raise ConfigError(f"encoders: {spec}: expected a finetune run dir with checkpoints/last.pt and an exported "
+                              "encoder.json (a data.synthetic_change run)")
+        parsed = parse_encoder_spec(rest, "encoders:")
+        assert parsed.meta is not None
+        return EncoderChoice(spec, f"{parsed.name}+model", False, parsed.meta.backbone, parsed, encoder_weights=rest,
+                             init_weights=str(last))
     if kind == "timm" and "=" in rest and not Path(rest.partition("=")[2]).is_file():
         raise ConfigError(f"encoders: {spec}: weight file {rest.partition('=')[2]} does not exist")
     if not Path(spec).exists() and not (kind == "random" and rest) and not (kind == "timm" and "=" in rest):

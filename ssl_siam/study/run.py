@@ -42,7 +42,8 @@ def cell_config(cfg: StudyConfig, cell: Cell, run_dir: Path) -> FinetuneConfig:
                     "val_ids": None, "train_ids": list(cell.ids),
                     "targets_dir": str(run_dir.parents[3] / "cache")}  # the study's masks
     data["model"] = {**data["model"], "backbone": cell.encoder.backbone,
-                     "encoder_weights": cell.encoder.encoder_weights, "pretrained": cell.encoder.pretrained}
+                     "encoder_weights": cell.encoder.encoder_weights, "pretrained": cell.encoder.pretrained,
+                     "init_weights": cell.encoder.init_weights}
     data["train"] = {**data["train"], "seed": cell.seed}
     return from_dict(FinetuneConfig, data)
 

@@ -106,6 +106,9 @@ def pretrained_on_test(encoder: EncoderChoice, split: SceneSplit) -> int | None:
 def make_scene_cells(cfg: StudyConfig, split: SceneSplit) -> list[SceneCell]:
     """Every (seed, budget, encoder) in that order; ``--cell I`` runs the I-th."""
     encoders = parse_encoders(cfg)
+    if whole := next((e for e in encoders if e.init_weights), None):
+        raise ConfigError(f"encoders: {whole.spec}: model:RUN starts a change model; a scene study takes encoders "
+                          "(give the run dir itself)")
     cells = []
     for seed in cfg.seeds:
         for budget in cfg.budgets:
