@@ -210,6 +210,13 @@ def test_design_conflicts_by_hand() -> None:
         "its cells ran with other settings (finetune.optim.lr=0.1 → 0.2)")
     legacy = {k: v for k, v in saved.items() if k != "settings"}  # written before settings were recorded
     assert design_conflict(legacy, {**saved, "settings": {"finetune.optim.lr": 0.2}}) is None
+    # a key added to the schema after the design was saved: its default is the earlier behaviour, anything else a change
+    grown = {**saved, "settings": {"finetune.optim.lr": 0.1, "finetune.data.new_key": False}}
+    assert design_conflict(saved, grown, {"finetune.data.new_key": False, "finetune.optim.lr": 0.05}) is None
+    assert design_conflict(saved, {**grown, "settings": {**grown["settings"], "finetune.data.new_key": True}},
+                           {"finetune.data.new_key": False}) == (
+        "its cells ran with other settings (finetune.data.new_key=False → True)")
+    assert design_conflict(saved, grown) == "its cells ran with other settings (finetune.data.new_key=None → False)"
 
 
 def test_an_interrupted_cell_resumes_from_its_checkpoint(two_disasters: dict[str, Path], tmp_path: Path,

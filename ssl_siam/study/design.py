@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.change.data import find_records, resolve_format
 from ssl_siam.change.tasks import ChangeTask
 from ssl_siam.core.config import changed_values, flatten, save_config, to_dict
@@ -26,7 +27,7 @@ from ssl_siam.core.files import atomic_path
 from ssl_siam.core.registry import Registry
 from ssl_siam.data.pairs import PairRecord
 from ssl_siam.eval.features import EncoderSpec, parse_encoder_spec
-from ssl_siam.study.config import StudyConfig
+from ssl_siam.study.config import SceneStudyConfig, StudyConfig
 
 #: study ``task`` → runner ``(cfg, study_dir, only_cell) -> the aggregate study, or None until every cell is
 #: scored``; a new kind of study is a module with ``@STUDIES.register("name")`` imported by study/run.py.
@@ -179,13 +180,20 @@ def settings_record(section: str, config: Any, run_only: tuple[str, ...]) -> dic
     return {f"{section}.{k}": v for k, v in flatten(to_dict(config)).items() if k not in run_only}
 
 
-def design_conflict(saved: dict[str, Any], design: dict[str, Any]) -> str | None:
+def design_conflict(saved: dict[str, Any], design: dict[str, Any], defaults: dict[str, Any] | None = None
+                    ) -> str | None:
     """Why a study directory holding ``saved`` cannot take ``design``, or None. Encoders, budgets and seeds may be
     added or dropped (scored cells are kept); the split, the cells' shared settings and each kept cell's labelled
-    pairs must stay. A design saved before settings were recorded is not checked for them."""
+    pairs must stay. A design saved before settings were recorded is not checked for them; a setting the saved
+    design does not know (a key added to the schema since) counts as its value in ``defaults`` (the schema's
+    defaults keep the earlier behaviour), so only a non-default value of a new key is a change."""
     for key in sorted((saved.keys() | design.keys()) - {"cells"}):
         if key == "settings":
-            if key in saved and (changed := changed_values(saved[key], design[key])):
+            if key not in saved:
+                continue
+            new = {k: v for k, v in (defaults or {}).items() if k in design[key] and k not in saved[key]}
+            known = {**new, **saved[key]}
+            if changed := changed_values(known, design[key]):
                 return f"its cells ran with other settings ({'; '.join(changed[:3])})"
         elif saved.get(key) != design.get(key):
             return f"its {key} differs"
@@ -231,7 +239,9 @@ def save_design(cfg: StudyConfig, study_dir: Path, design: dict, n_cells: int, o
         raise ConfigError(f"--cell {only_cell}: the study has cells 0..{n_cells - 1}")
     study_dir.mkdir(parents=True, exist_ok=True)
     saved = study_dir / "design.json"
-    if saved.is_file() and (conflict := design_conflict(json.loads(saved.read_text()), design)):
+    defaults = {"test_window": StudyConfig.test_window, **settings_record("finetune", FinetuneConfig(), ()),
+                **settings_record("scene", SceneStudyConfig(), ())}
+    if saved.is_file() and (conflict := design_conflict(json.loads(saved.read_text()), design, defaults)):
         raise ConfigError(f"{saved}: this study directory holds another design ({conflict}); keep its settings "
                           "or choose another run_dir")
     with atomic_path(saved) as tmp:
