@@ -109,11 +109,15 @@ def test_refusals_name_the_key() -> None:
             synthetic_change(cfg, change_task(cfg.task))
 
 
-def test_pretraining_on_every_oscd_city_exports_a_reusable_encoder(tmp_path: Path) -> None:
+def test_pretraining_on_every_oscd_city_exports_a_reusable_encoder(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
     root = write_oscd(tmp_path / "oscd", ["paris", "bordeaux"], ["dubai", "lasvegas"], shrink=("dubai",))
     run = tmp_path / "synthetic"
     assert main(["finetune", "--config", "oscd_resnet50", f"data.root={root}", f"run_dir={run}",
                  "data.synthetic_change.enabled=true", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "nothing was validated, so no best.pt" in out and f"encoder: {run} " in out
+    assert not (run / "checkpoints" / "best.pt").exists()
     split = json.loads((run / "split.json").read_text())
     assert split["train"] == ["paris", "bordeaux", "dubai", "lasvegas"] and split["val"] == []  # unlabelled too
     meta = EncoderMeta.read(run)

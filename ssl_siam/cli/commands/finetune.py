@@ -21,6 +21,11 @@ def run(args: argparse.Namespace) -> int:
     from ssl_siam.core.config import load_config
 
     run_dir = run_finetune(load_config(FinetuneConfig, args.config, args.overrides))
-    print(f"checkpoints: {run_dir / 'checkpoints'} (best.pt = best validation score of the task: xView2 score, "
-          "change F1 or SeK)")
+    if (run_dir / "checkpoints" / "best.pt").is_file():
+        print(f"checkpoints: {run_dir / 'checkpoints'} (best.pt = best validation score of the task: xView2 score, "
+              "change F1 or SeK)")
+    else:
+        print(f"checkpoints: {run_dir / 'checkpoints'} (last.pt; nothing was validated, so no best.pt)")
+    if (run_dir / "encoder.json").is_file():
+        print(f"encoder: {run_dir} (model.encoder_weights=RUN, or an ssl-siam study encoder)")
     return 0
