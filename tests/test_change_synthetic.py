@@ -155,6 +155,13 @@ def test_init_weights_starts_the_whole_model_and_study_cells_take_model_specs(tm
             torch.testing.assert_close(after[name], value, rtol=0, atol=1e-6)
     saved = json.loads((reuse / "stats_pre.json").read_text())  # the start's band statistics normalise
     assert saved == json.loads((run / "stats_pre.json").read_text())
+    moved = tmp_path / "moved"  # resuming needs only the run's own checkpoint, not the start's
+    run.rename(moved)
+    assert main(["finetune", "--config", "oscd_resnet50", f"data.root={root}", f"run_dir={reuse}", "resume=auto",
+                 f"model.init_weights={run}", "train.encoder_lr_scale=0", "optim.lr=1e-12", "data.val_ids=[bordeaux]",
+                 *TINY[:3], "train.max_steps=3", *TINY[4:]]) == 0
+    assert load_checkpoint(reuse / "checkpoints" / "last.pt", kind="finetune")["step"] == 3
+    moved.rename(run)
     code = main(["finetune", "--config", "oscd_resnet50", f"data.root={root}", f"run_dir={tmp_path / 'other'}",
                  f"model.init_weights={run}", "data.val_ids=[bordeaux]", *TINY, "model.decoder_channels=[32,16,8,8,8]"])
     assert code == 2
