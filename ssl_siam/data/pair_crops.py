@@ -66,6 +66,7 @@ class PairCropDataset(torch.utils.data.Dataset):
         if masks and (missing := next((r for r in records if r.damage_target is None), None)):
             raise DataError(f"{missing.post_image}: no damage target, expected ensure_targets() to be run first")
         self.records, self.crop_size, self.train, self.masks = list(records), crop_size, train, masks
+        self._sizes: dict[Path, tuple[int, int]] = {}  # (height, width) of unlabeled pairs' pre images
         self._bands_pre = None if bands is None else [int(b) for b in bands]
         self._bands_post = self._bands_pre if post_bands is None else [int(b) for b in post_bands]
         self.building_bias, self.seed, self.ignore_index = building_bias, seed, ignore_index
@@ -142,35 +143,38 @@ class PairCropDataset(torch.utils.data.Dataset):
             self._row_index[path] = ends
         return ends
 
+    def _window(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """``crop_h, crop_w, row, col``: the crop clipped to the image, anywhere (training) or centred."""
+        crop_h, crop_w = min(self.crop_size or height, height), min(self.crop_size or width, width)
+        if self.train:
+            return crop_h, crop_w, int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))
+        return crop_h, crop_w, (height - crop_h) // 2, (width - crop_w) // 2
+
     def _read_mask(self, record: PairRecord, rng: np.random.Generator) -> tuple[np.ndarray, Window, tuple[int, int]]:
         """Damage target in the item's window [h, w] (uint8), the window, and the target's (height, width)."""
-        if not self.masks:
-            with open_raster(record.pre_image) as src:
-                height, width = src.height, src.width
-            crop_h, crop_w = min(self.crop_size or height, height), min(self.crop_size or width, width)
-            row, col = (int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))) if self.train \
-                else ((height - crop_h) // 2, (width - crop_w) // 2)
-            return np.zeros((crop_h, crop_w), np.uint8), Window(col, row, crop_w, crop_h), (height, width)
+        if not self.masks:  # unlabeled: a window of the pre image, an all-0 mask
+            if (size := self._sizes.get(record.pre_image)) is None:
+                with open_raster(record.pre_image) as src:
+                    size = self._sizes[record.pre_image] = (src.height, src.width)
+            crop_h, crop_w, row, col = self._window(*size, rng)
+            return np.zeros((crop_h, crop_w), np.uint8), Window(col, row, crop_w, crop_h), size
         path = record.damage_target
         with open_raster(path) as src:
             height, width = src.height, src.width
-            crop_h, crop_w = min(self.crop_size or height, height), min(self.crop_size or width, width)
-            row, col = (height - crop_h) // 2, (width - crop_w) // 2
+            crop_h, crop_w, row, col = self._window(height, width, rng)
             full = None
-            if self.train:
-                row, col = int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))
-                if rng.random() < self.building_bias:
-                    if src.driver in SEQUENTIAL_DRIVERS:  # decoded whole anyway: the crop is sliced from it
-                        full = self._map(_read(src, path, [1], None)[0].astype(np.uint8))
-                    ends = self._building_rows(src, path, full)
-                    if ends[-1]:  # the k-th building pixel in row-major order, k uniform
-                        k, (jy, jx) = rng.integers(ends[-1]), rng.integers(-(crop_h // 4), crop_h // 4 + 1, 2)
-                        y = int(np.searchsorted(ends, k, side="right"))
-                        line = full[y] if full is not None else self._map(
-                            _read(src, path, [1], Window(0, y, width, 1))[0, 0].astype(np.uint8))
-                        x = int(np.flatnonzero(self._building(line))[k - (ends[y - 1] if y else 0)])
-                        row = int(np.clip(y + jy - crop_h // 2, 0, height - crop_h))
-                        col = int(np.clip(x + jx - crop_w // 2, 0, width - crop_w))
+            if self.train and rng.random() < self.building_bias:
+                if src.driver in SEQUENTIAL_DRIVERS:  # decoded whole anyway: the crop is sliced from it
+                    full = self._map(_read(src, path, [1], None)[0].astype(np.uint8))
+                ends = self._building_rows(src, path, full)
+                if ends[-1]:  # the k-th building pixel in row-major order, k uniform
+                    k, (jy, jx) = rng.integers(ends[-1]), rng.integers(-(crop_h // 4), crop_h // 4 + 1, 2)
+                    y = int(np.searchsorted(ends, k, side="right"))
+                    line = full[y] if full is not None else self._map(
+                        _read(src, path, [1], Window(0, y, width, 1))[0, 0].astype(np.uint8))
+                    x = int(np.flatnonzero(self._building(line))[k - (ends[y - 1] if y else 0)])
+                    row = int(np.clip(y + jy - crop_h // 2, 0, height - crop_h))
+                    col = int(np.clip(x + jx - crop_w // 2, 0, width - crop_w))
             window = Window(col, row, crop_w, crop_h)
             if full is None:
                 mask = self._map(_read(src, path, [1], window)[0].astype(np.uint8))

@@ -99,8 +99,8 @@ def checkpoint_kind(ckpt: dict[str, Any]) -> str:
 #: its own (``TrainingTask.identity_keys``, e.g. the pretraining objective's options section)
 IDENTITY_KEYS = ("objective", "model.", "data.bands", "data.post_bands", "data.dataset", "loss.name",
                  "augment.n_global", "augment.n_local")
-_START_ONLY = ("model.encoder_weights", "model.pretrained", "model.init_weights")  # starting weights: irrelevant
-# once resumed
+#: the starting weights: irrelevant once resumed
+_START_ONLY = ("model.encoder_weights", "model.pretrained", "model.init_weights")
 
 
 

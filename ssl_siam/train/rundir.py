@@ -93,8 +93,9 @@ def open_run_dir(config: RunConfig, default_name: str) -> RunDir:
         raise UserError(f"run_dir {run_dir} is not writable: {exc.strerror}") from None
     opened = RunDir(run_dir, None, created, fd, parents)
     try:
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        checkpoints = run_dir / "checkpoints"  # half-written by a process killed mid-save (older versions: .tmp-PID)
+        checkpoints = run_dir / "checkpoints"
+        checkpoints.mkdir(exist_ok=True)
+        # half-written by a process killed mid-save (older versions named them .NAME.tmp-PID)
         for stale in [*checkpoints.glob(".*.tmp"), *checkpoints.glob(".*.tmp-*")]:
             stale.unlink(missing_ok=True)
         free = shutil.disk_usage(run_dir).free
