@@ -182,3 +182,20 @@ def test_init_weights_starts_the_whole_model_and_study_cells_take_model_specs(tm
     study = load_config(StudyConfig, "oscd_label_efficiency", [f"data.root={root}", f"encoders=[model:{run}]"])
     ft = cell_config(study, Cell(0, choice, 1, 1, 0, ("paris",)), tmp_path / "s" / "cells" / "x" / "n1" / "seed0")
     assert ft.model.init_weights == choice.init_weights and ft.model.encoder_weights == str(run)
+
+
+def test_unlabeled_pairs_are_read_from_the_decoded_cache(tmp_path: Path) -> None:
+    """``data.cache_dir`` applies to synthetic-change runs as to labelled ones: PNG pairs are read from their decoded
+    copies, and the unused masks are neither decoded nor kept."""
+    from ssl_siam.change.data import unlabeled_records
+    from ssl_siam.tools.scenes import make_levir_split
+
+    make_levir_split(tmp_path / "train", 3, size=160, seed=0)  # above the cache's small-image size
+    cache = tmp_path / "cache"
+    cfg = load_config(FinetuneConfig, "levir_resnet50", [f"data.root={tmp_path / 'train'}", f"data.cache_dir={cache}",
+                                                         "data.synthetic_change.enabled=true", "data.num_workers=0"])
+    records = unlabeled_records(cfg, "levir", tmp_path / "targets")
+    assert len(records) == 3
+    for r in records:
+        assert r.damage_target is None
+        assert r.pre_image.is_relative_to(cache) and r.post_image.is_relative_to(cache)

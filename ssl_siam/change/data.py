@@ -58,14 +58,26 @@ def unlabeled_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> list[Pa
     records = find_change_pairs(d.root, fmt, cache_dir, bands=d.oscd_bands, require_masks=False, skip_bad=d.skip_bad,
                                 every_split=True)
     by_id = {r.id: r for r in records}
-    if missing := [i for i in d.train_ids or () if i not in by_id]:
-        raise ConfigError(f"data.train_ids: {missing[0]} is not a pair of data.root {d.root} (its pairs: "
-                          f"{', '.join(sorted(by_id)[:20])})")
+    _check_ids(by_id, "data.train_ids", d.train_ids, d.root)
     if d.train_ids is not None:
         records = [by_id[i] for i in sorted(set(d.train_ids))]
-    records = [dataclasses.replace(r, damage_target=None) for r in records]  # never read, even where present
+    records = [dataclasses.replace(r, damage_target=None) for r in records]  # neither read nor decoded
     log.info("data.synthetic_change: %d unlabeled pairs train, labels not used, no validation", len(records))
-    return records
+    return _from_cache(cfg, records)
+
+
+def _check_ids(by_id: dict[str, PairRecord], key: str, ids: list[str] | None, root: list[str]) -> None:
+    """A ConfigError naming ``key`` and its first id that is not a pair of ``root``."""
+    if missing := [i for i in ids or () if i not in by_id]:
+        raise ConfigError(f"{key}: {missing[0]} is not a pair of data.root {root} (its pairs: "
+                          f"{', '.join(sorted(by_id)[:20])})")
+
+
+def _from_cache(cfg: FinetuneConfig, records: list[PairRecord]) -> list[PairRecord]:
+    """``records`` read from their decoded copies in ``data.cache_dir`` (PNG / JPEG; unchanged without one)."""
+    if not cfg.data.cache_dir:
+        return records
+    return decoded(DecodedCache(Path(cfg.data.cache_dir)), records, max(1, cfg.data.num_workers))
 
 
 def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[PairRecord], list[PairRecord]]:
@@ -76,9 +88,7 @@ def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[
     records = find_records(cfg, fmt, d.root, cache_dir)
     by_id = {r.id: r for r in records}
     for key, ids in (("data.train_ids", d.train_ids), ("data.val_ids", d.val_ids)):
-        if missing := [i for i in ids or () if i not in by_id]:
-            raise ConfigError(f"{key}: {missing[0]} is not a pair of data.root {d.root} (its pairs: "
-                              f"{', '.join(sorted(by_id)[:20])})")
+        _check_ids(by_id, key, ids, d.root)
     if d.val_ids is not None and d.val_root:
         raise ConfigError("data.val_ids and data.val_root both set: validate on pairs of data.root (val_ids) or on "
                           "data.val_root, not both (set one to null / [])")
@@ -104,8 +114,5 @@ def split_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> tuple[list[
         raise ConfigError(f"data.root {cfg.data.root}: no training pairs left after holding out validation pairs")
     kwargs = dict(unclassified="ignore", ignore_index=cfg.data.ignore_index, workers=max(1, cfg.data.num_workers))
     records, val = ensure_targets(records, cache_dir, **kwargs), ensure_targets(val, cache_dir, **kwargs)
-    if cfg.data.cache_dir:  # read PNG / JPEG images and masks from their decoded, windowed copies
-        cache = DecodedCache(Path(cfg.data.cache_dir))
-        records, val = (decoded(cache, r, max(1, cfg.data.num_workers)) for r in (records, val))
-    return records, val
+    return _from_cache(cfg, records), _from_cache(cfg, val)  # images and masks from their decoded, windowed copies
 
