@@ -13,7 +13,7 @@ from conftest import write_oscd
 
 from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.change.run import FinetuneTask, build_model, synthetic_change
-from ssl_siam.change.synthetic import SyntheticChange, paste_changes
+from ssl_siam.change.synthetic import SyntheticChange, one_date_twice, paste_changes
 from ssl_siam.change.tasks import change_task
 from ssl_siam.cli import main
 from ssl_siam.core.config import load_config
@@ -77,6 +77,38 @@ def test_one_fixed_rectangle_has_the_drawn_size() -> None:
     assert int(one.sum()) == 25  # a single pair is enough: the donor is the pair itself
 
 
+def test_no_change_leaves_that_share_of_pairs_untouched() -> None:
+    pre, post = _pairs(b=400, size=16)
+    new_pre, new_post, mask = paste_changes(pre, post, torch.Generator().manual_seed(1), 2, 2, 6, no_change=0.25)
+    empty = mask.flatten(1).sum(1) == 0
+    assert 70 <= int(empty.sum()) <= 130  # Binomial(400, 0.25): mean 100, sd 8.7
+    assert torch.equal(new_pre[empty], pre[empty]) and torch.equal(new_post[empty], post[empty])
+    assert torch.all(mask[~empty].flatten(1).sum(1) >= 4)  # the others still get 1..2 rectangles of ≥ 2 px sides
+    _, _, none = paste_changes(pre[:8], post[:8], torch.Generator(), 2, 2, 6, no_change=1.0)
+    assert int(none.sum()) == 0
+
+
+def test_same_date_pairs_are_one_date_and_its_jittered_copy() -> None:
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randint(100, 4000, (200, 3, 8, 8), generator=g).float()
+    post = pre + 20_000  # tells which date a value came from
+    pre[:, :, 0, 0] = post[:, :, 0, 0] = 0  # nodata (0 in every band) stays 0 in the copy
+    assert one_date_twice(pre, post, g, 0.0) == (pre, post)  # off: the very same tensors
+    new_pre, new_post = one_date_twice(pre, post, torch.Generator().manual_seed(4), 0.5)
+    kept = (new_pre == pre).flatten(1).all(1) & (new_post == post).flatten(1).all(1)
+    from_pre, from_post = (new_pre == pre).flatten(1).all(1) & ~kept, (new_pre == post).flatten(1).all(1)
+    assert torch.all(kept ^ from_pre ^ from_post)  # each pair: untouched, or its pre twice, or its post twice
+    assert 70 <= int((~kept).sum()) <= 130 and int(from_pre.sum()) >= 30 and int(from_post.sum()) >= 30
+    copy, source = new_post[~kept], new_pre[~kept]
+    assert torch.all(copy[:, :, 0, 0] == 0)
+    assert not torch.equal(copy, source)  # a jittered copy: radiometry differs ...
+    ratio = (copy[:, :, 1:, 1:] / source[:, :, 1:, 1:]).flatten(1)
+    assert float((ratio.median(1).values - 1).abs().median()) < 0.25  # ... within the jitter's ranges
+    assert float(torch.corrcoef(torch.stack([copy.flatten(), source.flatten()]))[0, 1]) > 0.9  # same content
+    with pytest.raises(ValueError, match="same bands"):
+        one_date_twice(pre, post[:, :2], g, 0.5)
+
+
 def test_the_training_step_trains_on_the_pasted_target_not_the_labels() -> None:
     over = ["model.backbone=resnet18", "model.decoder_channels=[16,16,8,8,8]", "data.synthetic_change.enabled=true"]
     cfg = load_config(FinetuneConfig, "oscd_resnet50", over)
@@ -90,6 +122,9 @@ def test_the_training_step_trains_on_the_pasted_target_not_the_labels() -> None:
     stats = BandStats(low=[0.0] * 2, high=[100.0] * 2, mean=[0.5] * 2, std=[0.25] * 2)
     synthetic = synthetic_change(cfg, change)
     assert synthetic == SyntheticChange(cfg.train.seed, 4, 4, 24, 255)
+    both = ["data.synthetic_change.same_date=0.5", "data.synthetic_change.no_change=0.25"]
+    assert synthetic_change(load_config(FinetuneConfig, "oscd_resnet50", over + both), change) == SyntheticChange(
+        cfg.train.seed, 4, 4, 24, 255, 0.5, 0.25)
     task = FinetuneTask(build_model(cfg, change, 2, 2), criterion, stats, stats, synthetic=synthetic)
     pre, post = _pairs()
     labels = torch.ones(4, 32, 32, dtype=torch.long)  # what a label file would say: not used
@@ -102,7 +137,9 @@ def test_the_training_step_trains_on_the_pasted_target_not_the_labels() -> None:
 
 def test_refusals_name_the_key() -> None:
     cases = [("xbd_resnet50", [], "task=damage has other classes"),
-             ("oscd_resnet50", ["data.synthetic_change.min_size=30"], "min_size=30 is above max_size=24")]
+             ("oscd_resnet50", ["data.synthetic_change.min_size=30"], "min_size=30 is above max_size=24"),
+             ("oscd_resnet50", ["data.synthetic_change.same_date=0.5", "data.post_bands=[1,2]"],
+              "same_date=0.5 copies one date into the other; data.post_bands must then be unset")]
     for recipe, extra, message in cases:
         cfg = load_config(FinetuneConfig, recipe, ["data.synthetic_change.enabled=true", *extra])
         with pytest.raises(ConfigError, match=message):

@@ -18,6 +18,9 @@ class SyntheticChangeConfig:
     patches: PositiveInt = 4  # 1..patches rectangles pasted per pair
     min_size: PositiveInt = 4  # rectangle sides in pixels, uniform in [min_size, max_size]
     max_size: PositiveInt = 24
+    same_date: Fraction = 0.0  # probability that a pair is one of its dates twice, the copy photometrically
+    # jittered: the real second date's changes then never train as "no change"
+    no_change: Fraction = 0.0  # probability that a pair gets no rectangle (an all "no change" target)
 
 
 @dataclass

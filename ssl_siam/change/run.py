@@ -181,7 +181,11 @@ def synthetic_change(cfg: FinetuneConfig, change: ChangeTask) -> SyntheticChange
                           "other classes (use task=binary)")
     if sc.min_size > sc.max_size:
         raise ConfigError(f"data.synthetic_change.min_size={sc.min_size} is above max_size={sc.max_size}")
-    return SyntheticChange(cfg.train.seed, sc.patches, sc.min_size, sc.max_size, cfg.data.ignore_index)
+    if sc.same_date > 0 and cfg.data.post_bands is not None and cfg.data.post_bands != cfg.data.bands:
+        raise ConfigError(f"data.synthetic_change.same_date={sc.same_date} copies one date into the other; "
+                          "data.post_bands must then be unset or equal to data.bands")
+    return SyntheticChange(cfg.train.seed, sc.patches, sc.min_size, sc.max_size, cfg.data.ignore_index, sc.same_date,
+                           sc.no_change)
 
 
 def run_finetune(cfg: FinetuneConfig) -> Path:

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from ssl_siam.change.models.siamese import SiameseChangeNet
-from ssl_siam.change.synthetic import SyntheticChange, paste_changes
+from ssl_siam.change.synthetic import SyntheticChange, one_date_twice, paste_changes
 from ssl_siam.data.sampling import seeded_generator
 from ssl_siam.data.stats import BandStats
 from ssl_siam.data.transforms.geometry import pair_geometry
@@ -101,7 +101,9 @@ class FinetuneTask(TrainingTask):
         if self.synthetic is not None:  # unlabeled pairs: the pasted rectangles are the change (padding stays ignored)
             sc = self.synthetic
             generator = seeded_generator(pre.device, sc.seed, int(batch["index"][0]), 2)
-            pre, post, pasted = paste_changes(pre, post, generator, sc.patches, sc.min_size, sc.max_size)
+            pre, post = one_date_twice(pre, post, generator, sc.same_date)
+            pre, post, pasted = paste_changes(pre, post, generator, sc.patches, sc.min_size, sc.max_size,
+                                              sc.no_change)
             mask = torch.where(mask == sc.ignore_index, mask, pasted)
         if self.geometry is not None:
             g, first = self.geometry, int(batch["index"][0])
