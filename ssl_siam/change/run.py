@@ -30,6 +30,7 @@ from ssl_siam.encoders import EncoderMeta
 from ssl_siam.train.checkpoint import load_checkpoint
 from ssl_siam.train.distributed import main_first
 from ssl_siam.train.launch import Built, launch, training_loader
+from ssl_siam.train.rundir import last_checkpoint
 from ssl_siam.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def build_finetuning(cfg: FinetuneConfig, run_dir: Path, runtime: Runtime) -> Bu
         split = {"format": fmt, "train": [r.id for r in train_records], "val": [r.id for r in val_records]}
         (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
     dataset = change.dataset(cfg, fmt, train_records, train=True)
-    resuming = (run_dir / "checkpoints" / "last.pt").is_file()  # the opened run dir holds one only to resume it
+    resuming = last_checkpoint(run_dir) is not None
     init = read_init(cfg.model.init_weights) if cfg.model.init_weights and not resuming else None
     start_stats = encoder.normalization if encoder else init.pre_stats if init else None
     pre_stats, post_stats = main_first(world, lambda: resolve_pair_stats(cfg, dataset, run_dir, start_stats,

@@ -72,16 +72,23 @@ def _lock(run_dir: Path) -> int:
     return fd
 
 
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """``RUN/checkpoints/last.pt`` when it exists. An opened run dir (:func:`open_run_dir`) holds one only when the
+    run resumes from it (``resume=false`` refuses such a dir), so builders ask this to tell a resume."""
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    return ckpt if ckpt.is_file() else None
+
+
 def open_run_dir(config: RunConfig, default_name: str) -> RunDir:
     """Create (or reopen) the run dir (``config.run_dir`` or ``runs/<name>-<time>``) and lock it; the checkpoint to
     resume from follows ``config.resume``. ``config.yaml`` is not written here: see :meth:`RunDir.save_config`."""
     run_dir = Path(config.run_dir or f"runs/{default_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run_dir {run_dir} is a file, expected a folder (or a path that does not exist yet)")
-    ckpt = run_dir / "checkpoints" / "last.pt"
-    if config.resume is True and not ckpt.is_file():
-        raise UserError(f"resume=true but {ckpt} does not exist")
-    if config.resume is False and ckpt.is_file():
+    ckpt = last_checkpoint(run_dir)
+    if config.resume is True and ckpt is None:
+        raise UserError(f"resume=true but {run_dir / 'checkpoints' / 'last.pt'} does not exist")
+    if config.resume is False and ckpt is not None:
         raise UserError(f"run_dir {run_dir} already holds {ckpt.name}; use resume=auto to continue it "
                         "or choose another run_dir")
     created = not run_dir.exists()
@@ -107,7 +114,7 @@ def open_run_dir(config: RunConfig, default_name: str) -> RunDir:
         opened.release()
         raise
     config.run_dir = str(run_dir)
-    opened.resume_from = ckpt if ckpt.is_file() and config.resume is not False else None
+    opened.resume_from = ckpt  # resume=false with a checkpoint was refused above
     return opened
 
 
