@@ -157,6 +157,7 @@ def test_pretraining_on_every_oscd_city_exports_a_reusable_encoder(tmp_path: Pat
     assert not (run / "checkpoints" / "best.pt").exists()
     split = json.loads((run / "split.json").read_text())
     assert split["train"] == ["paris", "bordeaux", "dubai", "lasvegas"] and split["val"] == []  # unlabelled too
+    assert list((run / "targets").rglob("*.vrt")) and not list((run / "targets").rglob("*-cm.tif"))  # labels unread
     meta = EncoderMeta.read(run)
     assert (meta.objective, meta.step, meta.in_chans, meta.backbone) == ("synthetic-change", 2, 13, "resnet18")
     assert meta.normalization == BandStats(**json.loads((run / "stats_pre.json").read_text()))

@@ -23,13 +23,15 @@ OSCD_BANDS = BANDS  # the official order, B8A after B08
 @dataclass(frozen=True)
 class ReadOptions:
     """How a root is read: ``cache_dir`` for derived files (stacks, code masks), ``split`` for layouts with official
-    splits (OSCD's train / test cities), ``require_masks`` false for prediction, layout-specific options after."""
+    splits (OSCD's train / test cities), ``require_masks`` false for prediction (masks read where present),
+    ``read_masks`` false where they are not used at all (unlabeled pairs), layout-specific options after."""
 
     cache_dir: Path
     split: str = "train"  # train | test | all: a layout's official splits (OSCD's city lists)
     require_masks: bool = True
     skip_bad: bool = False  # xBD: skip (and log) unpairable pairs
     oscd_bands: tuple[str, ...] = field(default=OSCD_BANDS)
+    read_masks: bool = True  # false: masks are not looked for (layouts whose masks are converted skip the work)
 
 
 class PairLayout:
@@ -75,13 +77,13 @@ def data_format(root: Path, trained: str) -> str:
 
 def find_change_pairs(roots: Sequence[str | Path], fmt: str, cache_dir: Path, *, test: bool = False,
                       bands: Sequence[str] = OSCD_BANDS, require_masks: bool = True, skip_bad: bool = False,
-                      every_split: bool = False) -> list[PairRecord]:
+                      every_split: bool = False, read_masks: bool = True) -> list[PairRecord]:
     """The pairs of every root in layout ``fmt`` (ids unique across roots); ``test`` selects a layout's test split
-    (OSCD's test cities), ``every_split`` all of them; without ``require_masks`` (prediction) masks may be absent;
-    a DataError when no pairs."""
+    (OSCD's test cities), ``every_split`` all of them; without ``require_masks`` (prediction) masks may be absent,
+    without ``read_masks`` (unlabeled pairs) they are not read; a DataError when no pairs."""
     layout = LAYOUTS.get(fmt)()
     split = "all" if every_split else "test" if test else "train"
-    options = ReadOptions(Path(cache_dir), split, require_masks, skip_bad, tuple(bands))
+    options = ReadOptions(Path(cache_dir), split, require_masks and read_masks, skip_bad, tuple(bands), read_masks)
     records: list[PairRecord] = []
     for root in map(Path, roots):
         records += layout.find(root, options)

@@ -49,7 +49,7 @@ class OSCDLayout(PairLayout):
     def find(self, root: Path, options: ReadOptions) -> list[PairRecord]:
         records = []
         for city in cities(root, options.split):
-            mask = city_mask(root, city, options.cache_dir)
+            mask = city_mask(root, city, options.cache_dir) if options.read_masks else None
             if mask is None and options.require_masks:
                 raise DataError(f"{root}: city {city} ({options.split} split) has no change labels in this copy "
                                 f"(expected {root / LABELS[0] / city / 'cm' / f'{city}-cm.tif'}); train and validate "
