@@ -127,6 +127,29 @@ class WithRenamed:
     section: Section = field(default_factory=Section)
 
 
+@dataclass
+class Counted:
+    kind: str = renamed("new-a", {"old-a": "new-a"})
+    n: int = 0
+
+
+@dataclass
+class Named:
+    kind: str = renamed("new-a", {"old-a": "new-a"})
+    n: str = ""
+
+
+@dataclass
+class EitherSection:
+    section: Counted | Named = field(default_factory=Counted)
+
+
+def test_a_union_notes_a_renamed_value_once_from_the_branch_that_read_it() -> None:
+    notes: list[tuple[str, str, str]] = []
+    cfg = from_dict(EitherSection, {"section": {"kind": "old-a", "n": "x"}}, notes=notes)  # Counted fails at n
+    assert cfg.section == Named("new-a", "x") and notes == [("section.kind", "old-a", "new-a")]
+
+
 def test_a_renamed_value_is_read_under_its_current_name(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING"):
         assert load_config(WithRenamed, None, ["section.kind=old-b"]).section.kind == "new-b"

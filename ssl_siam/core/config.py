@@ -214,10 +214,15 @@ def _convert(value: Any, tp: Any, key: str, notes: list[tuple[str, str, str]] | 
             return None
         errors = []
         for arg in (a for a in args if a is not type(None)):
+            tried: list[tuple[str, str, str]] = []  # a failed branch's rename notes are dropped with it
             try:
-                return _convert(value, arg, key, notes)
+                converted = _convert(value, arg, key, tried)
             except ConfigError as exc:
                 errors.append(exc)
+                continue
+            if notes is not None:
+                notes.extend(tried)
+            return converted
         if len(errors) == 1 and not str(errors[0]).startswith(f"{key}: "):
             raise errors[0]  # the value has the right shape; a part of it is wrong (e.g. one list item)
         raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
