@@ -38,11 +38,13 @@ class _Dates(PairDataset):
                  seed: int, negatives: bool = False, cache: DecodedCache | None = None) -> None:
         if not roots:
             raise DataError("data.root is empty: expected one folder or glob of scenes per date")
-        places_by_relative_path(roots)  # refuses a scene missing on a date, or on another grid
-        # max_nodata_fraction=1: no nodata re-draws, so window i is the same place on every date
-        self.dates = [TileDataset(root, window, bands=bands, samples_per_epoch=samples_per_epoch,
-                                  max_nodata_fraction=1.0, seed=seed, cache=cache) for root in roots]
-        first = self.dates[0]  # every date lists the same relative paths, so its scenes come in the same order
+        places = places_by_relative_path(roots)  # refuses a scene missing on a date, or on another grid
+        # each date's scenes in the places' order; max_nodata_fraction=1: no nodata re-draws, so window i is the same
+        # place on every date
+        self.dates = [TileDataset([place[date] for place in places], window, bands=bands,
+                                  samples_per_epoch=samples_per_epoch, max_nodata_fraction=1.0, seed=seed, cache=cache)
+                      for date in range(len(roots))]
+        first = self.dates[0]
         self.num_bands, self.samples_per_epoch, self.seed = first.num_bands, samples_per_epoch, seed
         self.negatives = negatives
         self.stats_sources = [scene.paths[0] for date in self.dates for scene in date.files]
