@@ -3,7 +3,6 @@ validation (the crop datasets are the task's: ``ChangeTask.dataset``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -61,7 +60,6 @@ def unlabeled_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> list[Pa
     _check_ids(by_id, "data.train_ids", d.train_ids, d.root)
     if d.train_ids is not None:
         records = [by_id[i] for i in sorted(set(d.train_ids))]
-    records = [dataclasses.replace(r, damage_target=None) for r in records]  # neither read nor decoded
     log.info("data.synthetic_change: %d unlabeled pairs train, labels not used, no validation", len(records))
     return _from_cache(cfg, records)
 

@@ -7,7 +7,7 @@ task its masks label, how its mask values map to classes, and reads a root into 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -80,7 +80,7 @@ def find_change_pairs(roots: Sequence[str | Path], fmt: str, cache_dir: Path, *,
                       every_split: bool = False, read_masks: bool = True) -> list[PairRecord]:
     """The pairs of every root in layout ``fmt`` (ids unique across roots); ``test`` selects a layout's test split
     (OSCD's test cities), ``every_split`` all of them; without ``require_masks`` (prediction) masks may be absent,
-    without ``read_masks`` (unlabeled pairs) they are not read; a DataError when no pairs."""
+    without ``read_masks`` (unlabeled pairs) no record has one, whatever the layout; a DataError when no pairs."""
     layout = LAYOUTS.get(fmt)()
     split = "all" if every_split else "test" if test else "train"
     options = ReadOptions(Path(cache_dir), split, require_masks and read_masks, skip_bad, tuple(bands), read_masks)
@@ -94,4 +94,4 @@ def find_change_pairs(roots: Sequence[str | Path], fmt: str, cache_dir: Path, *,
         seen[record.id] = record.post_image
     if not records:
         raise DataError(f"{roots[0]}: no pre/post pairs in the {fmt} layout")
-    return records
+    return records if read_masks else [replace(r, damage_target=None) for r in records]
