@@ -30,7 +30,7 @@ from ssl_siam.encoders import EncoderMeta
 from ssl_siam.train.checkpoint import load_checkpoint
 from ssl_siam.train.distributed import main_first
 from ssl_siam.train.launch import Built, launch, training_loader
-from ssl_siam.train.rundir import last_checkpoint
+from ssl_siam.train.rundir import last_checkpoint, last_checkpoint_path
 from ssl_siam.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class InitialWeights:
 def read_init(source: str) -> InitialWeights:
     """A finetune checkpoint, or a run dir (its ``checkpoints/last.pt``), as :class:`InitialWeights`."""
     path = Path(source)
-    path = path / "checkpoints" / "last.pt" if path.is_dir() else path
+    path = last_checkpoint_path(path) if path.is_dir() else path
     ckpt = load_checkpoint(path, kind="finetune")
     state = {k.removeprefix("model."): v for k, v in ckpt["model"].items() if k.startswith("model.")}
     return InitialWeights(path, state, BandStats(**ckpt["extra"]["pre_stats"]))

@@ -12,6 +12,7 @@ from ssl_siam.scenes.config import SceneFinetuneConfig
 from ssl_siam.scenes.run import predict_scenes, run_scene_finetune
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.scenes import SceneCell
+from ssl_siam.train.rundir import last_checkpoint_path
 from ssl_siam.train.runtime import resolve_device
 
 
@@ -39,6 +40,6 @@ def finetune_cell(cfg: StudyConfig, cell: SceneCell, split: SceneSplit, run_dir:
     ft = cell_config(cfg, cell, split, run_dir)
     run_scene_finetune(ft)
     test = [f for f, t in zip(split.files, split.is_test) if t]
-    predicted = predict_scenes(run_dir / "checkpoints" / "last.pt", test, resolve_device(cfg.scene.device,
+    predicted = predict_scenes(last_checkpoint_path(run_dir), test, resolve_device(cfg.scene.device,
                                                                                           "scene.device"))
     return predicted, len(cell.indices)

@@ -28,6 +28,7 @@ from ssl_siam.core.registry import Registry
 from ssl_siam.data.pairs import PairRecord
 from ssl_siam.eval.features import EncoderSpec, parse_encoder_spec
 from ssl_siam.study.config import SceneStudyConfig, StudyConfig
+from ssl_siam.train.rundir import last_checkpoint
 
 #: study ``task`` → runner ``(cfg, study_dir, only_cell) -> the aggregate study, or None until every cell is
 #: scored``; a new kind of study is a module with ``@STUDIES.register("name")`` imported by study/run.py.
@@ -56,8 +57,8 @@ def parse_encoder(spec: str) -> EncoderChoice:
     a one-line ConfigError naming ``encoders`` otherwise."""
     kind, _, rest = spec.partition(":")
     if kind == "model":
-        last = Path(rest) / "checkpoints" / "last.pt"
-        if not last.is_file() or not (Path(rest) / "encoder.json").is_file():
+        last = last_checkpoint(Path(rest))
+        if last is None or not (Path(rest) / "encoder.json").is_file():
             raise ConfigError(f"encoders: {spec}: expected a finetune run dir with checkpoints/last.pt and an exported "
                               "encoder.json (a data.synthetic_change run)")
         parsed = parse_encoder_spec(rest, "encoders:")

@@ -30,6 +30,7 @@ from ssl_siam.study.design import (
 )
 from ssl_siam.study.probes import aggregate_probes, probe_cells
 from ssl_siam.study.summary import aggregate, change_intro, write_study
+from ssl_siam.train.rundir import last_checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def run_cell(cfg: StudyConfig, cell: Cell, split: Split, study_dir: Path) -> dic
     ft = cell_config(cfg, cell, cell_dir)
     start = time.perf_counter()
     run_finetune(ft)
-    score = evaluate(cell_dir / "checkpoints" / "last.pt", split.test, cell_dir / "test", device=ft.train.device,
+    score = evaluate(last_checkpoint_path(cell_dir), split.test, cell_dir / "test", device=ft.train.device,
                      window=cfg.test_window)
     result = {"index": cell.index, "encoder": cell.encoder.spec, "encoder_name": cell.encoder.name,
               "random": cell.encoder.random, "budget": cell.budget, "n_labels": cell.n_labels, "seed": cell.seed,

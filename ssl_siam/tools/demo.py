@@ -35,6 +35,7 @@ from ssl_siam.track.predict import track_files
 from ssl_siam.track.run import run_track_train
 from ssl_siam.track.sequences import read_sequence
 from ssl_siam.track.synthetic import generate_sequences
+from ssl_siam.train.rundir import last_checkpoint_path
 
 log = logging.getLogger(__name__)
 LABELLED, HELD_OUT = "synthetic-storm", "synthetic-tornado"
@@ -145,10 +146,10 @@ def track_stage(paths: dict[str, Path], out: Path, quick: bool, device: str, enc
                      f"model.encoder_weights={weights or 'null'}", "train.max_steps=300"]
         run_dir = run_track_train(load_config(TrackConfig, "siamfc_resnet18",
                                               overrides + (QUICK_TRACK if quick else [])))
-        arms[name] = evaluate_tracker(run_dir / "checkpoints" / "last.pt", seqs["test"], out / name / "eval",
+        arms[name] = evaluate_tracker(last_checkpoint_path(run_dir), seqs["test"], out / name / "eval",
                                       device=device)
     first = read_sequence(sorted(seqs["test"].iterdir())[0])  # the generator never hides a first frame
-    shown = track_files(out / "ssl" / "checkpoints" / "last.pt", seqs["test"] / first.name / "img",
+    shown = track_files(last_checkpoint_path(out / "ssl"), seqs["test"] / first.name / "img",
                         [first.boxes[0]], out / "ssl" / "track", device=device)
     return {"dir": out, "arms": arms, "shown": shown, "train_sequences": count, "test_sequences": max(1, count // 2),
             "seconds": time.perf_counter() - start}

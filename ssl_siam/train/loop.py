@@ -41,6 +41,7 @@ from ssl_siam.train.distributed import broadcast, mean_across
 from ssl_siam.train.optim import build_optimizer, set_schedules
 from ssl_siam.train.preemption import preemption_signals
 from ssl_siam.train.reporting import add_scalars, metrics_record, progress_line, summary, write_metrics_json
+from ssl_siam.train.rundir import last_checkpoint_path
 from ssl_siam.train.runtime import Runtime, compile_backbones
 from ssl_siam.train.task import StopTraining, TrainingTask, Validator
 
@@ -104,11 +105,11 @@ class Trainer:
         self.optimizer = build_optimizer(task.param_groups(), optim_cfg, self.base_lr)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=runtime.amp_dtype == torch.float16)
         self.state = RunState()
-        self.ckpt_path = run_dir / "checkpoints" / "last.pt"
+        self.ckpt_path = last_checkpoint_path(run_dir)
 
     # ---------------------------------------------------------------- checkpoints
-    def save_checkpoint(self, name: str = "last.pt") -> None:
-        """Rank 0 writes; other processes hold the same state."""
+    def save_checkpoint(self, name: str | None = None) -> None:
+        """Rank 0 writes ``last.pt`` (or the file ``name`` beside it); other processes hold the same state."""
         if not self.world.is_main:
             return
         atomic_save({
@@ -126,7 +127,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "config": self.config,
-        }, self.ckpt_path.with_name(name))
+        }, self.ckpt_path if name is None else self.ckpt_path.with_name(name))
 
     def resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path)

@@ -72,10 +72,16 @@ def _lock(run_dir: Path) -> int:
     return fd
 
 
+def last_checkpoint_path(run_dir: Path) -> Path:
+    """Where every training writes its latest checkpoint, ``RUN/checkpoints/last.pt`` (whether it exists or not):
+    the one place the name is spelled, for the loop that writes it and the runners and messages that read it."""
+    return run_dir / "checkpoints" / "last.pt"
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
-    """``RUN/checkpoints/last.pt`` when it exists. An opened run dir (:func:`open_run_dir`) holds one only when the
+    """:func:`last_checkpoint_path` when it exists. An opened run dir (:func:`open_run_dir`) holds one only when the
     run resumes from it (``resume=false`` refuses such a dir), so builders ask this to tell a resume."""
-    ckpt = run_dir / "checkpoints" / "last.pt"
+    ckpt = last_checkpoint_path(run_dir)
     return ckpt if ckpt.is_file() else None
 
 
@@ -87,7 +93,7 @@ def open_run_dir(config: RunConfig, default_name: str) -> RunDir:
         raise UserError(f"run_dir {run_dir} is a file, expected a folder (or a path that does not exist yet)")
     ckpt = last_checkpoint(run_dir)
     if config.resume is True and ckpt is None:
-        raise UserError(f"resume=true but {run_dir / 'checkpoints' / 'last.pt'} does not exist")
+        raise UserError(f"resume=true but {last_checkpoint_path(run_dir)} does not exist")
     if config.resume is False and ckpt is not None:
         raise UserError(f"run_dir {run_dir} already holds {ckpt.name}; use resume=auto to continue it "
                         "or choose another run_dir")

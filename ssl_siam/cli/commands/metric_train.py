@@ -18,8 +18,9 @@ def run(args: argparse.Namespace) -> int:
     from ssl_siam.core.config import load_config
     from ssl_siam.metric_learning.config import MetricConfig
     from ssl_siam.metric_learning.run import run_metric_train
+    from ssl_siam.train.rundir import last_checkpoint_path
 
     run_dir = run_metric_train(load_config(MetricConfig, args.config, args.overrides))
     print(f"checkpoints: {run_dir / 'checkpoints'} (verify with: ssl-siam verify --ckpt "
-          f"{run_dir / 'checkpoints' / 'last.pt'} --data ...)")
+          f"{last_checkpoint_path(run_dir)} --data ...)")
     return 0
