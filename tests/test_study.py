@@ -118,6 +118,11 @@ def test_study_runs_cells_resumes_and_aggregates(two_disasters: dict[str, Path],
     finetuned = []
     original = study_run.run_finetune
     monkeypatch.setattr(study_run, "run_finetune", lambda cfg: finetuned.append(cfg.run_dir) or original(cfg))
+    capsys.readouterr()
+    assert main([*args, "--aggregate"]) == 2 and finetuned == []  # runs nothing, names what is missing
+    assert capsys.readouterr().err.strip().endswith(f"{study}: cells 0, 1, 2, 3, 4, 6, 7 of 0..7 are not scored yet; "
+                                                    "run them (--cell I, or without --aggregate) before aggregating")
+    assert not (study / "study.json").exists()
     assert main(args) == 0  # the other 7 cells; the scored one is skipped
     assert len(finetuned) == 7 and not any(d.endswith("random_resnet18/n1/seed1") for d in finetuned)
     result = json.loads((study / "study.json").read_text())
@@ -131,6 +136,10 @@ def test_study_runs_cells_resumes_and_aggregates(two_disasters: dict[str, Path],
     assert set(rows[("ssl", 1)]["diff_vs_random"]) == {"mean", "ci95", "n"}
     finetuned.clear()
     assert main(args) == 0 and finetuned == []  # everything done: nothing reruns
+    written = (study / "study.json").read_text()
+    (study / "study.json").unlink()
+    assert main([*args, "--aggregate"]) == 0 and finetuned == []
+    assert (study / "study.json").read_text() == written  # the aggregate alone, from the scored cells
     assert main([*args, "probes=true", "probe_crop_size=32"]) == 0 and finetuned == []  # probes need no finetune
     probes = json.loads((study / "study.json").read_text())["probes"]
     assert set(probes) == {"linear", "knn"}
@@ -267,7 +276,7 @@ def test_a_timm_weight_file_is_an_encoder_of_the_study(two_disasters: dict[str, 
     monkeypatch.setattr(study_run, "run_finetune", lambda cfg: seen.append(cfg) or original(cfg))
     cfg = config(two_disasters, f"encoders=[timm:resnet18={weights},random:resnet18]", "budgets=[1]", "seeds=[0]",
                  f"run_dir={tmp_path / 'run'}")
-    run_study(cfg, only_cell=0)
+    run_study(cfg, 0)
     (ft,) = seen
     assert ft.model.pretrained == str(weights) and ft.model.encoder_weights is None
     assert (tmp_path / "run" / "cells" / "timm_resnet18" / "n1" / "seed0" / "score.json").is_file()

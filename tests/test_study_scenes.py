@@ -151,6 +151,9 @@ def test_study_and_probe_cli_on_a_planted_folder(scenes: dict[str, Path], tmp_pa
     first = (out / "study.json").read_text()
     assert main(["study", "--config", str(out / "config.yaml")]) == 0  # the resolved config, written by the study
     assert (out / "study.json").read_text() == first
+    (out / "study.json").unlink()
+    assert main(["study", "--config", str(out / "config.yaml"), "--aggregate"]) == 0  # from the scored cells alone
+    assert (out / "study.json").read_text() == first
     assert main(["study", "--config", "scenes_label_efficiency", f"data.root={scenes['scenes']}",
                  "encoders=[random:resnet18]", "budgets=[1]", "seeds=[0]", f"run_dir={out}", "scene.device=cpu"]) == 2
     assert "holds another design" in capsys.readouterr().err

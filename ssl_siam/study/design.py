@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from ssl_siam.change.config import FinetuneConfig
 from ssl_siam.change.data import find_records, resolve_format
 from ssl_siam.change.tasks import ChangeTask
 from ssl_siam.core.config import changed_values, flatten, save_config, to_dict
-from ssl_siam.core.errors import ConfigError
+from ssl_siam.core.errors import ConfigError, UserError
 from ssl_siam.core.files import atomic_path
 from ssl_siam.core.registry import Registry
 from ssl_siam.data.pairs import PairRecord
@@ -30,9 +30,13 @@ from ssl_siam.eval.features import EncoderSpec, parse_encoder_spec
 from ssl_siam.study.config import SceneStudyConfig, StudyConfig
 from ssl_siam.train.rundir import last_checkpoint
 
-#: study ``task`` → runner ``(cfg, study_dir, only_cell) -> the aggregate study, or None until every cell is
+#: Which cells one invocation runs: ``"all"`` (every unscored one), one index (``--cell I``, e.g. a Slurm array
+#: task) or ``"none"`` (``--aggregate``: run nothing, aggregate the scored cells; refused while any is missing).
+CellSelection = int | Literal["all", "none"]
+
+#: study ``task`` → runner ``(cfg, study_dir, selection) -> the aggregate study, or None until every cell is
 #: scored``; a new kind of study is a module with ``@STUDIES.register("name")`` imported by study/run.py.
-STUDIES: Registry[Callable[[StudyConfig, Path, int | None], dict[str, Any] | None]] = Registry("study task")
+STUDIES: Registry[Callable[[StudyConfig, Path, CellSelection], dict[str, Any] | None]] = Registry("study task")
 
 
 @dataclass(frozen=True)
@@ -233,11 +237,27 @@ def read_score(study_dir: Path, cell: Any) -> Any:
     return result
 
 
-def save_design(cfg: StudyConfig, study_dir: Path, design: dict, n_cells: int, only_cell: int | None) -> None:
+def selected_cells(cells: list[Any], selection: CellSelection) -> list[Any]:
+    """The cells this invocation runs (``selection``: :data:`CellSelection`, checked by :func:`save_design`)."""
+    return cells if selection == "all" else [] if selection == "none" else [cells[selection]]
+
+
+def scored_cells(study_dir: Path, cells: list[Any], selection: CellSelection) -> list[Any] | None:
+    """Every cell's score (:func:`read_score`), or None while some are missing; with ``selection="none"``
+    (``--aggregate``) a missing cell is a one-line error naming them, since nothing else would run them."""
+    scores = [read_score(study_dir, c) for c in cells]
+    missing = [c.index for c, s in zip(cells, scores) if s is None]
+    if missing and selection == "none":
+        raise UserError(f"{study_dir}: cells {', '.join(map(str, missing))} of 0..{len(cells) - 1} are not scored "
+                        "yet; run them (--cell I, or without --aggregate) before aggregating")
+    return None if missing else scores
+
+
+def save_design(cfg: StudyConfig, study_dir: Path, design: dict, n_cells: int, selection: CellSelection) -> None:
     """Check ``--cell``, refuse a study directory whose design conflicts (:func:`design_conflict`), then write
     ``design.json`` and the resolved ``config.yaml`` (the same for every study task)."""
-    if only_cell is not None and not 0 <= only_cell < n_cells:
-        raise ConfigError(f"--cell {only_cell}: the study has cells 0..{n_cells - 1}")
+    if isinstance(selection, int) and not 0 <= selection < n_cells:
+        raise ConfigError(f"--cell {selection}: the study has cells 0..{n_cells - 1}")
     study_dir.mkdir(parents=True, exist_ok=True)
     saved = study_dir / "design.json"
     defaults = {"test_window": StudyConfig.test_window, **settings_record("finetune", FinetuneConfig(), ()),

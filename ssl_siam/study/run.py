@@ -20,11 +20,14 @@ from ssl_siam.study.design import (
     RUN_ONLY_KEYS,
     STUDIES,
     Cell,
+    CellSelection,
     Split,
     make_cells,
     make_split,
     read_score,
     save_design,
+    scored_cells,
+    selected_cells,
     settings_record,
     write_score,
 )
@@ -75,20 +78,19 @@ def run_cell(cfg: StudyConfig, cell: Cell, split: Split, study_dir: Path) -> dic
 
 
 @STUDIES.register("change")
-def run_change_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = None) -> dict[str, Any] | None:
-    """Finetune and score every cell (or only ``only_cell``); once all are scored, the aggregate (with the
+def run_change_study(cfg: StudyConfig, study_dir: Path, selection: CellSelection = "all") -> dict[str, Any] | None:
+    """Finetune and score the selected cells (:data:`CellSelection`); once all are scored, the aggregate (with the
     building probes when ``probes``), else None."""
     task = change_task(cfg.finetune.task, cfg.finetune.data.mask_threshold)  # resolved once, passed down
     split = make_split(cfg, task, study_dir / "cache")
     cells = make_cells(cfg, split)
     design = design_record(cfg, split, cells)
-    save_design(cfg, study_dir, design, len(cells), only_cell)
-    for cell in cells if only_cell is None else [cells[only_cell]]:
+    save_design(cfg, study_dir, design, len(cells), selection)
+    for cell in selected_cells(cells, selection):
         log.info("study cell %d/%d: %s, %d labelled pairs, seed %d", cell.index + 1, len(cells), cell.encoder.name,
                  cell.n_labels, cell.seed)
         run_cell(cfg, cell, split, study_dir)
-    results = [r for c in cells if (r := read_score(study_dir, c)) is not None]
-    if len(results) < len(cells):
+    if (results := scored_cells(study_dir, cells, selection)) is None:
         return None
     study = aggregate(results, design, task.components, task.metric)
     if cfg.probes:
@@ -96,10 +98,10 @@ def run_change_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = 
     return {**study, "intro": change_intro(study)}
 
 
-def run_study(cfg: StudyConfig, only_cell: int | None = None) -> Path:
-    """Run the study of ``task`` (every cell, or only ``only_cell``) and, once every cell is scored, write
+def run_study(cfg: StudyConfig, selection: CellSelection = "all") -> Path:
+    """Run the study of ``task`` (the selected cells: :data:`CellSelection`) and, once every cell is scored, write
     ``study.json``, ``study.md`` and ``study.png``; returns the study directory."""
     study_dir = Path(cfg.run_dir or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
-    if study := STUDIES.get(cfg.task)(cfg, study_dir, only_cell):
+    if study := STUDIES.get(cfg.task)(cfg, study_dir, selection):
         write_study(study, study_dir)
     return study_dir

@@ -31,11 +31,14 @@ from ssl_siam.eval.scores import accuracy, macro_f1
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import (
     STUDIES,
+    CellSelection,
     EncoderChoice,
     budget_count,
     parse_encoders,
     read_score,
     save_design,
+    scored_cells,
+    selected_cells,
     settings_record,
     write_score,
 )
@@ -227,11 +230,11 @@ def scene_intro(study: dict[str, Any]) -> list[str]:
 
 
 @STUDIES.register("scene")
-def run_scene_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = None) -> dict[str, Any] | None:
-    """Run every cell (or only ``only_cell``); once all are scored, the aggregate (else None)."""
+def run_scene_study(cfg: StudyConfig, study_dir: Path, selection: CellSelection = "all") -> dict[str, Any] | None:
+    """Run the selected cells (:data:`CellSelection`); once all are scored, the aggregate (else None)."""
     split = open_split(cfg)
     cells = make_scene_cells(cfg, split)
-    save_design(cfg, study_dir, design_record(cfg, split, cells), len(cells), only_cell)
+    save_design(cfg, study_dir, design_record(cfg, split, cells), len(cells), selection)
     encoders = {c.encoder.spec: c.encoder for c in cells}
     test_seen = {spec: pretrained_on_test(encoder, split) for spec, encoder in encoders.items()}
     for spec, seen in test_seen.items():
@@ -242,13 +245,12 @@ def run_scene_study(cfg: StudyConfig, study_dir: Path, only_cell: int | None = N
     device = resolve_device(cfg.scene.device, "scene.device")
     bank = FeatureBank(cfg, FolderDataset.from_split(split, cfg.scene.image_size), study_dir / "features", device)
     results = []
-    for cell in cells if only_cell is None else [cells[only_cell]]:
+    for cell in selected_cells(cells, selection):
         log.info("study cell %d/%d: %s, %s labels per class, seed %d", cell.index + 1, len(cells), cell.encoder.name,
                  cell.n_labels, cell.seed)
         results += run_scene_cell(cfg, cell, split, bank, study_dir, device)
-    if only_cell is not None:
-        scored = [read_score(study_dir, c) for c in cells]
-        if any(known is None for known in scored):
+    if selection != "all":
+        if (scored := scored_cells(study_dir, cells, selection)) is None:
             return None
         results = [r for known in scored for r in known]
     return aggregate_scenes(results, split, list(cfg.scene.methods), test_seen)
