@@ -96,6 +96,7 @@ def test_finetune_predict_score_on_the_raw_root(oscd_root: Path, tmp_path: Path,
             assert (mask.shape, mask.transform, mask.crs, mask.dtypes[0]) == (ref.shape, ref.transform, ref.crs,
                                                                              "uint8")
             assert set(np.unique(mask.read(1)).tolist()) <= {0, 1}
+    assert (out / ".stacks").is_dir() and not list(out.rglob("*-cm.tif"))  # prediction never converts labels
     ckpt = ["predict", "--ckpt", str(run / "checkpoints" / "last.pt"), "--device", "cpu", "--window", "64"]
     one = tmp_path / "one"  # a city by name, and the same city from its two date folders
     assert main([*ckpt, "--data", str(oscd_root), "--ids", "dubai", "--out", str(one / "by_id")]) == 0
@@ -162,7 +163,7 @@ def test_the_real_oscd_root_pairs_every_labelled_city(tmp_path: Path) -> None:
             rasterio.open(abudhabi.damage_target) as mask:
         assert pre.shape == post.shape == mask.shape == (799, 785)
         assert 0 < (mask.read(1) > 0).mean() < 0.5  # a 0 / 255 mask, some change
-    every = find_change_pairs([root], "oscd", tmp_path, bands=["B02"], require_masks=False, every_split=True)
+    every = find_change_pairs([root], "oscd", tmp_path, bands=["B02"], masks="if_present", every_split=True)
     assert len(every) == 24 and sum(r.damage_target is None for r in every) == 10
 
 

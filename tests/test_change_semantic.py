@@ -187,4 +187,4 @@ def test_second_layout_errors(tmp_path: Path) -> None:
     (tmp_path / "s" / "label2" / f"{records[0].id}.png").unlink()
     with pytest.raises(DataError, match="label2.*missing, expected the land-cover map"):
         find_change_pairs([tmp_path / "s"], "second", tmp_path / "cache")
-    assert len(find_change_pairs([tmp_path / "s"], "second", tmp_path / "c2", require_masks=False)) == 2
+    assert len(find_change_pairs([tmp_path / "s"], "second", tmp_path / "c2", masks="none")) == 2

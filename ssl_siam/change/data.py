@@ -54,7 +54,7 @@ def unlabeled_records(cfg: FinetuneConfig, fmt: str, cache_dir: Path) -> list[Pa
     """``data.synthetic_change``: every pair of ``data.root`` (all of a layout's splits: OSCD's 24 cities), or
     ``data.train_ids`` of them, masks neither needed nor used; no validation pairs (there are no labels to score)."""
     d = cfg.data
-    records = find_change_pairs(d.root, fmt, cache_dir, bands=d.oscd_bands, read_masks=False, skip_bad=d.skip_bad,
+    records = find_change_pairs(d.root, fmt, cache_dir, bands=d.oscd_bands, masks="none", skip_bad=d.skip_bad,
                                 every_split=True)
     by_id = {r.id: r for r in records}
     _check_ids(by_id, "data.train_ids", d.train_ids, d.root)

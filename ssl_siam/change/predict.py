@@ -96,7 +96,7 @@ def predict_split(task: FinetuneTask, change: ChangeTask, runtime: Runtime, spli
                   fmt: str = "xbd", ids: Sequence[str] | None = None, **kwargs: object) -> list[Path]:
     """Every pair of a split directory in layout ``fmt`` (labels are not needed), or only those named in ``ids``
     (e.g. OSCD cities), outputs named by pair id; ``kwargs`` as :func:`predict_pair`."""
-    records = find_change_pairs([split_dir], fmt, out_dir / ".stacks", require_masks=False, every_split=True)
+    records = find_change_pairs([split_dir], fmt, out_dir / ".stacks", masks="none", every_split=True)
     if ids:
         by_id = {r.id: r for r in records}
         if missing := [i for i in ids if i not in by_id]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.core.registry import Registry
@@ -20,18 +20,30 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 OSCD_BANDS = BANDS  # the official order, B8A after B08
 
 
+#: Which masks a read needs: ``required`` (training: a pair without one is an error), ``if_present`` (scoring: the
+#: labelled pairs of a root that also holds unlabelled ones) or ``none`` (prediction, unlabeled pairs: masks are not
+#: looked for, so layouts whose masks are converted or checked skip the work, and a bad mask file costs nothing).
+MaskPolicy = Literal["required", "if_present", "none"]
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """How a root is read: ``cache_dir`` for derived files (stacks, code masks), ``split`` for layouts with official
-    splits (OSCD's train / test cities), ``require_masks`` false for prediction (masks read where present),
-    ``read_masks`` false where they are not used at all (unlabeled pairs), layout-specific options after."""
+    splits (OSCD's train / test cities), ``masks`` (:data:`MaskPolicy`), layout-specific options after."""
 
     cache_dir: Path
     split: str = "train"  # train | test | all: a layout's official splits (OSCD's city lists)
-    require_masks: bool = True
+    masks: MaskPolicy = "required"
     skip_bad: bool = False  # xBD: skip (and log) unpairable pairs
     oscd_bands: tuple[str, ...] = field(default=OSCD_BANDS)
-    read_masks: bool = True  # false: masks are not looked for (layouts whose masks are converted skip the work)
+
+    @property
+    def require_masks(self) -> bool:
+        return self.masks == "required"
+
+    @property
+    def read_masks(self) -> bool:
+        return self.masks != "none"
 
 
 class PairLayout:
@@ -76,14 +88,14 @@ def data_format(root: Path, trained: str) -> str:
 
 
 def find_change_pairs(roots: Sequence[str | Path], fmt: str, cache_dir: Path, *, test: bool = False,
-                      bands: Sequence[str] = OSCD_BANDS, require_masks: bool = True, skip_bad: bool = False,
-                      every_split: bool = False, read_masks: bool = True) -> list[PairRecord]:
+                      bands: Sequence[str] = OSCD_BANDS, masks: MaskPolicy = "required", skip_bad: bool = False,
+                      every_split: bool = False) -> list[PairRecord]:
     """The pairs of every root in layout ``fmt`` (ids unique across roots); ``test`` selects a layout's test split
-    (OSCD's test cities), ``every_split`` all of them; without ``require_masks`` (prediction) masks may be absent,
-    without ``read_masks`` (unlabeled pairs) no record has one, whatever the layout; a DataError when no pairs."""
+    (OSCD's test cities), ``every_split`` all of them; ``masks`` (:data:`MaskPolicy`): with ``"none"`` no record has
+    a mask, whatever the layout; a DataError when no pairs."""
     layout = LAYOUTS.get(fmt)()
     split = "all" if every_split else "test" if test else "train"
-    options = ReadOptions(Path(cache_dir), split, require_masks and read_masks, skip_bad, tuple(bands), read_masks)
+    options = ReadOptions(Path(cache_dir), split, masks, skip_bad, tuple(bands))
     records: list[PairRecord] = []
     for root in map(Path, roots):
         records += layout.find(root, options)
@@ -94,4 +106,4 @@ def find_change_pairs(roots: Sequence[str | Path], fmt: str, cache_dir: Path, *,
         seen[record.id] = record.post_image
     if not records:
         raise DataError(f"{roots[0]}: no pre/post pairs in the {fmt} layout")
-    return records if read_masks else [replace(r, damage_target=None) for r in records]
+    return records if options.read_masks else [replace(r, damage_target=None) for r in records]

@@ -24,7 +24,7 @@ def score_layout(pred: Path, root: Path, fmt: str, mask_threshold: int | None = 
     """Predicted masks ``<id>_change_mask.png`` against every labelled pair of a dataset root in layout ``fmt``."""
     acc = BinaryAccumulator()
     with tempfile.TemporaryDirectory() as cache:  # derived masks (OSCD's 1 / 2 labels as 0 / 1)
-        records = [r for r in find_change_pairs([root], fmt, Path(cache), require_masks=False, every_split=True)
+        records = [r for r in find_change_pairs([root], fmt, Path(cache), masks="if_present", every_split=True)
                    if r.damage_target is not None]
         if not records:
             raise DataError(f"{root}: no labelled pairs to score against")
