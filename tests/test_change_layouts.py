@@ -79,6 +79,27 @@ def test_layouts_are_detected_and_paired(tmp_path: Path) -> None:
     assert detect_format(csv) == "pairs-csv" and len(find_change_pairs([csv], "pairs-csv", tmp_path)) == 1
 
 
+def test_mask_policy_required_if_present_none(tmp_path: Path) -> None:
+    root = levir(tmp_path / "levir")
+    write_png(root / "label" / "chip_0_1.png", np.full((32, 32), 255, np.uint8))  # a bad mask (another size)
+    (root / "label" / "chip_0_2.png").unlink()  # and a missing one
+    csv = root / "pairs.csv"
+    csv.write_text("pre,post,mask\nA/chip_0_0.png,B/chip_0_0.png,label/chip_0_0.png\n"
+                   "A/chip_0_1.png,B/chip_0_1.png,\nA/chip_0_2.png,B/chip_0_2.png,label/chip_0_2.png\n")
+    for source, fmt in ((root, "levir"), (csv, "pairs-csv")):
+        for masks in ("required", "if_present"):
+            with pytest.raises(DataError, match=r"chip_0_[12]|pairs.csv:3"):
+                find_change_pairs([source], fmt, tmp_path, masks=masks)
+        records = find_change_pairs([source], fmt, tmp_path, masks="none")  # prediction: masks never looked at
+        assert [r.id.rpartition("chip_")[2] for r in records] == ["0_0", "0_1", "0_2"]
+        assert all(r.damage_target is None for r in records)
+    csv.write_text("pre,post,mask\nA/chip_0_0.png,B/chip_0_0.png,label/chip_0_0.png\nA/chip_0_2.png,B/chip_0_2.png,\n")
+    present = find_change_pairs([csv], "pairs-csv", tmp_path, masks="if_present")  # scoring: the labelled rows
+    assert [r.damage_target is not None for r in present] == [True, False]
+    with pytest.raises(DataError, match="pairs.csv:3"):  # training: every row needs its mask
+        find_change_pairs([csv], "pairs-csv", tmp_path)
+
+
 def test_bad_change_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = levir(tmp_path / "bad")
     write_png(root / "label" / "chip_0_1.png", np.full((32, 32), 255, np.uint8))  # another size

@@ -30,7 +30,8 @@ class FolderLayout(PairLayout):
         records = []
         for pre in sorted(p for p in pre_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             post = post_dir / pre.name
-            mask = _find_mask(mask_dir, pre) if options.require_masks or mask_dir.is_dir() else None
+            mask = (_find_mask(mask_dir, pre) if options.require_masks or (options.read_masks and mask_dir.is_dir())
+                    else None)
             if not post.is_file():
                 raise DataError(f"{pre}: no partner {post}")
             check_sizes(pre, [post, mask])

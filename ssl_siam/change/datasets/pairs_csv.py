@@ -15,7 +15,7 @@ import csv
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
-from ssl_siam.change.datasets.base import LAYOUTS, PairLayout, ReadOptions
+from ssl_siam.change.datasets.base import LAYOUTS, MaskPolicy, PairLayout, ReadOptions
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.pairs import PairRecord, check_sizes
 
@@ -30,13 +30,14 @@ class PairsCSVLayout(PairLayout):
         return root.is_file() and root.suffix.lower() == ".csv"
 
     def find(self, root: Path, options: ReadOptions) -> list[PairRecord]:
-        return csv_pairs(root, options.require_masks)
+        return csv_pairs(root, options.masks)
 
 
-def csv_pairs(path: Path, require_masks: bool = True) -> list[PairRecord]:
-    """The pairs of a CSV (module docstring; the ``mask`` column optional without ``require_masks``)."""
+def csv_pairs(path: Path, masks: MaskPolicy = "required") -> list[PairRecord]:
+    """The pairs of a CSV (module docstring; the ``mask`` column optional unless ``masks="required"``, not read with
+    ``"none"``)."""
     folder = path.parent.resolve()
-    columns = ("pre", "post", "mask") if require_masks else ("pre", "post")
+    columns = ("pre", "post", "mask") if masks == "required" else ("pre", "post")
     try:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
@@ -49,7 +50,8 @@ def csv_pairs(path: Path, require_masks: bool = True) -> list[PairRecord]:
     files = []
     for line, row in enumerate(rows, start=2):
         pre, post = (file_inside(folder, row[k], path, line) for k in ("pre", "post"))
-        mask = file_inside(folder, row["mask"], path, line) if row.get("mask") or require_masks else None
+        wanted = masks == "required" or (masks == "if_present" and row.get("mask"))
+        mask = file_inside(folder, row["mask"], path, line) if wanted else None
         check_sizes(pre, [post, mask])
         files.append((pre, post, mask))
     ids = pair_ids(path, rows, "id" in header)
