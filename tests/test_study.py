@@ -120,8 +120,11 @@ def test_study_runs_cells_resumes_and_aggregates(two_disasters: dict[str, Path],
     monkeypatch.setattr(study_run, "run_finetune", lambda cfg: finetuned.append(cfg.run_dir) or original(cfg))
     capsys.readouterr()
     assert main([*args, "--aggregate"]) == 2 and finetuned == []  # runs nothing, names what is missing
-    assert capsys.readouterr().err.strip().endswith(f"{study}: cells 0, 1, 2, 3, 4, 6, 7 of 0..7 are not scored yet; "
-                                                    "run them (--cell I, or without --aggregate) before aggregating")
+    assert capsys.readouterr().err.strip().endswith(f"{study}: cells 0-4, 6-7 of 0-7 are not scored yet; run them "
+                                                    "(--cell I, or without --aggregate) before aggregating")
+    typo = [a if not a.startswith("run_dir=") else f"run_dir={study}_typo" for a in args]
+    assert main([*typo, "--aggregate"]) == 2 and not (study.parent / "run_typo").exists()  # nothing created
+    assert "no study here (no design.json) to aggregate" in capsys.readouterr().err
     assert not (study / "study.json").exists()
     assert main(args) == 0  # the other 7 cells; the scored one is skipped
     assert len(finetuned) == 7 and not any(d.endswith("random_resnet18/n1/seed1") for d in finetuned)

@@ -248,9 +248,20 @@ def scored_cells(study_dir: Path, cells: list[Any], selection: CellSelection) ->
     scores = [read_score(study_dir, c) for c in cells]
     missing = [c.index for c, s in zip(cells, scores) if s is None]
     if missing and selection == "none":
-        raise UserError(f"{study_dir}: cells {', '.join(map(str, missing))} of 0..{len(cells) - 1} are not scored "
-                        "yet; run them (--cell I, or without --aggregate) before aggregating")
+        raise UserError(f"{study_dir}: cells {index_ranges(missing)} of 0-{len(cells) - 1} are not scored yet; run "
+                        "them (--cell I, or without --aggregate) before aggregating")
     return None if missing else scores
+
+
+def index_ranges(indices: list[int]) -> str:
+    """Sorted cell indices as runs, ``[0, 1, 2, 5, 7, 8]`` → ``"0-2, 5, 7-8"`` (a short line for a big study)."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def save_design(cfg: StudyConfig, study_dir: Path, design: dict, n_cells: int, selection: CellSelection) -> None:

@@ -14,6 +14,7 @@ from ssl_siam.change.evaluate import evaluate
 from ssl_siam.change.run import run_finetune
 from ssl_siam.change.tasks import change_task
 from ssl_siam.core.config import from_dict, to_dict
+from ssl_siam.core.errors import UserError
 from ssl_siam.study import scenes  # noqa: F401  (registers task=scene)
 from ssl_siam.study.config import StudyConfig
 from ssl_siam.study.design import (
@@ -102,6 +103,8 @@ def run_study(cfg: StudyConfig, selection: CellSelection = "all") -> Path:
     """Run the study of ``task`` (the selected cells: :data:`CellSelection`) and, once every cell is scored, write
     ``study.json``, ``study.md`` and ``study.png``; returns the study directory."""
     study_dir = Path(cfg.run_dir or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
+    if selection == "none" and not (study_dir / "design.json").is_file():  # before any reading or caching
+        raise UserError(f"{study_dir}: no study here (no design.json) to aggregate; check run_dir, or run the study")
     if study := STUDIES.get(cfg.task)(cfg, study_dir, selection):
         write_study(study, study_dir)
     return study_dir
