@@ -96,7 +96,7 @@ def test_mask_policy_required_if_present_none(tmp_path: Path) -> None:
     csv.write_text("pre,post,mask\nA/chip_0_0.png,B/chip_0_0.png,label/chip_0_0.png\nA/chip_0_2.png,B/chip_0_2.png,\n")
     present = find_change_pairs([csv], "pairs-csv", tmp_path, masks="if_present")  # scoring: the labelled rows
     assert [r.damage_target is not None for r in present] == [True, False]
-    with pytest.raises(DataError, match="pairs.csv:3"):  # training: every row needs its mask
+    with pytest.raises(DataError, match="pairs.csv:3: no mask, expected one in every row for training"):
         find_change_pairs([csv], "pairs-csv", tmp_path)
 
 

@@ -50,6 +50,9 @@ def csv_pairs(path: Path, masks: MaskPolicy = "required") -> list[PairRecord]:
     files = []
     for line, row in enumerate(rows, start=2):
         pre, post = (file_inside(folder, row[k], path, line) for k in ("pre", "post"))
+        if masks == "required" and not row.get("mask"):
+            raise DataError(f"{path}:{line}: no mask, expected one in every row for training (predict and score "
+                            "take rows without)")
         wanted = masks == "required" or (masks == "if_present" and row.get("mask"))
         mask = file_inside(folder, row["mask"], path, line) if wanted else None
         check_sizes(pre, [post, mask])
@@ -81,8 +84,10 @@ def pair_ids(path: Path, rows: list[dict[str, str]], id_column: bool) -> list[st
 def file_inside(folder: Path, relative: str | None, csv_path: Path, line: int) -> Path:
     """``folder / relative`` when ``relative`` is a relative path without ``..`` (checked on the text, so links
     inside ``folder`` are followed); a one-line DataError naming the CSV line when not, or when it is missing."""
-    parts = PurePosixPath(relative or "")
-    if not relative or parts.is_absolute() or ".." in parts.parts:
+    if not relative:
+        raise DataError(f"{csv_path}:{line}: empty path, expected a file inside {folder}")
+    parts = PurePosixPath(relative)
+    if parts.is_absolute() or ".." in parts.parts:
         raise DataError(f"{csv_path}:{line}: image path {relative!r} must be a file inside {folder}: relative, "
                         "without '..' (links inside it are followed)")
     target = folder / parts
