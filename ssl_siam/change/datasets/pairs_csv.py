@@ -53,8 +53,7 @@ def csv_pairs(path: Path, masks: MaskPolicy = "required") -> list[PairRecord]:
         if masks == "required" and not row.get("mask"):
             raise DataError(f"{path}:{line}: no mask, expected one in every row for training (predict and score "
                             "take rows without)")
-        wanted = masks == "required" or (masks == "if_present" and row.get("mask"))
-        mask = file_inside(folder, row["mask"], path, line) if wanted else None
+        mask = file_inside(folder, row["mask"], path, line) if masks != "none" and row.get("mask") else None
         check_sizes(pre, [post, mask])
         files.append((pre, post, mask))
     ids = pair_ids(path, rows, "id" in header)
