@@ -62,8 +62,19 @@ def test_find_pairs_on_a_synthetic_split(split):
     ]
     assert first.damage_target is None and first.loc_target is None
     shutil.rmtree(split / "labels")  # unlabelled pairs (e.g. for inference) on request
-    unlabelled, _ = find_pairs(split, require_labels=False)
+    unlabelled, _ = find_pairs(split, labels="if_present")
     assert len(unlabelled) == 4 and all(r.pre_label is r.post_label is r.damage_target is None for r in unlabelled)
+
+
+def test_labels_none_never_looks_at_labels_or_targets(split):
+    """Prediction and temporal pretraining read no labels: a broken target does not stop them (it stops training)."""
+    (split / "targets").mkdir(exist_ok=True)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(split / "targets" / f"{IDS[0]}_damage_target.png")
+    with pytest.raises(DataError, match=f"{IDS[0]}_damage_target.png: size 16x16, expected 128x128"):
+        find_pairs(split)
+    bare, _ = find_pairs(split, labels="none")
+    assert [r.id for r in bare] == IDS
+    assert all(r.pre_label is r.post_label is r.damage_target is r.loc_target is None for r in bare)
 
 
 def test_find_pairs_on_several_roots(split, tmp_path):

@@ -1,17 +1,24 @@
-"""A pre/post pair as every change layout reads it, the header check that both dates (and their masks) share a
-size and CRS, and the stricter check that two dates share one grid."""
+"""A pre/post pair as every change layout reads it, which of its masks a read needs, the header check that both
+dates (and their masks) share a size and CRS, and the stricter check that two dates share one grid."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image
 from rasterio.crs import CRS
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.data.rasters import open_raster
+
+#: Which masks (labels, targets) a read needs: ``required`` (training: a pair without one is an error),
+#: ``if_present`` (scoring: the labelled pairs of a root that also holds unlabelled ones) or ``none`` (prediction,
+#: unlabeled pairs: masks are not looked for, so layouts whose masks are converted or checked skip the work, and a bad
+#: mask file costs nothing).
+MaskPolicy = Literal["required", "if_present", "none"]
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def find_places(roots: Sequence[str | Path], band_names: Sequence[str] | None = 
     if band_names:
         raise DataError(f"{texts[0]}: data.band_names picks OSCD bands by name; select other bands with data.bands")
     if all(any((Path(t) / "images").glob("*_pre_disaster.*")) for t in texts):
-        return [(pair.pre_image, pair.post_image) for pair in find_pairs(texts, require_labels=False)[0]]
+        return [(pair.pre_image, pair.post_image) for pair in find_pairs(texts, labels="none")[0]]
     if len(texts) < 2:
         raise DataError(f"{texts[0]}: one date; temporal positives need an OSCD root, xBD split folders or one "
                         "folder / glob per date (at least two)")

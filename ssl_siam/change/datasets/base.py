@@ -9,21 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from ssl_siam.core.errors import DataError
 from ssl_siam.core.registry import Registry
 from ssl_siam.data.oscd import BANDS
-from ssl_siam.data.pairs import PairRecord
+from ssl_siam.data.pairs import MaskPolicy, PairRecord
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 OSCD_BANDS = BANDS  # the official order, B8A after B08
-
-
-#: Which masks a read needs: ``required`` (training: a pair without one is an error), ``if_present`` (scoring: the
-#: labelled pairs of a root that also holds unlabelled ones) or ``none`` (prediction, unlabeled pairs: masks are not
-#: looked for, so layouts whose masks are converted or checked skip the work, and a bad mask file costs nothing).
-MaskPolicy = Literal["required", "if_present", "none"]
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import csv
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
-from ssl_siam.change.datasets.base import LAYOUTS, MaskPolicy, PairLayout, ReadOptions
+from ssl_siam.change.datasets.base import LAYOUTS, PairLayout, ReadOptions
 from ssl_siam.core.errors import DataError
-from ssl_siam.data.pairs import PairRecord, check_sizes
+from ssl_siam.data.pairs import MaskPolicy, PairRecord, check_sizes
 
 
 @LAYOUTS.register("pairs-csv")

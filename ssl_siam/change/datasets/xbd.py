@@ -22,7 +22,7 @@ class XBDLayout(PairLayout):
         return (root / "images").is_dir()
 
     def find(self, root: Path, options: ReadOptions) -> list[PairRecord]:
-        records, skipped = find_pairs([root], skip_bad=options.skip_bad, require_labels=options.require_masks)
+        records, skipped = find_pairs([root], skip_bad=options.skip_bad, labels=options.masks)
         for reason in skipped:
             log.warning("skipped: %s", reason)
         return records
